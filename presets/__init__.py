@@ -1,0 +1,1 @@
+"""Preset TOML files shipped with diffbench (`paper`, `small`, `tiny`)."""

@@ -1,0 +1,1 @@
+"""Every user-facing surface: the `diffbench` CLI and the Textual dashboard."""
