@@ -20,9 +20,10 @@ axis -1 is y. ``u[i, j]`` lives on the x-face ``((i + 1) h, (j + 1/2) h)`` and
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -121,37 +122,55 @@ def _laplacian(c: Tensor, h: float) -> Tensor:
     return result
 
 
-@lru_cache(maxsize=16)
-def _forcing(size: int, wavenumber: float, amplitude: float, device: torch.device,
-             dtype: torch.dtype) -> Tensor:
+def _forcing(size: int, physics: Physics, dtype: torch.dtype) -> Tensor:
     """Kolmogorov forcing (A sin(k y), 0) sampled at the u-faces, y = (j + 1/2) h."""
     h = DOMAIN / size
     y = (torch.arange(size, dtype=dtype) + 0.5) * h
-    profile = amplitude * torch.sin(wavenumber * y)
+    profile = physics.forcing_amplitude * torch.sin(physics.forcing_wavenumber * y)
     force = torch.zeros(2, size, size, dtype=dtype)
     force[0] = profile.expand(size, size)
-    return force.to(device)
+    return force
 
 
-@lru_cache(maxsize=16)
-def _inverse_laplacian(size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """Pseudo-inverse of the periodic 5-point Laplacian in rfft space.
+def _inverse_laplacian(size: int, dtype: torch.dtype) -> Tensor:
+    """Pseudo-inverse of the periodic 5-point Laplacian in rfft space, ``(N, N//2 + 1)``.
 
     The eigenvalues are built in float64 and inverted before the cast, as jax-cfd
-    does; building them in float32 makes the lowest modes wrong by ~2e-4.
+    does; building them in float32 makes the lowest modes wrong by ~2e-4. The
+    operator is symmetric, so they are real (jax-cfd keeps round-off imaginary parts
+    below float32 precision; dropping them keeps the multiply real, which
+    `torch.compile` can fuse).
     """
     h = DOMAIN / size
     column = np.zeros(size)
     column[0], column[1], column[-1] = -2 / h**2, 1 / h**2, 1 / h**2
-    eigenvalues = np.add.outer(np.fft.fft(column), np.fft.rfft(column))
+    eigenvalues = np.add.outer(np.fft.fft(column).real, np.fft.rfft(column).real)
     cutoff = 10 * np.finfo(np.float32).eps
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore"):
         inverse = np.where(abs(eigenvalues) > cutoff, 1 / eigenvalues, 0)
-    complex_dtype = torch.complex64 if dtype == torch.float32 else torch.complex128
-    return torch.from_numpy(inverse).to(device=device, dtype=complex_dtype)
+    return torch.from_numpy(inverse).to(dtype)
 
 
-def project(velocity: Tensor) -> Tensor:
+class Operators(NamedTuple):
+    """Fixed arrays of one grid: the forcing field and the inverse Laplacian."""
+
+    forcing: Tensor
+    inverse_laplacian: Tensor
+
+
+@lru_cache(maxsize=16)
+def operators(size: int, physics: Physics, device: torch.device,
+              dtype: torch.dtype) -> Operators:
+    """Build (once per grid, device and dtype) the arrays a step needs."""
+    return Operators(_forcing(size, physics, dtype).to(device),
+                     _inverse_laplacian(size, dtype).to(device))
+
+
+def _operators_for(velocity: Tensor, physics: Physics = Physics()) -> Operators:
+    return operators(velocity.shape[-1], physics, velocity.device, velocity.dtype)
+
+
+def project(velocity: Tensor, inverse_laplacian: Tensor | None = None) -> Tensor:
     """Remove the divergent part: solve ∆q = ∇·u exactly by FFT, return u − ∇q.
 
     Divergence by backward differences, gradient by forward differences, so the
@@ -159,10 +178,15 @@ def project(velocity: Tensor) -> Tensor:
     """
     size = velocity.shape[-1]
     h = DOMAIN / size
+    if inverse_laplacian is None:
+        inverse_laplacian = _operators_for(velocity).inverse_laplacian
     divergence = divergence_of(velocity)
-    inverse = _inverse_laplacian(size, velocity.device, velocity.dtype)
-    q = torch.fft.irfftn(inverse * torch.fft.rfftn(divergence, dim=(-2, -1)),
-                         s=(size, size), dim=(-2, -1)).to(velocity.dtype)
+    # 1-D transforms on contiguous arrays rather than rfftn: the same maths, but on
+    # the CPU a batched rfftn rounds differently from a single one, and these do not.
+    spectrum = torch.fft.fft(torch.fft.rfft(divergence, dim=-1), dim=-2)
+    spectrum = torch.view_as_real(spectrum) * inverse_laplacian[..., None]
+    spectrum = torch.fft.ifft(torch.view_as_complex(spectrum.contiguous()), dim=-2)
+    q = torch.fft.irfft(spectrum.contiguous(), n=size, dim=-1)
     gradient = torch.stack([_forward_difference(q, axis, h) for axis in range(2)], dim=-3)
     return velocity - gradient
 
@@ -174,32 +198,38 @@ def divergence_of(velocity: Tensor) -> Tensor:
     return _backward_difference(u, 0, h) + _backward_difference(v, 1, h)
 
 
-def _tendency(velocity: Tensor, physics: Physics) -> Tensor:
+def _tendency(velocity: Tensor, forcing: Tensor, physics: Physics) -> Tensor:
     """Explicit terms: advection + diffusion + (drag + Kolmogorov forcing) / ρ."""
-    size = velocity.shape[-1]
-    h = DOMAIN / size
-    forcing = -physics.drag * velocity + _forcing(
-        size, physics.forcing_wavenumber, physics.forcing_amplitude, velocity.device,
-        velocity.dtype)
+    h = DOMAIN / velocity.shape[-1]
     rate = _advection(velocity, h, physics.dt)
     rate = rate + physics.viscosity / physics.density * _laplacian(velocity, h)
-    return rate + forcing / physics.density
+    return rate + (-physics.drag * velocity + forcing) / physics.density
 
 
-def step(velocity: Tensor, physics: Physics) -> Tensor:
+def step(velocity: Tensor, ops: Operators, physics: Physics) -> Tensor:
     """One forward-Euler step followed by the pressure projection."""
-    return project(velocity + physics.dt * _tendency(velocity, physics))
+    rate = _tendency(velocity, ops.forcing, physics)
+    return project(velocity + physics.dt * rate, ops.inverse_laplacian)
 
 
-def advance(velocity: Tensor, steps: int, **physics: float) -> Tensor:
+@lru_cache(maxsize=1)
+def _compiled_step() -> Callable[[Tensor, Operators, Physics], Tensor]:
+    return torch.compile(step, dynamic=False)
+
+
+def advance(velocity: Tensor, steps: int, *, compile: bool = False, **physics: float) -> Tensor:
     """Advance a batch of MAC velocities ``(..., 2, N, N)`` by ``steps`` inner steps.
 
     ``physics`` overrides fields of `Physics` (viscosity, drag, forcing_amplitude,
-    forcing_wavenumber, density, dt); N is taken from the tensor.
+    forcing_wavenumber, density, dt); N is taken from the tensor. ``compile`` fuses
+    the step with `torch.compile`: several times faster for long runs, after a
+    compilation of ~20 s on a CPU; results agree with eager mode to float32 rounding.
     """
     params = Physics(**physics)
+    ops = _operators_for(velocity, params)
+    stepper = _compiled_step() if compile else step
     for _ in range(steps):
-        velocity = step(velocity, params)
+        velocity = stepper(velocity, ops, params)
     return velocity
 
 
@@ -298,6 +328,7 @@ def rollout(
     *,
     burn_in: int = 0,
     factor: int = 1,
+    compile: bool = False,
     **physics: float,
 ) -> Tensor:
     """Stored states after transitions ``burn_in + 1 … transitions``, coarsened.
@@ -309,7 +340,7 @@ def rollout(
         raise ValueError(f"burn_in must be in [0, transitions), got {burn_in}")
     states = []
     for transition in range(1, transitions + 1):
-        velocity = advance(velocity, inner_steps, **physics)
+        velocity = advance(velocity, inner_steps, compile=compile, **physics)
         if transition > burn_in:
             states.append(coarsen(velocity, factor))
     return torch.stack(states, dim=-4)
