@@ -1,0 +1,62 @@
+"""The workspace: one directory that holds a user's data sets (and later runs and the job db).
+
+Precedence, resolved here and nowhere else: an explicit ``home`` (the CLI's ``--home``)
+beats the ``DIFFBENCH_HOME`` environment variable, which beats the platform's user data
+directory (``platformdirs.user_data_dir("diffbench")``).
+
+Layout::
+
+    <home>/
+        data/<name>.h5      data sets made by `diffbench data generate`
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_VAR = "DIFFBENCH_HOME"
+
+
+def default_home() -> Path:
+    """``$DIFFBENCH_HOME`` if set and non-empty, else the platform's user data directory."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("diffbench", appauthor=False))
+
+
+def dataset_name(preset: str, *, trajectories: int | None = None, seed: int | None = None) -> str:
+    """File stem for a data set: the preset name, plus ``-n{N}``/``-s{S}`` for overrides.
+
+    Overridden data sets get their own name, so they never clash with the preset's own.
+    """
+    name = preset
+    if trajectories is not None:
+        name += f"-n{trajectories}"
+    if seed is not None:
+        name += f"-s{seed}"
+    return name
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Paths inside one workspace directory. Creating the object touches no disk."""
+
+    root: Path
+
+    @classmethod
+    def resolve(cls, home: str | os.PathLike[str] | None = None) -> Workspace:
+        root = Path(home).expanduser() if home else default_home()
+        return cls(root.absolute())
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    def dataset_path(self, name: str) -> Path:
+        """Where the data set called ``name`` (see :func:`dataset_name`) lives."""
+        return self.data_dir / f"{name}.h5"

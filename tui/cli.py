@@ -1,0 +1,56 @@
+"""The `diffbench` command line: one Typer app per command group, composed here.
+
+Importing this module must stay cheap: no torch, no Textual. Commands import the engine
+inside their bodies (tests/test_cli_data.py checks this).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from diffbench.storage.workspace import ENV_VAR, Workspace
+
+from . import data
+
+app = typer.Typer(
+    name="diffbench",
+    help=(
+        "Benchmark optimizers and learning-rate schedules for diffusion models of 2-D "
+        "Kolmogorov flow (arXiv 2510.19376).\n\n"
+        "Start with [bold]diffbench data generate --preset tiny[/], then "
+        "[bold]diffbench data info[/] and [bold]diffbench data preview[/] on the file it wrote."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+app.add_typer(data.app, name="data")
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            "--home",
+            envvar=ENV_VAR,
+            metavar="DIR",
+            help="Workspace directory for data sets (and later runs). "
+            "Default: the platform's user data directory.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Resolve the workspace once; commands find it on ``ctx.obj``."""
+    ctx.obj = Workspace.resolve(home)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="diffbench")
