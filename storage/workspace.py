@@ -60,3 +60,16 @@ class Workspace:
     def dataset_path(self, name: str) -> Path:
         """Where the data set called ``name`` (see :func:`dataset_name`) lives."""
         return self.data_dir / f"{name}.h5"
+
+    def dataset_candidates(self, name_or_path: str | os.PathLike[str]) -> list[Path]:
+        """Where :meth:`find_dataset` looks, in order: the path itself, then for a bare name
+        without suffix (``"tiny"``) the workspace's ``<home>/data/tiny.h5``."""
+        path = Path(name_or_path).expanduser()
+        candidates = [path]
+        if path.name == str(name_or_path) and path.suffix == "":
+            candidates.append(self.dataset_path(path.name))
+        return candidates
+
+    def find_dataset(self, name_or_path: str | os.PathLike[str]) -> Path | None:
+        """The first existing file among :meth:`dataset_candidates`, else None."""
+        return next((p for p in self.dataset_candidates(name_or_path) if p.exists()), None)

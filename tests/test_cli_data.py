@@ -272,7 +272,8 @@ def test_info_rejects_corrupt_truncated_foreign_and_missing_files(dataset, tmp_p
     text = tmp_path / "text.h5"
     text.write_text("hello")
     assert_one_line_error(invoke(runner, "data", "info", str(text)), "not an HDF5 file")
-    assert_one_line_error(invoke(runner, "data", "info", str(tmp_path / "nope.h5")), "nope.h5")
+    assert_one_line_error(invoke(runner, "data", "info", str(tmp_path / "nope.h5")),
+                          "no data set", "nope.h5")
     assert_one_line_error(invoke(runner, "data", "info", str(dataset), "--split", "x"), "--split")
 
 
@@ -305,6 +306,17 @@ def test_workspace_precedence(tmp_path, monkeypatch):
     assert Workspace.resolve(tmp_path).dataset_path("tiny") == tmp_path / "data" / "tiny.h5"
     assert dataset_name("tiny") == "tiny"
     assert dataset_name("tiny", trajectories=10, seed=3) == "tiny-n10-s3"
+
+
+def test_info_and_preview_find_data_sets_by_name_in_the_workspace(dataset, home, runner):
+    name = dataset.stem  # quick-n10
+    result = invoke(runner, "--home", str(home), "data", "info", name, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["path"] == str(dataset)
+    result = invoke(runner, "--home", str(home), "data", "preview", name, "--ascii")
+    assert result.exit_code == 0, result.output
+    assert_one_line_error(invoke(runner, "--home", str(home), "data", "info", "nope"),
+                          "no data set 'nope'", str(home / "data" / "nope.h5"))
 
 
 def test_home_comes_from_the_environment(tmp_path, runner, monkeypatch):

@@ -201,9 +201,23 @@ def _print_written(path: Path, elapsed: float) -> None:
 # --------------------------------------------------------------------------- info
 
 
+DATASET_HELP = ("A data set: a file path, or the name of one in the workspace "
+                "(tiny → <home>/data/tiny.h5).")
+
+
+def _find(workspace: Workspace, dataset: str) -> Path:
+    path = workspace.find_dataset(dataset)
+    if path is None:
+        looked = ", ".join(str(p) for p in workspace.dataset_candidates(dataset))
+        raise UserError(f"no data set {dataset!r} (looked for {looked})")
+    return path
+
+
 @app.command()
 def info(
-    path: Annotated[Path, typer.Argument(help="A data set written by `data generate`.")],
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Argument(help=DATASET_HELP, metavar="DATASET",
+                                           show_default=False)],
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON document on stdout instead of tables.")
     ] = False,
@@ -220,30 +234,30 @@ def info(
 
     [bold]Examples[/]
 
-      diffbench data info ~/.local/share/diffbench/data/tiny.h5
-      diffbench data info tiny.h5 --json | python -m json.tool
+      diffbench data info tiny
+      diffbench data info ./tiny10.h5 --json | python -m json.tool
     """
-    _info(path, as_json=as_json, split=split)
+    _info(ctx.obj, dataset, as_json=as_json, split=split)
 
 
-def _info(path: Path, *, as_json: bool, split: str) -> None:
+def _info(workspace: Workspace, dataset: str, *, as_json: bool, split: str) -> None:
     from diffbench.engine.dataset import DatasetError, load_split, open_dataset, verify_checksum
     from diffbench.engine.statistics import flow_statistics
 
     with user_errors(DatasetError):
         require(split in SPLITS, f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
-        require(path.exists(), f"no such file: {path}")
-        dataset = open_dataset(path)
+        path = _find(workspace, dataset)
+        info = open_dataset(path)
         verify_checksum(path)
         stats = flow_statistics(load_split(path, split))
 
     report = {
         "path": str(path.absolute()),
         "size_bytes": path.stat().st_size,
-        "checksum": {"sha256": dataset.attrs["checksum"], "verified": True},
-        "splits": {name: list(dataset.shapes[name]) for name in SPLITS},
-        "preset": dataset.preset,
-        "attributes": {k: v for k, v in dataset.attrs.items() if k != "preset"},
+        "checksum": {"sha256": info.attrs["checksum"], "verified": True},
+        "splits": {name: list(info.shapes[name]) for name in SPLITS},
+        "preset": info.preset,
+        "attributes": {k: v for k, v in info.attrs.items() if k != "preset"},
         "statistics": {"split": split, **stats.as_dict()},
     }
     if as_json:
@@ -259,7 +273,9 @@ def _info(path: Path, *, as_json: bool, split: str) -> None:
 
 @app.command()
 def preview(
-    path: Annotated[Path, typer.Argument(help="A data set written by `data generate`.")],
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Argument(help=DATASET_HELP, metavar="DATASET",
+                                           show_default=False)],
     split: Annotated[str, typer.Option("--split", help="train, valid or test.")] = "valid",
     index: Annotated[int, typer.Option("--index", "-i", help="Trajectory within the split.")] = 0,
     states: Annotated[
@@ -282,16 +298,16 @@ def preview(
 
     [bold]Examples[/]
 
-      diffbench data preview tiny.h5
-      diffbench data preview tiny.h5 --split test --index 3 --states 8
-      NO_COLOR=1 diffbench data preview tiny.h5     # or --ascii
+      diffbench data preview tiny
+      diffbench data preview tiny --split test --index 3 --states 8
+      NO_COLOR=1 diffbench data preview ./tiny10.h5     # or --ascii
     """
-    _preview(path, split=split, index=index, states=states, ascii=ascii or no_color(),
+    _preview(ctx.obj, dataset, split=split, index=index, states=states, ascii=ascii or no_color(),
              width=width)
 
 
-def _preview(path: Path, *, split: str, index: int, states: int, ascii: bool,
-             width: int | None) -> None:
+def _preview(workspace: Workspace, dataset: str, *, split: str, index: int, states: int,
+             ascii: bool, width: int | None) -> None:
     import numpy as np
 
     from diffbench.engine.dataset import DatasetError, load_split, open_dataset
@@ -306,7 +322,7 @@ def _preview(path: Path, *, split: str, index: int, states: int, ascii: bool,
             console.width = width
         require(split in SPLITS, f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
         require(states > 0, f"--states must be positive, got {states}")
-        require(path.exists(), f"no such file: {path}")
+        path = _find(workspace, dataset)
         shape = open_dataset(path).shapes[split]
         count, length = shape[0], shape[1]
         require(0 <= index < count,
