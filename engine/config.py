@@ -1,0 +1,243 @@
+"""Typed presets: one frozen dataclass per TOML section, validated on load.
+
+A preset is the whole recipe of a run (data, model, training). It is written verbatim into
+data set attributes and job rows, so every key is required and every typo is an error:
+nothing falls back silently to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, ClassVar
+
+
+class PresetError(ValueError):
+    """A preset that cannot be loaded; the message names the offending key."""
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise PresetError(message)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Kolmogorov-flow data: simulation grid, physics, trajectory layout and splits."""
+
+    section: ClassVar[str] = "data"
+
+    size: int  # simulation grid N (N × N)
+    factor: int  # block-mean coarsening factor, N → N / factor
+    trajectories: int
+    transitions: int  # stored states per trajectory, burn-in included
+    burn_in: int  # leading stored states dropped
+    inner_steps: int  # solver steps per stored state
+    interval: float  # time between stored states
+    viscosity: float
+    drag: float
+    forcing_wavenumber: int
+    forcing_amplitude: float
+    max_velocity: float  # initial state rescaled to this max speed
+    peak_wavenumber: float  # log-normal peak of the initial spectrum
+    split: tuple[float, ...]  # train, valid, test fractions
+    seed: int
+    chunk: int  # trajectories simulated together
+
+    def __post_init__(self) -> None:
+        for key in ("size", "factor", "trajectories", "transitions", "inner_steps", "chunk"):
+            _require(getattr(self, key) > 0, f"data.{key} must be positive")
+        for key in ("interval", "viscosity", "max_velocity", "peak_wavenumber"):
+            _require(getattr(self, key) > 0, f"data.{key} must be positive")
+        _require(self.drag >= 0, "data.drag must be non-negative")
+        _require(self.forcing_wavenumber > 0, "data.forcing_wavenumber must be positive")
+        _require(self.size % self.factor == 0,
+                 f"data.size ({self.size}) must be divisible by data.factor ({self.factor})")
+        _require(0 <= self.burn_in < self.transitions,
+                 f"data.burn_in ({self.burn_in}) must be in [0, data.transitions)")
+        _require(0 <= self.seed < 2**63, "data.seed must be in [0, 2**63)")
+        _require(len(self.split) == 3 and all(f >= 0 for f in self.split),
+                 "data.split must be three non-negative fractions (train, valid, test)")
+        _require(math.isclose(sum(self.split), 1.0), "data.split must sum to 1")
+        _require(min(self.split_sizes) > 0,
+                 f"data.trajectories ({self.trajectories}) leaves a split empty: "
+                 f"{self.split_sizes} for data.split {list(self.split)}")
+
+    @property
+    def resolution(self) -> int:
+        """Side of the stored (coarsened) grid."""
+        return self.size // self.factor
+
+    @property
+    def kept(self) -> int:
+        """Stored states per trajectory after burn-in."""
+        return self.transitions - self.burn_in
+
+    @property
+    def dt(self) -> float:
+        """Solver time step."""
+        return self.interval / self.inner_steps
+
+    @property
+    def split_sizes(self) -> tuple[int, int, int]:
+        """(train, valid, test) counts as SDA takes them: floor for train and valid, rest test.
+
+        The 1e-9 keeps floors of exact products (0.7 · 10 = 7.000…01, 0.29 · 100 = 28.99…)
+        on the intended integer; it changes no paper count (819/102/103).
+        """
+        n = self.trajectories
+        train = int(self.split[0] * n + 1e-9)
+        valid = int(self.split[1] * n + 1e-9)
+        return train, valid, n - train - valid
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The score U-Net: channels per level, residual blocks per level, window of states."""
+
+    section: ClassVar[str] = "model"
+
+    channels: tuple[int, ...]
+    blocks: int
+    window: int  # consecutive states per training sample
+    embedding: int  # width of the diffusion-time embedding
+
+    def __post_init__(self) -> None:
+        _require(len(self.channels) > 0 and all(c > 0 for c in self.channels),
+                 "model.channels must be a non-empty list of positive integers")
+        _require(self.blocks > 0, "model.blocks must be positive")
+        _require(self.window > 0 and self.window % 2 == 1,
+                 "model.window must be a positive odd number (scores come from window centres)")
+        _require(self.embedding > 0, "model.embedding must be positive")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training protocol: epochs of one window per trajectory, warm-up, clipping, validation."""
+
+    section: ClassVar[str] = "train"
+
+    epochs: int
+    batch_size: int
+    warmup_epochs: int
+    grad_clip: float  # max gradient norm
+    valid_every: int  # epochs between validations
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "valid_every"):
+            _require(getattr(self, key) > 0, f"train.{key} must be positive")
+        _require(0 <= self.warmup_epochs <= self.epochs,
+                 f"train.warmup_epochs ({self.warmup_epochs}) must be in [0, train.epochs]")
+        _require(self.grad_clip > 0, "train.grad_clip must be positive")
+
+
+Section = DataConfig | ModelConfig | TrainConfig
+SECTIONS: tuple[type[Section], ...] = (DataConfig, ModelConfig, TrainConfig)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named, complete recipe: data, model and training."""
+
+    name: str
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+
+    def __post_init__(self) -> None:
+        _require(self.model.window <= self.data.kept,
+                 f"model.window ({self.model.window}) exceeds the {self.data.kept} kept states "
+                 "(data.transitions - data.burn_in)")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/TOML-ready form; `Preset.from_dict` inverts it."""
+        out: dict[str, Any] = {"name": self.name}
+        for cls in SECTIONS:
+            values = dataclasses.asdict(getattr(self, cls.section))
+            out[cls.section] = {k: list(v) if isinstance(v, tuple) else v
+                                for k, v in values.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, table: Mapping[str, Any], name: str | None = None) -> Preset:
+        """Validate a `{"data": …, "model": …, "train": …}` table (a `name` key is optional)."""
+        name = name if name is not None else str(table.get("name", "unnamed"))
+        try:
+            for section in table:
+                _require(section == "name" or section in (s.section for s in SECTIONS),
+                         f"unknown section [{section}]")
+            sections = {s.section: _parse_section(s, table.get(s.section)) for s in SECTIONS}
+            return cls(name=name, **sections)
+        except PresetError as error:
+            raise PresetError(f"preset {name!r}: {error}") from None
+
+
+def _parse_section(cls: type[Section], table: object) -> Section:
+    """Check keys and types of one TOML table, then let the dataclass check values."""
+    if not isinstance(table, Mapping):
+        raise PresetError(f"missing section [{cls.section}]")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in table:
+        _require(key in names, f"unknown key {cls.section}.{key}")
+    for key in names:
+        _require(key in table, f"missing key {cls.section}.{key}")
+    return cls(**{key: _coerce(f"{cls.section}.{key}", table[key], hints[key]) for key in names})
+
+
+def _coerce(key: str, value: object, kind: object) -> object:
+    """`value` as `kind` (int, float, or a tuple of either); ints are accepted as floats."""
+    if typing.get_origin(kind) is tuple:
+        (item, _) = typing.get_args(kind)
+        if not isinstance(value, list | tuple):
+            raise PresetError(f"{key} must be a list, got {value!r}")
+        return tuple(_coerce(key, v, item) for v in value)
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if kind is int:
+        _require(is_int, f"{key} must be an integer, got {value!r}")
+        return value
+    if not (is_int or isinstance(value, float)):
+        raise PresetError(f"{key} must be a number, got {value!r}")
+    return float(value)
+
+
+def available_presets() -> list[str]:
+    """Names of the presets shipped in `diffbench.presets`."""
+    files = resources.files("diffbench.presets").iterdir()
+    return sorted(f.name.removesuffix(".toml") for f in files if f.name.endswith(".toml"))
+
+
+def load_preset(name_or_path: str | Path) -> Preset:
+    """A shipped preset by name (`"paper"`), or any preset file by path."""
+    source = str(name_or_path)
+    if isinstance(name_or_path, Path) or source.endswith(".toml") or "/" in source:
+        path = Path(name_or_path)
+        _require(path.is_file(), f"preset file {str(path)!r} does not exist")
+        name, text = path.stem, path.read_text()
+    else:
+        names = available_presets()
+        _require(source in names, f"unknown preset {source!r}; available: {', '.join(names)}")
+        name, text = source, resources.files("diffbench.presets").joinpath(
+            f"{source}.toml").read_text()
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise PresetError(f"preset {name!r}: invalid TOML: {error}") from None
+    return Preset.from_dict(table, name=name)
+
+
+def override(preset: Preset, changes: Mapping[str, object]) -> Preset:
+    """`preset` with dotted keys replaced, e.g. `{"data.trajectories": 64}`, re-validated."""
+    table = preset.to_dict()
+    for dotted, value in changes.items():
+        section, _, key = dotted.partition(".")
+        _require(section in table and isinstance(table[section], dict) and key in table[section],
+                 f"preset {preset.name!r}: unknown key {dotted}")
+        table[section][key] = value
+    return Preset.from_dict(table, name=preset.name)
