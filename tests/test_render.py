@@ -6,6 +6,8 @@ import io
 
 import numpy as np
 import pytest
+from rich.console import Console
+
 from diffbench.tui.render import (
     HALF_BLOCK,
     NEGATIVE_RAMP,
@@ -16,7 +18,6 @@ from diffbench.tui.render import (
     render_row,
     resample,
 )
-from rich.console import Console
 
 
 def luminance(rgb: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from diffbench.engine.statistics import (
     REFERENCE_64,
     energy_spectrum,
