@@ -288,6 +288,13 @@ def test_preview_rejects_bad_indices(dataset, runner):
                           "too narrow")
 
 
+def test_error_messages_keep_brackets(tmp_path, runner):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[nonsense]\nx = 1\n")
+    result = invoke(runner, "data", "generate", "--preset", str(bad))
+    assert_one_line_error(result, "unknown section [nonsense]")
+
+
 def test_console_script_errors_are_one_line_too(tmp_path):
     result = run_script("--home", str(tmp_path / "h"), "data", "generate", "--preset", "nope")
     assert_one_line_error(result, "unknown preset")

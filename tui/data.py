@@ -123,6 +123,8 @@ def _generate(workspace: Workspace, *, preset: str, out: Path | None, trajectori
         path = path.expanduser().absolute()
         _check_writable(path)
 
+    from rich.markup import escape
+
     from diffbench.engine.dataset import DatasetError, generate_dataset, open_dataset
     from diffbench.engine.device import DeviceError, resolve_device
 
@@ -134,12 +136,13 @@ def _generate(workspace: Workspace, *, preset: str, out: Path | None, trajectori
             made_with = open_dataset(path).preset["data"]
             require(made_with == config.to_dict()["data"],
                     f"{path} holds a data set of another recipe; remove it or choose another --out")
-        _console().print(f"{path} already holds this data set; nothing to do.")
+        _console().print(f"{path} already holds this data set; nothing to do.",
+                         soft_wrap=True, markup=False)
         return
 
     data = config.data
     err = _console(stderr=True)
-    err.print(f"generating [bold]{config.name}[/]: {data.trajectories} trajectories, "
+    err.print(f"generating [bold]{escape(config.name)}[/]: {data.trajectories} trajectories, "
               f"{data.size}² → {data.resolution}², {data.kept} states each, on {torch_device}")
     started = time.perf_counter()
     try:
@@ -148,7 +151,7 @@ def _generate(workspace: Workspace, *, preset: str, out: Path | None, trajectori
             written = generate_dataset(config, path, device=torch_device, progress=report)
     except KeyboardInterrupt:
         err.print(f"interrupted; finished chunks are kept in {path}.partial: "
-                  "run the same command again to resume")
+                  "run the same command again to resume", soft_wrap=True, markup=False)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     elapsed = time.perf_counter() - started
     _print_written(Path(written), elapsed)
@@ -195,7 +198,8 @@ def _print_written(path: Path, elapsed: float) -> None:
     info = open_dataset(path)
     layout = ", ".join(f"{name} {info.shapes[name]}" for name in SPLITS)
     size = path.stat().st_size / 1e6
-    _console().print(f"wrote {path} ({size:.1f} MB) in {elapsed:.1f} s\n  {layout}")
+    _console().print(f"wrote {path} ({size:.1f} MB) in {elapsed:.1f} s\n  {layout}",
+                     soft_wrap=True, markup=False)
 
 
 # --------------------------------------------------------------------------- info

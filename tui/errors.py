@@ -28,8 +28,10 @@ def error_console():
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
     """Print ``diffbench: error: message`` as one line on stderr; return the Exit to raise."""
+    from rich.markup import escape
+
     line = " ".join(str(message).split())
-    error_console().print(f"[bold red]diffbench: error:[/] {line}", markup=True)
+    error_console().print(f"[bold red]diffbench: error:[/] {escape(line)}")
     return typer.Exit(code)
 
 
