@@ -36,6 +36,7 @@ from torch import Tensor
 
 from . import kolmogorov
 from .config import DataConfig, Preset
+from .statistics import FlowStatistics, flow_statistics
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "valid", "test")
@@ -80,6 +81,16 @@ def simulate_trajectories(
         forcing_amplitude=data.forcing_amplitude, dt=data.dt, compile=compile,
     )
     return states.to(device="cpu", dtype=torch.float32)
+
+
+def compile_pays_off(data: DataConfig, device: torch.device) -> bool:
+    """Whether `torch.compile` repays its compilation (~25 s on 2 CPU cores).
+
+    Measured (benchmarks/datagen.py): on an H100 compiled steps are ~13x faster at
+    256²; on 2 CPU cores ~6x at 256², but at tiny's 64² a fresh compilation costs
+    more than it saves (27 s against 21 s eager for the whole set).
+    """
+    return device.type == "cuda" or data.size >= 128
 
 
 def generate_dataset(
@@ -272,10 +283,19 @@ def verify_checksum(path: Path) -> None:
                            f"computed {actual[:12]}…): the data were modified or corrupted")
 
 
-def load_split(path: Path, split: str) -> np.ndarray:
-    """One split as float32 ``(n, T, 2, H, W)``."""
+def load_split(path: Path, split: str, index: int | None = None) -> np.ndarray:
+    """One split as float32 ``(n, T, 2, H, W)``, or only its trajectory ``index``."""
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     open_dataset(path)
     with _reading(path) as file:
-        return file[split][...]
+        return file[split][...] if index is None else file[split][index]
+
+
+def split_statistics(path: Path, split: str) -> FlowStatistics:
+    """`flow_statistics` of a split, read a few trajectories at a time from the file."""
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    open_dataset(path)
+    with _reading(path) as file:
+        return flow_statistics(file[split])

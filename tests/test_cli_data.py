@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -42,22 +44,29 @@ def home(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("home")
 
 
-@pytest.fixture(scope="session")
-def quick_toml(tmp_path_factory) -> Path:
-    """`tiny` shrunk for speed, written as a preset file (`--preset` takes paths too)."""
-    from diffbench.engine.config import load_preset, override
-
-    preset = override(load_preset("tiny"), {
-        "data.size": 32, "data.trajectories": N, "data.transitions": 16, "data.burn_in": 8,
-        "data.chunk": 5,
-    })
+def write_preset(preset, path: Path) -> Path:
+    """A preset as a TOML file (`--preset` takes paths too)."""
     lines = []
     for section, values in preset.to_dict().items():
         if section != "name":
             lines += [f"[{section}]", *(f"{k} = {json.dumps(v)}" for k, v in values.items())]
-    path = tmp_path_factory.mktemp("presets") / "quick.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def quick_preset(**changes):
+    """`tiny` shrunk for speed (32² → 16², 16 transitions)."""
+    from diffbench.engine.config import load_preset, override
+
+    return override(load_preset("tiny"), {
+        "data.size": 32, "data.trajectories": N, "data.transitions": 16, "data.burn_in": 8,
+        "data.chunk": 5, **changes,
+    })
+
+
+@pytest.fixture(scope="session")
+def quick_toml(tmp_path_factory) -> Path:
+    return write_preset(quick_preset(), tmp_path_factory.mktemp("presets") / "quick.toml")
 
 
 @pytest.fixture(scope="session")
@@ -229,22 +238,37 @@ def test_generate_refuses_to_overwrite_another_recipe(dataset, tmp_path, runner)
     assert target.read_bytes() == before
 
 
-def test_generate_interrupted_exits_130_and_points_at_the_partial(tmp_path, runner, monkeypatch):
-    import diffbench.engine.dataset as dataset_module
+def test_sigint_exits_130_keeps_the_partial_and_a_rerun_resumes(tmp_path):
+    """A real Ctrl-C mid-run: exit 130, no final file; the rerun equals an uninterrupted run."""
+    import torch
 
-    calls = []
+    from diffbench.engine.dataset import generate_dataset
 
-    def interrupted(preset, path, *, device, progress):
-        calls.append((preset.data.trajectories, preset.data.seed, Path(path), str(device)))
-        progress(3, 10)
-        raise KeyboardInterrupt
+    slow = quick_preset(**{"data.trajectories": 20, "data.chunk": 1})
+    toml = write_preset(slow, tmp_path / "slow.toml")
+    out, partial = tmp_path / "slow.h5", tmp_path / "slow.h5.partial"
+    args = [console_script(), "--home", str(tmp_path), "data", "generate", "--preset", str(toml),
+            "--device", "cpu", "--out", str(out)]
+    env = {**os.environ, "NO_COLOR": "1"}
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env)
+    deadline = time.monotonic() + 120  # the writer holds the HDF5 lock: watch the file appear
+    while not partial.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    time.sleep(1.0)  # some chunks written, far from all (the whole run takes ~5 s)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert partial.exists() and not out.exists()
 
-    monkeypatch.setattr(dataset_module, "generate_dataset", interrupted)
-    result = invoke(runner, "--home", str(tmp_path), "data", "generate", "--preset", "tiny",
-                    "--trajectories", "10", "--seed", "7", "--device", "cpu")
-    assert result.exit_code == 130
-    assert calls == [(10, 7, tmp_path / "data" / "tiny-n10-s7.h5", "cpu")]
-    assert "interrupted" in result.stderr and "tiny-n10-s7.h5.partial" in result.stderr
+    resumed = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert not partial.exists()
+    whole = generate_dataset(slow, tmp_path / "whole.h5", device=torch.device("cpu"))
+    with h5py.File(out, "r") as again, h5py.File(whole, "r") as reference:
+        for split in ("train", "valid", "test"):
+            assert np.array_equal(again[split][...], reference[split][...])
 
 
 def corrupt_copy(dataset: Path, tmp_path: Path) -> Path:

@@ -77,6 +77,13 @@ def generate(
         typer.Option("--seed", "-s", help="Override the preset's base seed (≥ 0).",
                      show_default=False),
     ] = None,
+    compile: Annotated[
+        bool | None,
+        typer.Option("--compile/--no-compile",
+                     help="Fuse the solver with torch.compile. Default: on for CUDA and for "
+                     "grids of 128² and more, where it pays for its compilation.",
+                     show_default=False),
+    ] = None,
 ) -> None:
     """Simulate Kolmogorov-flow trajectories and write them to one HDF5 file.
 
@@ -93,7 +100,7 @@ def generate(
     """
     workspace: Workspace = ctx.obj
     _generate(workspace, preset=preset, out=out, trajectories=trajectories, device=device,
-              seed=seed)
+              seed=seed, compile=compile)
 
 
 def _check_writable(path: Path) -> None:
@@ -108,7 +115,7 @@ def _check_writable(path: Path) -> None:
 
 
 def _generate(workspace: Workspace, *, preset: str, out: Path | None, trajectories: int | None,
-              device: str, seed: int | None) -> None:
+              device: str, seed: int | None, compile: bool | None) -> None:
     from diffbench.engine.config import PresetError, load_preset, override
 
     with user_errors(PresetError):
@@ -125,7 +132,12 @@ def _generate(workspace: Workspace, *, preset: str, out: Path | None, trajectori
 
     from rich.markup import escape
 
-    from diffbench.engine.dataset import DatasetError, generate_dataset, open_dataset
+    from diffbench.engine.dataset import (
+        DatasetError,
+        compile_pays_off,
+        generate_dataset,
+        open_dataset,
+    )
     from diffbench.engine.device import DeviceError, resolve_device
 
     with user_errors(DeviceError):
@@ -141,14 +153,18 @@ def _generate(workspace: Workspace, *, preset: str, out: Path | None, trajectori
         return
 
     data = config.data
+    if compile is None:
+        compile = compile_pays_off(data, torch_device)
     err = _console(stderr=True)
     err.print(f"generating [bold]{escape(config.name)}[/]: {data.trajectories} trajectories, "
-              f"{data.size}² → {data.resolution}², {data.kept} states each, on {torch_device}")
+              f"{data.size}² → {data.resolution}², {data.kept} states each, on {torch_device}"
+              f"{' (compiled solver)' if compile else ''}")
     started = time.perf_counter()
     try:
         with user_errors(DatasetError), _progress(err, data.trajectories) as report:
             path.parent.mkdir(parents=True, exist_ok=True)
-            written = generate_dataset(config, path, device=torch_device, progress=report)
+            written = generate_dataset(config, path, device=torch_device, compile=compile,
+                                       progress=report)
     except KeyboardInterrupt:
         err.print(f"interrupted; finished chunks are kept in {path}.partial: "
                   "run the same command again to resume", soft_wrap=True, markup=False)
@@ -245,15 +261,19 @@ def info(
 
 
 def _info(workspace: Workspace, dataset: str, *, as_json: bool, split: str) -> None:
-    from diffbench.engine.dataset import DatasetError, load_split, open_dataset, verify_checksum
-    from diffbench.engine.statistics import flow_statistics
+    from diffbench.engine.dataset import (
+        DatasetError,
+        open_dataset,
+        split_statistics,
+        verify_checksum,
+    )
 
     with user_errors(DatasetError):
         require(split in SPLITS, f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
         path = _find(workspace, dataset)
         info = open_dataset(path)
         verify_checksum(path)
-        stats = flow_statistics(load_split(path, split))
+        stats = split_statistics(path, split)
 
     report = {
         "path": str(path.absolute()),
@@ -333,7 +353,7 @@ def _preview(workspace: Workspace, dataset: str, *, split: str, index: int, stat
                 f"--index {index} is out of range: split {split!r} holds {count} trajectories")
         require(states <= length, f"--states {states} exceeds the {length} stored states")
         picks = np.unique(np.linspace(0, length - 1, states).round().astype(int))
-        trajectory = load_split(path, split)[index]  # (T, 2, H, W)
+        trajectory = load_split(path, split, index)  # (T, 2, H, W)
         images = display_vorticity(vorticity(trajectory[picks]))
         try:
             text = render_row(list(images), columns=console.width, ascii=ascii,
