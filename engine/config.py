@@ -128,13 +128,21 @@ class TrainConfig:
     warmup_epochs: int
     grad_clip: float  # max gradient norm
     valid_every: int  # epochs between validations
+    cooldown: float  # final fraction of the steps that wsd (and sqrt + cooldown) decay over
+    checkpoint_every: int  # epochs between resume checkpoints
+    samples_every: int  # epochs between preview samples; 0 = never
+    sample_count: int  # windows generated per preview
+    sample_steps: int  # sampler steps per preview (spec §3: 64, no corrector)
 
     def __post_init__(self) -> None:
-        for key in ("epochs", "batch_size", "valid_every"):
+        for key in ("epochs", "batch_size", "valid_every", "checkpoint_every", "sample_count",
+                    "sample_steps"):
             _require(getattr(self, key) > 0, f"train.{key} must be positive")
         _require(0 <= self.warmup_epochs <= self.epochs,
                  f"train.warmup_epochs ({self.warmup_epochs}) must be in [0, train.epochs]")
         _require(self.grad_clip > 0, "train.grad_clip must be positive")
+        _require(0 <= self.cooldown <= 1, "train.cooldown must be in [0, 1]")
+        _require(self.samples_every >= 0, "train.samples_every must be non-negative")
 
 
 Section = DataConfig | ModelConfig | TrainConfig
