@@ -1,0 +1,109 @@
+"""Resume checkpoints: complete, atomic, with a pointer to the latest.
+
+Like k-diffusion's ``save()``, a checkpoint holds everything a run needs to continue as if it
+had never stopped: config, model, optimizer (ScheduleFree in train mode), the schedule's
+position (epoch and step), every RNG (torch CPU/CUDA, NumPy, Python, the window sampler's and
+the trainer's own generators), the epoch's partial sums and the elapsed times.
+
+Writing is atomic: ``torch.save`` to ``<name>.tmp`` in the same folder, fsync, rename, fsync
+the folder; then ``latest.json`` (written the same way) names the new file, and older
+checkpoints beyond ``keep`` are removed. A kill at any moment leaves the previous pointer and
+the file it names intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT_VERSION = 1
+POINTER = "latest.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder without a usable checkpoint, or one of another run."""
+
+
+def _sync_directory(directory: Path) -> None:
+    if os.name == "posix":
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_atomic(path: Path, write) -> None:
+    """Call ``write(file)`` on ``<path>.tmp``, fsync, rename onto ``path``, fsync the folder."""
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        with open(temporary, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    _sync_directory(path.parent)
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}.pt"
+
+
+def save_checkpoint(folder: Path, state: dict[str, Any], *, keep: int = 1) -> Path:
+    """Write ``state`` (which must hold ``step`` and ``epoch``) atomically; point at it.
+
+    Keeps the newest ``keep`` checkpoints (at least the one just written).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    step, epoch = int(state["step"]), int(state["epoch"])
+    path = folder / checkpoint_name(step)
+    _write_atomic(path, lambda f: torch.save({"format_version": FORMAT_VERSION, **state}, f))
+    pointer = {"checkpoint": path.name, "step": step, "epoch": epoch}
+    _write_atomic(folder / POINTER, lambda f: f.write(json.dumps(pointer).encode() + b"\n"))
+    for old in sorted(folder.glob("step-*.pt"))[:-max(keep, 1)]:
+        if old != path:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def save_weights(path: Path, weights: dict[str, Any]) -> Path:
+    """Model weights alone (``torch.save`` of a state dict), written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(path, lambda f: torch.save(weights, f))
+    return path
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint ``latest.json`` names, or None when the folder has none yet."""
+    pointer = Path(folder) / POINTER
+    if not pointer.exists():
+        return None
+    try:
+        name = json.loads(pointer.read_text())["checkpoint"]
+    except (ValueError, KeyError) as error:
+        raise CheckpointError(f"{pointer}: unreadable pointer ({error})") from None
+    path = Path(folder) / name
+    if not path.exists():
+        raise CheckpointError(f"{pointer} names {name}, which does not exist")
+    return path
+
+
+def load_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
+    """A checkpoint's state as `save_checkpoint` received it (tensors on ``map_location``)."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (OSError, RuntimeError, EOFError) as error:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({error})") from None
+    version = state.pop("format_version", None) if isinstance(state, dict) else None
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {version!r}, expected "
+                              f"{FORMAT_VERSION}")
+    return state

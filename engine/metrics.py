@@ -1,0 +1,233 @@
+"""What a training run reports: small frozen records, and the sink interface that takes them.
+
+The trainer *yields* records (sda's ``loop()`` yields its losses); whoever drives it decides
+where they go: a `FolderSink` (JSON lines in a run folder), the job database of a worker, a
+live display. The engine never imports storage or tui.
+
+Per-step records travel in batches (`Steps`): on CUDA the step timings come from events read
+a batch at a time, so one record per step would force a host sync per step.
+
+Non-finite numbers are benchmark data (a diverged run), so JSON lines keep them as the
+strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``; `read_jsonl` turns them back into floats.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One optimizer step. ``lr`` is the first group's; times in milliseconds.
+
+    ``compute_ms`` is forward + loss + backward + gradient norm and clipping;
+    ``optimizer_ms`` is setting the lr and ``optimizer.step()``.
+    """
+
+    step: int  # 1-based: the number of steps taken once this one is done
+    epoch: int  # 0-based epoch the step belongs to
+    loss: float
+    lr: float
+    grad_norm: float  # before clipping
+    data_ms: float
+    compute_ms: float
+    optimizer_ms: float
+
+
+@dataclass(frozen=True)
+class Steps:
+    """A batch of consecutive `StepRecord`s (what a sink receives per flush)."""
+
+    records: tuple[StepRecord, ...]
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """The end of an epoch. Validation losses are None on epochs without validation.
+
+    ``train_s`` is the run's cumulative training time (steps only, validation and sampling
+    excluded); ``epoch_s``, ``valid_s`` and ``sample_s`` are this epoch's.
+    """
+
+    epoch: int  # 0-based
+    step: int
+    train_loss: float  # mean over the epoch's steps
+    valid_loss: float | None  # stochastic (fresh t, ε each time)
+    fixed_valid_loss: float | None  # fixed t and ε per validation sample, comparable across runs
+    epoch_s: float
+    valid_s: float
+    sample_s: float
+    train_s: float
+
+
+@dataclass(frozen=True, eq=False)
+class SampleRecord:
+    """Generated windows after ``epoch``: velocity ``(n, window, 2, H, W)`` and picture
+    vorticity ``(n, window, H, W)`` (`engine.vorticity.vorticity`), float32 NumPy."""
+
+    epoch: int
+    step: int
+    velocity: np.ndarray
+    vorticity: np.ndarray
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """A resume checkpoint was written (atomically) at ``path``."""
+
+    epoch: int  # epochs completed
+    step: int
+    path: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class StartRecord:
+    """The run begins (or resumes at ``step`` > 0): resolved config and provenance."""
+
+    step: int
+    epoch: int
+    total_steps: int
+    epoch_steps: int
+    config: dict[str, Any]
+    provenance: dict[str, Any]
+
+
+STATES = ("done", "diverged", "interrupted")
+
+
+@dataclass(frozen=True)
+class StatusRecord:
+    """The last record of a run: ``done``, ``diverged`` (at ``step``) or ``interrupted``."""
+
+    state: str
+    epoch: int
+    step: int
+    message: str = ""
+
+
+Record = StartRecord | Steps | EpochRecord | SampleRecord | CheckpointRecord | StatusRecord
+
+
+class Sink(Protocol):
+    """Takes records as the trainer yields them."""
+
+    def write(self, record: Record) -> None: ...
+
+
+def drain(records: Iterable[Record], *sinks: Sink) -> StatusRecord | None:
+    """Send every record to every sink; the final status (None if the stream had none)."""
+    status = None
+    for record in records:
+        for sink in sinks:
+            sink.write(record)
+        if isinstance(record, StatusRecord):
+            status = record
+    return status
+
+
+# ----------------------------------------------------------------------------- JSON lines
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_encode(v) for v in value]
+    return value
+
+
+_DECODE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, str):
+        return _DECODE.get(value, value)
+    if isinstance(value, dict):
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+def to_json(record: StepRecord | EpochRecord | CheckpointRecord | StartRecord | StatusRecord
+            ) -> str:
+    """One line of strict JSON (non-finite floats as strings)."""
+    return json.dumps(_encode(dataclasses.asdict(record)), allow_nan=False)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file, non-finite strings turned back into floats."""
+    if not path.exists():
+        return []
+    return [_decode(json.loads(line)) for line in path.read_text().splitlines() if line]
+
+
+class FolderSink:
+    """Records into a run folder::
+
+        steps.jsonl     one line per step
+        epochs.jsonl    one line per epoch
+        events.jsonl    start, checkpoint and status records, each with a "kind"
+        samples/epoch-0004.npz   velocity and vorticity of the preview windows
+
+    On resume (a `StartRecord` with step > 0), rows past that step, which the killed run
+    wrote after its last checkpoint, are dropped, so the files read as one uninterrupted run.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _append(self, name: str, lines: Iterable[str]) -> None:
+        with open(self.folder / name, "a") as file:
+            file.writelines(f"{line}\n" for line in lines)
+            file.flush()
+            os.fsync(file.fileno())
+
+    def _truncate(self, name: str, step: int) -> None:
+        path = self.folder / name
+        if not path.exists():
+            return
+        kept = [line for line in path.read_text().splitlines()
+                if line and json.loads(line)["step"] <= step]
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text("".join(f"{line}\n" for line in kept))
+        os.replace(temporary, path)
+
+    def write(self, record: Record) -> None:
+        match record:
+            case Steps(records=steps):
+                self._append("steps.jsonl", (to_json(r) for r in steps))
+            case EpochRecord():
+                self._append("epochs.jsonl", [to_json(record)])
+            case SampleRecord():
+                samples = self.folder / "samples"
+                samples.mkdir(exist_ok=True)
+                np.savez_compressed(samples / f"epoch-{record.epoch:04d}.npz",
+                                    velocity=record.velocity, vorticity=record.vorticity,
+                                    step=record.step)
+            case StartRecord() | CheckpointRecord() | StatusRecord():
+                if isinstance(record, StartRecord) and record.step > 0:
+                    for name in ("steps.jsonl", "epochs.jsonl"):
+                        self._truncate(name, record.step)
+                kind = type(record).__name__.removesuffix("Record").lower()
+                line = json.dumps({"kind": kind, **json.loads(to_json(record))})
+                self._append("events.jsonl", [line])
+
+
+def iter_steps(folder: Path) -> Iterator[dict[str, Any]]:
+    """The step rows of a run folder written by `FolderSink`."""
+    yield from read_jsonl(Path(folder) / "steps.jsonl")

@@ -1,0 +1,408 @@
+"""The trainer: epochs of random windows, timed steps, validation, previews, exact resume.
+
+`Trainer` is a generator of `metrics` records (sda's ``loop()`` yields its losses the same
+way): the caller decides where they go and never has to know how a step is made.
+
+One step (spec §4)::
+
+    data        x = next window batch                      (the sampler's generator)
+    compute     loss = denoising_loss(model, x, noise)     (the trainer's noise generator)
+                loss.backward(); g = ‖∇‖ (logged); clip to grad_clip   — before step(), since
+                                                           some optimizers rewrite .grad
+    optimizer   lr_i = initial_lr_i · lr_multiplier(schedule, step, total, warm-up)
+                optimizer.step()                           (schedulefree: no external lr)
+
+Timing is honest (modded-nanogpt): on CUDA each phase is bracketed by events that are read a
+batch of steps at a time (no host sync per step), and the clock of training time stops for
+validation, previews and checkpoints, which are timed apart. A non-finite loss or gradient
+norm stops the run as ``diverged`` at that step (on CUDA it is noticed at the next read-out,
+and the records end at the first bad step).
+
+Resume is exact: a checkpoint (engine/checkpoint.py) holds every state a step reads, so a run
+killed at any point and resumed from its last checkpoint takes bit-identical steps on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Iterator
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import rng
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
+from .device import resolve_device
+from .diffusion import FixedNoise, denoising_loss, fixed_noise_loss, validation_loss
+from .metrics import (
+    CheckpointRecord,
+    EpochRecord,
+    Record,
+    SampleRecord,
+    StartRecord,
+    StatusRecord,
+    StepRecord,
+    Steps,
+)
+from .optimizers import (
+    build_optimizer,
+    optimizer_implementation,
+    set_eval_mode,
+    set_train_mode,
+    uses_external_schedule,
+)
+from .run import RunConfig, TrainingData, provenance
+from .sampling import sample_windows
+from .schedules import lr_multiplier
+from .unet import build_model
+from .vorticity import vorticity
+from .windows import WindowSampler
+
+PREVIEW_SEED = 0  # the preview noise, the same for every run and epoch: pictures compare
+
+
+class Trainer:
+    """One run of ``config`` on ``data``; iterate it for records.
+
+    ``folder``: where checkpoints go (``latest.json`` + ``step-*.pt``) and the final weights
+    (``model.pt``, ScheduleFree's averaged ones); None keeps nothing on disk.
+    ``resume``: continue from the folder's latest checkpoint when it has one.
+    ``checkpoint_steps``: also checkpoint every this many steps (tests of exact resume).
+    """
+
+    def __init__(self, config: RunConfig, data: TrainingData, folder: Path | None = None, *,
+                 resume: bool = False, checkpoint_steps: int | None = None,
+                 flush_every: int = 64) -> None:
+        self.config = config
+        self.data = data
+        self.folder = None if folder is None else Path(folder)
+        self.checkpoint_steps = checkpoint_steps
+        self.flush_every = flush_every
+        self.device = resolve_device(config.device)
+        self.cuda = self.device.type == "cuda"
+        _configure_backends(self.device, config)
+        preset, train = config.preset, config.preset.train
+        seed = config.seed
+
+        rng.seed_globals(rng.derive_seed(seed, "global"))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(rng.derive_seed(seed, "model"))
+            self.model = build_model(preset.model)
+        self.model.to(self.device)
+        if config.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+        self.sampler = WindowSampler(data.train.to(self.device), train.batch_size,
+                                     window=preset.model.window,
+                                     seed=rng.derive_seed(seed, "windows"))
+        self.valid_windows = WindowSampler(data.valid, len(data.valid),
+                                           window=preset.model.window,
+                                           seed=rng.derive_seed(seed, "valid-windows"))
+        self.fixed = FixedNoise.draw(data.valid, preset.model.window)
+        self.generators = {"noise": rng.seeded(rng.derive_seed(seed, "noise"), self.device),
+                           "valid": rng.seeded(rng.derive_seed(seed, "valid"), self.device)}
+
+        self.epoch_steps = self.sampler.epoch_steps
+        self.total_steps = train.epochs * self.epoch_steps
+        self.warmup_steps = train.warmup_epochs * self.epoch_steps
+        self.external_schedule = uses_external_schedule(config.optimizer)
+        options = dict(config.options)
+        if not self.external_schedule:
+            options.setdefault("warmup_steps", self.warmup_steps)
+        self.optimizer = build_optimizer(self.model, config.optimizer, config.lr,
+                                         config.weight_decay, **options)
+        for group in self.optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+        set_train_mode(self.optimizer)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+
+        self.step = 0  # steps taken
+        self.epoch = 0  # epochs completed
+        self.epoch_losses: list[float] = []  # losses of the current epoch's read-out steps
+        self.times = {"train": 0.0, "epoch": 0.0, "valid": 0.0, "sample": 0.0}
+        self._pending: list[tuple[int, float, Tensor, Tensor, tuple]] = []
+        self._stop = False
+        self.resumed_from: Path | None = None
+        if resume and self.folder is not None:
+            path = latest_checkpoint(self.folder)
+            if path is not None:
+                self.load_state(load_checkpoint(path))
+                self.resumed_from = path
+
+    # ------------------------------------------------------------------ state
+
+    def state(self) -> dict[str, Any]:
+        """Everything a resumed run needs (see engine/checkpoint.py); ScheduleFree in train
+        mode, which is the mode the trainer keeps between steps."""
+        return {
+            "config": self.config.to_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "valid_windows": self.valid_windows.state_dict(),
+            "rng": {"global": rng.global_state(),
+                    "generators": rng.generator_states(self.generators)},
+            "epoch_losses": list(self.epoch_losses),
+            "times": dict(self.times),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if state["config"] != self.config.to_dict():
+            raise ValueError("the checkpoint belongs to a run of another configuration")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.valid_windows.load_state_dict(state["valid_windows"])
+        rng.set_global_state(state["rng"]["global"])
+        rng.set_generator_states(self.generators, state["rng"]["generators"])
+        self.step, self.epoch = state["step"], state["epoch"]
+        self.epoch_losses = list(state["epoch_losses"])
+        self.times = dict(state["times"])
+
+    def request_stop(self) -> None:
+        """Checkpoint after the current step and end with status ``interrupted`` (Ctrl-C)."""
+        self._stop = True
+
+    # ------------------------------------------------------------------ the run
+
+    def __iter__(self) -> Iterator[Record]:
+        return self.run()
+
+    def run(self) -> Iterator[Record]:
+        train = self.config.preset.train
+        yield StartRecord(step=self.step, epoch=self.epoch, total_steps=self.total_steps,
+                          epoch_steps=self.epoch_steps, config=self.config.to_dict(),
+                          provenance=provenance(self.config, self.device, self.model,
+                                                optimizer_implementation(self.optimizer),
+                                                self.data))
+        self.model.train()
+        while self.epoch < train.epochs:
+            began = self._sync_time()
+            batches = iter(self.sampler)
+            while True:
+                if self._stop:
+                    yield from self._interrupt(began)
+                    return
+                if not self._take_step(batches):
+                    break
+                bad = self._nonfinite_now() if not self.cuda else None
+                if bad is None and len(self._pending) >= self.flush_every:
+                    bad = yield from self._flush()
+                if bad is not None:
+                    yield from self._diverge(bad)
+                    return
+                if self.checkpoint_steps and self.step % self.checkpoint_steps == 0 \
+                        and self.sampler.step != 0 and self.folder is not None:
+                    bad = yield from self._flush()
+                    if bad is not None:
+                        yield from self._diverge(bad)
+                        return
+                    began = yield from self._checkpoint(began)
+            self.times["epoch"] += self._sync_time() - began
+            bad = yield from self._flush()
+            if bad is not None:
+                yield from self._diverge(bad)
+                return
+            yield from self._end_epoch()
+        set_eval_mode(self.optimizer)
+        if self.folder is not None:
+            save_weights(self.folder / "model.pt", self.model.state_dict())
+        yield StatusRecord("done", self.epoch, self.step, f"{self.epoch} epochs")
+
+    def _take_step(self, batches: Iterator[Tensor]) -> bool:
+        """One optimizer step; False when the epoch has no batch left."""
+        clock = _event if self.cuda else time.perf_counter
+        start = clock()
+        x = next(batches, None)
+        if x is None:
+            return False
+        if self.config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        loaded = clock()
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            loss = denoising_loss(self.model, x, self.generators["noise"])
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.preset.train.grad_clip)
+        computed = clock()
+        if self.external_schedule:
+            factor = lr_multiplier(self.config.schedule, self.step, self.total_steps,
+                                   self.warmup_steps, self.config.preset.train.cooldown)
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * factor
+        self.optimizer.step()
+        stepped = clock()
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        self.step += 1
+        self._pending.append((self.step, lr, loss.detach(), norm.detach(),
+                              (start, loaded, computed, stepped)))
+        return True
+
+    def _nonfinite_now(self) -> int | None:
+        """On the CPU the newest step is checked at once (reading it costs nothing)."""
+        step, _, loss, norm, _ = self._pending[-1]
+        return None if math.isfinite(loss.item()) and math.isfinite(norm.item()) else step
+
+    def _flush(self) -> Iterator[Record]:
+        """Read out pending steps as one `Steps` record; the first non-finite step or None."""
+        if not self._pending:
+            return None
+        pending, self._pending = self._pending, []
+        if self.cuda:
+            pending[-1][4][-1].synchronize()
+        losses = torch.stack([p[2].float() for p in pending]).tolist()
+        norms = torch.stack([p[3].float() for p in pending]).tolist()
+        records, bad = [], None
+        for (step, lr, _, _, marks), loss, norm in zip(pending, losses, norms, strict=True):
+            data_ms, compute_ms, optimizer_ms = _durations(marks)
+            records.append(StepRecord(step=step, epoch=self.epoch, loss=loss, lr=lr,
+                                      grad_norm=norm, data_ms=data_ms, compute_ms=compute_ms,
+                                      optimizer_ms=optimizer_ms))
+            if not (math.isfinite(loss) and math.isfinite(norm)):
+                bad = step
+                break
+            self.epoch_losses.append(loss)
+        yield Steps(tuple(records))
+        return bad
+
+    def _diverge(self, step: int) -> Iterator[Record]:
+        if self._pending:  # the CPU path stops before a read-out: the steps up to `step`
+            yield from self._flush()
+        yield StatusRecord("diverged", self.epoch, step,
+                           f"non-finite loss or gradient norm at step {step}")
+
+    def _interrupt(self, began: float) -> Iterator[Record]:
+        self.times["epoch"] += self._sync_time() - began
+        bad = yield from self._flush()
+        if bad is not None:
+            yield from self._diverge(bad)
+            return
+        if self.folder is not None:
+            yield from self._checkpoint(None)
+        yield StatusRecord("interrupted", self.epoch, self.step,
+                           f"stopped after step {self.step}; resume from the checkpoint")
+
+    def _end_epoch(self) -> Iterator[Record]:
+        train = self.config.preset.train
+        epoch, last = self.epoch, self.epoch + 1 == train.epochs
+        self.times["train"] += self.times["epoch"]
+        valid = fixed = None
+        valid_s = sample_s = 0.0
+        if (epoch + 1) % train.valid_every == 0 or last:
+            began = self._sync_time()
+            valid, fixed = self.validate()
+            valid_s = self._sync_time() - began
+        sample = None
+        if train.samples_every and ((epoch + 1) % train.samples_every == 0 or last):
+            began = self._sync_time()
+            velocity = self.preview(train.sample_count, train.sample_steps)
+            sample_s = self._sync_time() - began
+            sample = SampleRecord(epoch=epoch, step=self.step, velocity=velocity,
+                                  vorticity=vorticity(velocity).astype("float32"),
+                                  seconds=sample_s)
+        losses = self.epoch_losses
+        yield EpochRecord(epoch=epoch, step=self.step,
+                          train_loss=sum(losses) / len(losses) if losses else math.nan,
+                          valid_loss=valid, fixed_valid_loss=fixed,
+                          epoch_s=self.times["epoch"], valid_s=valid_s, sample_s=sample_s,
+                          train_s=self.times["train"])
+        if sample is not None:
+            yield sample
+        self.times["valid"] += valid_s
+        self.times["sample"] += sample_s
+        self.times["epoch"] = 0.0
+        self.epoch_losses = []
+        self.epoch += 1
+        if self.folder is not None and (self.epoch % train.checkpoint_every == 0 or last):
+            yield from self._checkpoint(None)
+
+    def _checkpoint(self, began: float | None) -> Iterator[Record]:
+        """Save (timed apart from training); returns the restarted training clock."""
+        if began is not None:
+            self.times["epoch"] += self._sync_time() - began
+        start = time.perf_counter()
+        path = save_checkpoint(self.folder / "checkpoints", self.state())
+        yield CheckpointRecord(epoch=self.epoch, step=self.step, path=str(path),
+                               seconds=time.perf_counter() - start)
+        return self._sync_time()
+
+    # ------------------------------------------------------------------ evaluation
+
+    def validate(self) -> tuple[float, float]:
+        """(stochastic, fixed-noise) validation losses, with ScheduleFree's averaged weights."""
+        set_eval_mode(self.optimizer)
+        try:
+            windows = next(iter(self.valid_windows))
+            with self._autocast():
+                valid = validation_loss(self.model, windows, self.generators["valid"],
+                                        batch_size=self.config.preset.train.batch_size)
+                fixed = fixed_noise_loss(self.model, self.fixed,
+                                         batch_size=self.config.preset.train.batch_size)
+        finally:
+            set_train_mode(self.optimizer)
+        return valid, fixed
+
+    def preview(self, count: int, steps: int) -> Any:
+        """``count`` generated windows (count, window, 2, H, W) as float32 NumPy, drawn from the
+        same preview noise every time (so successive previews show the model change)."""
+        window = self.config.preset.model.window
+        size = self.sampler.data.shape[-1]
+        set_eval_mode(self.optimizer)
+        self.model.eval()
+        try:
+            generator = rng.seeded(PREVIEW_SEED, self.device)
+            with torch.no_grad(), self._autocast():
+                x = sample_windows(self.model, count, (2 * window, size, size), steps=steps,
+                                   generator=generator)
+        finally:
+            self.model.train()
+            set_train_mode(self.optimizer)
+        return x.float().cpu().reshape(count, window, 2, size, size).numpy()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                              enabled=self.config.precision == "bf16")
+
+    def _sync_time(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+
+def _event() -> torch.cuda.Event:
+    event = torch.cuda.Event(enable_timing=True)
+    event.record()
+    return event
+
+
+def _durations(marks: tuple) -> tuple[float, float, float]:
+    """(data, compute, optimizer) milliseconds from four perf_counter values or CUDA events."""
+    if isinstance(marks[0], float):
+        return tuple(1e3 * (b - a) for a, b in pairwise(marks))
+    return tuple(a.elapsed_time(b) for a, b in pairwise(marks))
+
+
+def _configure_backends(device: torch.device, config: RunConfig) -> None:
+    """TF32 for fp32 on CUDA (the spec allows it); the determinism switch."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = not config.deterministic
+        if config.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(config.deterministic)
+
+
+def train(config: RunConfig, data: TrainingData, folder: Path | None = None, *,
+          resume: bool = False) -> Iterator[Record]:
+    """The records of one run (a shorthand for ``iter(Trainer(...))``)."""
+    return iter(Trainer(config, data, folder, resume=resume))
