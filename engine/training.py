@@ -129,7 +129,7 @@ class Trainer:
         self._stop = False
         self.resumed_from: Path | None = None
         if resume and self.folder is not None:
-            path = latest_checkpoint(self.folder)
+            path = latest_checkpoint(self.folder / "checkpoints")
             if path is not None:
                 self.load_state(load_checkpoint(path))
                 self.resumed_from = path

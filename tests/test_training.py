@@ -1,0 +1,185 @@
+"""The trainer: loss falls, divergence stops the run, timings, records, exact resume.
+
+Everything runs on the CPU with a toy U-Net (channels 8/16, one block per level) on the
+shared quick data set (10 trajectories of 5 states at 16², split 8/1/1), so a step takes
+a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from diffbench.engine.checkpoint import latest_checkpoint, load_checkpoint
+from diffbench.engine.config import Preset, override
+from diffbench.engine.dataset import generate_dataset
+from diffbench.engine.metrics import (
+    CheckpointRecord,
+    EpochRecord,
+    FolderSink,
+    SampleRecord,
+    StartRecord,
+    StatusRecord,
+    Steps,
+    drain,
+    read_jsonl,
+)
+from diffbench.engine.optimizers import OPTIMIZERS
+from diffbench.engine.run import RunConfig, RunError, TrainingData
+from diffbench.engine.training import Trainer
+
+LR = {"adamw": 2e-3, "sgd": 2e-2, "muon": 2e-3, "soap": 2e-3, "schedulefree": 2e-3,
+      "prodigy": 1.0}
+
+
+def toy(preset: Preset, **changes) -> Preset:
+    return override(preset, {"model.channels": [8, 16], "model.blocks": 1,
+                             "train.batch_size": 4, "train.warmup_epochs": 1,
+                             "train.samples_every": 0, "train.sample_steps": 4,
+                             "train.sample_count": 2, **changes})
+
+
+@pytest.fixture(scope="module")
+def data(quick_preset, tmp_path_factory) -> TrainingData:
+    path = generate_dataset(quick_preset, tmp_path_factory.mktemp("data") / "quick.h5",
+                            device=torch.device("cpu"))
+    return TrainingData.load(path, quick_preset)
+
+
+def run_config(preset: Preset, optimizer: str = "adamw", **changes) -> RunConfig:
+    return RunConfig(**{"preset": preset, "optimizer": optimizer, "lr": LR[optimizer],
+                        "weight_decay": 0.01, "device": "cpu", "seed": 3, **changes})
+
+
+def steps_of(records) -> list:
+    return [s for r in records if isinstance(r, Steps) for s in r.records]
+
+
+def test_loss_falls_and_every_record_is_there(quick_preset, data, tmp_path):
+    preset = toy(quick_preset, **{"train.epochs": 20, "train.samples_every": 10})
+    records = list(Trainer(run_config(preset), data, tmp_path))
+    kinds = [type(r) for r in records]
+    assert kinds[0] is StartRecord and kinds[-1] is StatusRecord
+    assert records[-1].state == "done" and records[-1].step == 40
+    assert records[0].total_steps == 40 and records[0].epoch_steps == 2
+    assert records[0].provenance["parameters"] > 0
+
+    steps = steps_of(records)
+    assert [s.step for s in steps] == list(range(1, 41))
+    for s in steps:
+        assert s.data_ms >= 0 and s.compute_ms > 0 and s.optimizer_ms > 0
+        assert math.isfinite(s.loss) and s.grad_norm > 0
+    # linear warm-up over the first epoch (2 steps), then linear decay
+    assert [s.lr for s in steps[:3]] == pytest.approx([1e-3, 2e-3, 2e-3 * 38 / 38])
+    assert steps[-1].lr == pytest.approx(2e-3 / 38)
+
+    epochs = [r for r in records if isinstance(r, EpochRecord)]
+    assert [e.epoch for e in epochs] == list(range(20))
+    first, last = epochs[0], epochs[-1]
+    assert last.train_loss < 0.8 * first.train_loss, (first, last)
+    assert last.fixed_valid_loss < first.fixed_valid_loss
+    assert all(e.valid_loss is not None and e.epoch_s > 0 and e.valid_s > 0 for e in epochs)
+    assert last.train_s == pytest.approx(sum(e.epoch_s for e in epochs))
+
+    samples = [r for r in records if isinstance(r, SampleRecord)]
+    assert [s.epoch for s in samples] == [9, 19]
+    assert samples[0].velocity.shape == (2, 5, 2, 16, 16)
+    assert samples[0].vorticity.shape == (2, 5, 16, 16)
+    assert sum(isinstance(r, CheckpointRecord) for r in records) == 20
+    assert (tmp_path / "model.pt").is_file()
+
+
+def test_folder_sink_writes_metrics(quick_preset, data, tmp_path):
+    preset = toy(quick_preset, **{"train.epochs": 2, "train.samples_every": 2})
+    status = drain(Trainer(run_config(preset), data, tmp_path), FolderSink(tmp_path))
+    assert status.state == "done"
+    assert [row["step"] for row in read_jsonl(tmp_path / "steps.jsonl")] == [1, 2, 3, 4]
+    assert [row["epoch"] for row in read_jsonl(tmp_path / "epochs.jsonl")] == [0, 1]
+    events = [row["kind"] for row in read_jsonl(tmp_path / "events.jsonl")]
+    assert events == ["start", "checkpoint", "checkpoint", "status"]
+    assert (tmp_path / "samples" / "epoch-0001.npz").is_file()
+
+
+def test_nan_in_the_data_stops_the_run_as_diverged(quick_preset, data):
+    poisoned = TrainingData(train=data.train.clone(), valid=data.valid)
+    poisoned.train[5, 2, 0, 3, 3] = math.nan  # every window of trajectory 5 holds state 2
+    preset = toy(quick_preset, **{"train.epochs": 3})
+    records = list(Trainer(run_config(preset), poisoned))
+    status = records[-1]
+    assert status.state == "diverged"
+    steps = steps_of(records)
+    assert steps[-1].step == status.step and not math.isfinite(steps[-1].loss)
+    assert all(math.isfinite(s.loss) for s in steps[:-1])
+    assert status.step <= 2  # trajectory 5 is in one of the first epoch's two batches
+
+
+def test_huge_lr_diverges(quick_preset, data):
+    preset = toy(quick_preset, **{"train.epochs": 30, "train.warmup_epochs": 0})
+    config = run_config(preset, "sgd", lr=1e30, weight_decay=0.0)
+    status = list(Trainer(config, data))[-1]
+    assert status.state == "diverged" and status.step < 60
+
+
+def test_stop_checkpoints_and_reports_interrupted(quick_preset, data, tmp_path):
+    preset = toy(quick_preset, **{"train.epochs": 4})
+    trainer = Trainer(run_config(preset), data, tmp_path)
+    records = []
+    for record in trainer:
+        records.append(record)
+        if isinstance(record, EpochRecord) and record.epoch == 0:
+            trainer.request_stop()
+    assert records[-1].state == "interrupted" and records[-1].step == 2
+    state = load_checkpoint(latest_checkpoint(tmp_path / "checkpoints"))
+    assert state["step"] == 2 and state["epoch"] == 1
+
+
+@pytest.mark.parametrize("bad", [{"optimizer": "adam"}, {"schedule": "step"}, {"lr": 0.0},
+                                 {"lr": -1.0}, {"weight_decay": -0.1}, {"precision": "fp16"},
+                                 {"options": {"betas2": 1}}])
+def test_bad_run_settings_name_the_problem(quick_preset, bad):
+    with pytest.raises(RunError, match=r"optimizer|schedule|lr|weight decay|precision|option"):
+        RunConfig(**{"preset": quick_preset, "optimizer": "adamw", "lr": 1e-3,
+                     "weight_decay": 0.0, **bad})
+
+
+def test_config_round_trips_through_json(quick_preset):
+    config = run_config(toy(quick_preset), "muon", options={"adam_betas": (0.9, 0.95)})
+    import json
+
+    again = RunConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again.to_dict() == config.to_dict()
+
+
+def final_parameters(trainer: Trainer) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in trainer.model.parameters()]
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_resume_is_bit_exact(optimizer, quick_preset, data, tmp_path):
+    """Kill a run at a step after a mid-epoch checkpoint, resume it: identical parameters."""
+    preset = toy(quick_preset, **{"train.epochs": 3, "train.batch_size": 3})  # 3 steps/epoch
+    config = run_config(preset, optimizer)
+    whole = Trainer(config, data, tmp_path / "whole")
+    whole_records = list(whole)
+    assert whole_records[-1].state == "done" and whole.step == 9
+
+    folder = tmp_path / "killed"
+    killed = Trainer(config, data, folder, checkpoint_steps=2)
+    for record in killed:  # checkpoints at steps 2, 3 (epoch), 4, 6 (epoch), …
+        if isinstance(record, Steps) and record.records[-1].step >= 5:
+            break  # killed after step 5 (read out at the epoch's end): resume from step 4
+    del killed
+    resumed = Trainer(config, data, folder, resume=True, checkpoint_steps=2)
+    assert resumed.step == 4
+    records = list(resumed)
+    assert records[0].step == 4 and records[-1].state == "done"
+    for a, b in zip(final_parameters(whole), final_parameters(resumed), strict=True):
+        assert torch.equal(a, b)
+    # the metrics continue as if uninterrupted
+    whole_epochs = [r for r in whole_records if isinstance(r, EpochRecord)]
+    resumed_epochs = [r for r in records if isinstance(r, EpochRecord)]
+    for a, b in zip(whole_epochs[1:], resumed_epochs, strict=True):
+        assert (a.train_loss, a.valid_loss, a.fixed_valid_loss) == \
+            (b.train_loss, b.valid_loss, b.fixed_valid_loss)
