@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,7 @@ def load_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> dic
     """A checkpoint's state as `save_checkpoint` received it (tensors on ``map_location``)."""
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (OSError, RuntimeError, EOFError) as error:
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
         raise CheckpointError(f"{path}: not a readable checkpoint ({error})") from None
     version = state.pop("format_version", None) if isinstance(state, dict) else None
     if version != FORMAT_VERSION:
