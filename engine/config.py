@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 
@@ -148,6 +149,47 @@ class TrainConfig:
 Section = DataConfig | ModelConfig | TrainConfig
 SECTIONS: tuple[type[Section], ...] = (DataConfig, ModelConfig, TrainConfig)
 
+# The optimizers of `diffbench.engine.optimizers.OPTIMIZERS` (kept here so that loading a
+# preset needs no torch); a test keeps the two equal.
+OPTIMIZER_NAMES: tuple[str, ...] = ("adamw", "sgd", "muon", "soap", "schedulefree", "prodigy")
+
+
+@dataclass(frozen=True)
+class OptimizerDefaults:
+    """An optimizer's best settings: peak lr (Prodigy: multiplier of its estimate) and decay."""
+
+    lr: float
+    weight_decay: float
+
+    def __post_init__(self) -> None:
+        _require(self.lr > 0, f"lr must be positive, got {self.lr}")
+        _require(self.weight_decay >= 0, f"weight_decay must be non-negative, got "
+                 f"{self.weight_decay}")
+
+
+def _parse_optimizers(table: object) -> Mapping[str, OptimizerDefaults]:
+    """`[optimizers.NAME]` tables, one per optimizer, each with exactly lr and weight_decay."""
+    if not isinstance(table, Mapping):
+        raise PresetError("missing section [optimizers]")
+    for name in table:
+        _require(name in OPTIMIZER_NAMES, f"unknown optimizer [optimizers.{name}]; known: "
+                 f"{', '.join(OPTIMIZER_NAMES)}")
+    keys = [f.name for f in dataclasses.fields(OptimizerDefaults)]
+    parsed = {}
+    for name in OPTIMIZER_NAMES:
+        entry = table.get(name)
+        _require(isinstance(entry, Mapping), f"missing section [optimizers.{name}]")
+        for key in entry:
+            _require(key in keys, f"unknown key optimizers.{name}.{key}")
+        for key in keys:
+            _require(key in entry, f"missing key optimizers.{name}.{key}")
+        values = {key: _coerce(f"optimizers.{name}.{key}", entry[key], float) for key in keys}
+        try:
+            parsed[name] = OptimizerDefaults(**values)
+        except PresetError as error:
+            raise PresetError(f"optimizers.{name}.{error}") from None
+    return MappingProxyType(parsed)
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -157,6 +199,7 @@ class Preset:
     data: DataConfig
     model: ModelConfig
     train: TrainConfig
+    optimizers: Mapping[str, OptimizerDefaults]  # best lr and weight decay per optimizer
 
     def __post_init__(self) -> None:
         _require(self.model.window <= self.data.kept,
@@ -170,6 +213,8 @@ class Preset:
             values = dataclasses.asdict(getattr(self, cls.section))
             out[cls.section] = {k: list(v) if isinstance(v, tuple) else v
                                 for k, v in values.items()}
+        out["optimizers"] = {name: dataclasses.asdict(defaults)
+                             for name, defaults in self.optimizers.items()}
         return out
 
     @classmethod
@@ -178,10 +223,12 @@ class Preset:
         name = name if name is not None else str(table.get("name", "unnamed"))
         try:
             for section in table:
-                _require(section == "name" or section in (s.section for s in SECTIONS),
+                _require(section in ("name", "optimizers")
+                         or section in (s.section for s in SECTIONS),
                          f"unknown section [{section}]")
             sections = {s.section: _parse_section(s, table.get(s.section)) for s in SECTIONS}
-            return cls(name=name, **sections)
+            optimizers = _parse_optimizers(table.get("optimizers"))
+            return cls(name=name, **sections, optimizers=optimizers)
         except PresetError as error:
             raise PresetError(f"preset {name!r}: {error}") from None
 
@@ -241,11 +288,15 @@ def load_preset(name_or_path: str | Path) -> Preset:
 
 
 def override(preset: Preset, changes: Mapping[str, object]) -> Preset:
-    """`preset` with dotted keys replaced, e.g. `{"data.trajectories": 64}`, re-validated."""
+    """`preset` with dotted keys replaced, e.g. `{"data.trajectories": 64}` or
+    `{"optimizers.adamw.lr": 1e-3}`, re-validated."""
     table = preset.to_dict()
     for dotted, value in changes.items():
-        section, _, key = dotted.partition(".")
-        _require(section in table and isinstance(table[section], dict) and key in table[section],
+        *path, key = dotted.split(".")
+        parent: Any = table
+        for part in path:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        _require(bool(path) and isinstance(parent, dict) and key in parent,
                  f"preset {preset.name!r}: unknown key {dotted}")
-        table[section][key] = value
+        parent[key] = value
     return Preset.from_dict(table, name=preset.name)

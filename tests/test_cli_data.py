@@ -49,9 +49,16 @@ def write_preset(preset, path: Path) -> Path:
     lines = []
     for section, values in preset.to_dict().items():
         if section != "name":
-            lines += [f"[{section}]", *(f"{k} = {json.dumps(v)}" for k, v in values.items())]
+            lines += [f"[{section}]", *(f"{k} = {_toml_value(v)}" for k, v in values.items())]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _toml_value(value) -> str:
+    """JSON for numbers and lists; an inline table for a table (`[optimizers]` entries)."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)
 
 
 def quick_preset(**changes):

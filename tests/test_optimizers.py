@@ -4,13 +4,21 @@ ScheduleFree modes, Prodigy's options, and "8 samples, loss falls" for each of t
 from __future__ import annotations
 
 import copy
+import json
 import math
 
 import pytest
 import torch
 from torch import Tensor, nn
 
-from diffbench.engine.config import load_preset
+from diffbench.engine.config import (
+    OPTIMIZER_NAMES,
+    OptimizerDefaults,
+    Preset,
+    PresetError,
+    load_preset,
+    override,
+)
 from diffbench.engine.muon import Muon, zeropower_via_newtonschulz5
 from diffbench.engine.optimizers import (
     OPTIMIZERS,
@@ -460,3 +468,56 @@ def test_eight_samples_loss_falls(name: str) -> None:
     with torch.no_grad():
         after = float(_loss(model))
     assert after < 0.5 * before, (name, before, after)
+
+
+# ---------------------------------------------------------------------------- presets
+
+
+def test_presets_hold_the_papers_best_settings() -> None:
+    assert OPTIMIZER_NAMES == OPTIMIZERS
+    best = {"adamw": (4.5e-4, 1e-2), "muon": (1e-3, 3.2e-2), "soap": (1e-3, 3.2e-2),
+            "schedulefree": (4.5e-4, 1e-2), "prodigy": (1.0, 1e-2)}
+    for preset in ("paper", "small", "tiny"):
+        optimizers = load_preset(preset).optimizers
+        assert tuple(optimizers) == OPTIMIZERS
+        for name, (lr, wd) in best.items():
+            assert optimizers[name] == OptimizerDefaults(lr=lr, weight_decay=wd), (preset, name)
+        assert optimizers["sgd"].lr > 0
+        with pytest.raises(TypeError):
+            optimizers["adamw"] = OptimizerDefaults(1.0, 0.0)  # type: ignore[index]
+
+
+def test_optimizer_section_round_trips_and_overrides() -> None:
+    paper = load_preset("paper")
+    table = json.loads(json.dumps(paper.to_dict()))
+    assert table["optimizers"]["muon"] == {"lr": 1e-3, "weight_decay": 3.2e-2}
+    assert Preset.from_dict(table) == paper
+    changed = override(paper, {"optimizers.muon.lr": 2e-3, "train.epochs": 8})
+    assert changed.optimizers["muon"] == OptimizerDefaults(2e-3, 3.2e-2)
+    assert changed.optimizers["adamw"] == paper.optimizers["adamw"] and changed.train.epochs == 8
+    with pytest.raises(PresetError, match=r"unknown key optimizers\.muon\.momentum"):
+        override(paper, {"optimizers.muon.momentum": 0.9})
+    with pytest.raises(PresetError, match=r"unknown key optimizers\.lion\.lr"):
+        override(paper, {"optimizers.lion.lr": 0.9})
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda t: t.pop("optimizers"), r"missing section \[optimizers\]"),
+    (lambda t: t["optimizers"].pop("soap"), r"missing section \[optimizers\.soap\]"),
+    (lambda t: t["optimizers"].update(lion={"lr": 1.0, "weight_decay": 0.0}),
+     r"unknown optimizer \[optimizers\.lion\]; known: adamw, "),
+    (lambda t: t["optimizers"]["sgd"].pop("weight_decay"),
+     r"missing key optimizers\.sgd\.weight_decay"),
+    (lambda t: t["optimizers"]["sgd"].update(momentum=0.9),
+     r"unknown key optimizers\.sgd\.momentum"),
+    (lambda t: t["optimizers"]["muon"].update(lr=0), r"optimizers\.muon\.lr must be positive"),
+    (lambda t: t["optimizers"]["muon"].update(weight_decay=-1),
+     r"optimizers\.muon\.weight_decay must be non-negative"),
+    (lambda t: t["optimizers"]["adamw"].update(lr="1e-3"),
+     r"optimizers\.adamw\.lr must be a number"),
+])
+def test_optimizer_section_errors_name_the_key(edit, message: str) -> None:
+    table = load_preset("tiny").to_dict()
+    edit(table)
+    with pytest.raises(PresetError, match=message):
+        Preset.from_dict(table)
