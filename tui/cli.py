@@ -13,7 +13,7 @@ import typer
 
 from diffbench.storage.workspace import ENV_VAR, Workspace
 
-from . import data
+from . import data, train
 
 app = typer.Typer(
     name="diffbench",
@@ -30,6 +30,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(data.app, name="data")
+app.command(name="train")(train.train)
 
 
 @app.callback()

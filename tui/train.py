@@ -1,0 +1,326 @@
+"""`diffbench train`: one training run without the queue, with a live display on stderr.
+
+A run folder holds::
+
+    config.json                 the resolved run (preset, optimizer, lr, wd, schedule, …)
+    steps.jsonl  epochs.jsonl   metrics (engine.metrics.FolderSink)
+    events.jsonl                start, checkpoints, final status
+    samples/epoch-NNNN.npz      preview windows (velocity and picture vorticity)
+    checkpoints/                resume checkpoints and latest.json
+    model.pt                    final weights (ScheduleFree: its averaged weights)
+
+The data set is the preset's workspace file (``<home>/data/<preset>.h5``); when it is missing
+it is generated first (with a progress bar), as ``diffbench data generate`` would.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from diffbench.storage.workspace import Workspace
+
+from .errors import EXIT_INTERRUPTED, UserError, require, user_errors
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# Names as the engine spells them (tests check they agree); kept here so --help needs no torch.
+OPTIMIZERS = ("adamw", "sgd", "muon", "soap", "schedulefree", "prodigy")
+SCHEDULES = ("constant", "linear", "cosine", "wsd", "sqrt", "sqrt-cooldown")
+PRECISIONS = ("fp32", "bf16")
+CONFIG = "config.json"
+
+
+def train(
+    ctx: typer.Context,
+    preset: Annotated[str | None, typer.Option(
+        "--preset", "-p", help="Preset name (tiny, small, paper) or a path to a preset .toml.",
+        show_default=False)] = None,
+    optimizer: Annotated[str | None, typer.Option(
+        "--optimizer", "-O", help=f"One of {', '.join(OPTIMIZERS)}.", show_default=False)] = None,
+    schedule: Annotated[str, typer.Option(
+        "--schedule", "-S", help=f"One of {', '.join(SCHEDULES)} (all with linear warm-up; "
+        "schedulefree takes none).")] = "linear",
+    lr: Annotated[float | None, typer.Option(
+        "--lr", help="Peak learning rate. Default: the preset's best for the optimizer.",
+        show_default=False)] = None,
+    wd: Annotated[float | None, typer.Option(
+        "--wd", help="Weight decay. Default: the preset's best for the optimizer.",
+        show_default=False)] = None,
+    seed: Annotated[int, typer.Option("--seed", "-s", help="Run seed (model, windows, noise).")
+                    ] = 0,
+    epochs: Annotated[int | None, typer.Option(
+        "--epochs", "-e", help="Override the preset's epochs.", show_default=False)] = None,
+    device: Annotated[str, typer.Option(
+        "--device", "-d", envvar="DIFFBENCH_DEVICE",
+        help="auto (CUDA when present), cpu, cuda or cuda:N.")] = "auto",
+    precision: Annotated[str, typer.Option(
+        "--precision", help="fp32 (TF32 matmuls on CUDA) or bf16 autocast.")] = "fp32",
+    deterministic: Annotated[bool, typer.Option(
+        "--deterministic", help="torch.use_deterministic_algorithms (slower on CUDA).")] = False,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", metavar="DIR", help="Run folder. Default: "
+        "<home>/runs/<preset>-<optimizer>-<schedule>-lr<lr>-wd<wd>-s<seed>-<time>.",
+        show_default=False)] = None,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", metavar="DIR", help="Continue the run in DIR from its last checkpoint "
+        "(takes no other option).", show_default=False)] = None,
+) -> None:
+    """Train the score U-Net with one optimizer and schedule; write a run folder.
+
+    Shows epoch, losses, lr and the step time split (data + forward/backward +
+    optimizer) live on stderr. The preset's data set is generated first if missing.
+    Ctrl-C checkpoints after the current step and exits with code 130;
+    [bold]--resume[/] continues bit-exactly. A run that diverges (non-finite loss or
+    gradient norm) stops there, records it and exits 0: divergence is a result.
+
+    [bold]Examples[/]
+
+      diffbench train --preset tiny --optimizer adamw
+      diffbench train -p tiny -O muon --schedule wsd --lr 1e-3 --wd 0.032 --seed 1
+      diffbench train -p paper -O soap --precision bf16 --device cuda --out runs/soap
+      diffbench train --resume runs/soap
+    """
+    workspace: Workspace = ctx.obj
+    if resume is not None:
+        given = {"--preset": preset, "--optimizer": optimizer, "--lr": lr, "--wd": wd,
+                 "--epochs": epochs, "--out": out}
+        extra = [name for name, value in given.items() if value is not None]
+        with user_errors():
+            require(not extra, f"--resume takes no other option (got {', '.join(extra)})")
+        _resume(resume)
+        return
+    _train(workspace, preset=preset, optimizer=optimizer, schedule=schedule, lr=lr, wd=wd,
+           seed=seed, epochs=epochs, device=device, precision=precision,
+           deterministic=deterministic, out=out)
+
+
+def _train(workspace: Workspace, *, preset: str | None, optimizer: str | None, schedule: str,
+           lr: float | None, wd: float | None, seed: int, epochs: int | None, device: str,
+           precision: str, deterministic: bool, out: Path | None) -> None:
+    with user_errors():
+        require(preset is not None, "--preset is required (or --resume DIR)")
+        require(optimizer is not None, "--optimizer is required; "
+                f"one of {', '.join(OPTIMIZERS)}")
+        require(optimizer in OPTIMIZERS,
+                f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+        require(schedule in SCHEDULES,
+                f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
+        require(precision in PRECISIONS, f"--precision must be fp32 or bf16, got {precision!r}")
+        require(lr is None or lr > 0, f"--lr must be positive, got {lr}")
+        require(wd is None or wd >= 0, f"--wd must be non-negative, got {wd}")
+        require(seed >= 0, f"--seed must be non-negative, got {seed}")
+        require(epochs is None or epochs > 0, f"--epochs must be positive, got {epochs}")
+
+    from diffbench.engine.config import PresetError, load_preset, override
+    from diffbench.engine.device import DeviceError, resolve_device
+    from diffbench.engine.run import RunConfig, RunError, default_hyperparameters
+
+    with user_errors(PresetError, RunError, DeviceError):
+        config = load_preset(preset)
+        if epochs is not None:
+            config = override(config, {"train.epochs": epochs})
+        if lr is None or wd is None:
+            best_lr, best_wd = default_hyperparameters(config, optimizer)
+            lr, wd = (best_lr if lr is None else lr), (best_wd if wd is None else wd)
+        run = RunConfig(preset=config, optimizer=optimizer, lr=lr, weight_decay=wd,
+                        schedule=schedule, seed=seed, device=device, precision=precision,
+                        deterministic=deterministic)
+        resolve_device(device)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        folder = (out if out is not None else
+                  workspace.root / "runs" / f"{run.name}-{stamp}").expanduser().absolute()
+        require(not (folder / CONFIG).exists(),
+                f"{folder} already holds a run; continue it with --resume {folder}")
+        require(not folder.is_file(), f"--out {folder} is a file")
+        data_path = workspace.dataset_path(config.name)
+    _check_writable(folder)
+    if not data_path.exists():
+        _generate(config, data_path, device)
+    _execute(run, folder, data_path, resume=False)
+
+
+def _check_writable(folder: Path) -> None:
+    import os
+
+    parent = folder
+    while not parent.exists():
+        parent = parent.parent
+    with user_errors():
+        require(parent.is_dir(), f"cannot create {folder}: {parent} is not a directory")
+        require(os.access(parent, os.W_OK | os.X_OK),
+                f"cannot write {folder}: permission denied in {parent}")
+
+
+def _resume(folder: Path) -> None:
+    from diffbench.engine.config import PresetError
+    from diffbench.engine.run import RunConfig, RunError
+
+    folder = folder.expanduser().absolute()
+    with user_errors(PresetError, RunError):
+        require((folder / CONFIG).is_file(), f"{folder} is not a run folder (no {CONFIG})")
+        try:
+            saved = json.loads((folder / CONFIG).read_text())
+            run = RunConfig.from_dict(saved["run"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise UserError(f"{folder / CONFIG}: unreadable run config ({error})") from None
+        data_path = Path(saved["data"])
+        require(data_path.exists(), f"the run's data set {data_path} no longer exists")
+    _execute(run, folder, data_path, resume=True)
+
+
+def _generate(preset: Any, path: Path, device: str) -> None:
+    from diffbench.engine.dataset import DatasetError, compile_pays_off, generate_dataset
+    from diffbench.engine.device import DeviceError, resolve_device
+
+    from .data import _progress
+
+    with user_errors(DeviceError):
+        torch_device = resolve_device(device)
+    err = _console()
+    err.print(f"data set {path} is missing; generating it first "
+              f"({preset.data.trajectories} trajectories)", markup=False)
+    try:
+        with user_errors(DatasetError), _progress(err, preset.data.trajectories) as report:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            generate_dataset(preset, path, device=torch_device,
+                             compile=compile_pays_off(preset.data, torch_device),
+                             progress=report)
+    except KeyboardInterrupt:
+        err.print(f"interrupted; finished chunks are kept in {path}.partial", markup=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _execute(run: Any, folder: Path, data_path: Path, *, resume: bool) -> None:
+    """Load data, build the trainer, drain its records into the folder and the display."""
+    from diffbench.engine.checkpoint import CheckpointError
+    from diffbench.engine.dataset import DatasetError
+    from diffbench.engine.device import DeviceError
+    from diffbench.engine.metrics import FolderSink
+    from diffbench.engine.run import TrainingData
+    from diffbench.engine.training import Trainer
+
+    err = _console()
+    try:
+        with user_errors(DatasetError, DeviceError, CheckpointError):
+            data = TrainingData.load(data_path, run.preset)
+            trainer = Trainer(run, data, folder, resume=resume)
+            if resume and trainer.resumed_from is None:
+                err.print(f"{folder} has no checkpoint yet; starting it from step 0",
+                          markup=False)
+    except KeyboardInterrupt:
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if not resume:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / CONFIG).write_text(json.dumps(
+            {"run": run.to_dict(), "data": str(data_path)}, indent=2) + "\n")
+
+    sink = FolderSink(folder)
+    interrupts = []
+
+    def stop(signum: int, frame: object) -> None:
+        if interrupts:  # a second Ctrl-C: stop now, from the last checkpoint
+            raise KeyboardInterrupt
+        interrupts.append(time.monotonic())
+        trainer.request_stop()
+
+    previous = signal.signal(signal.SIGINT, stop)
+    status = None
+    try:
+        with Display(err, run, folder) as display:
+            for record in trainer:
+                sink.write(record)
+                display.update(record)
+                status = getattr(record, "state", status)
+    except KeyboardInterrupt:
+        err.print(f"interrupted; resume from the last checkpoint with: diffbench train "
+                  f"--resume {folder}", markup=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if status == "interrupted":
+        err.print(f"interrupted at step {trainer.step}; checkpoint saved. Resume with: "
+                  f"diffbench train --resume {folder}", markup=False)
+        raise typer.Exit(EXIT_INTERRUPTED)
+    typer.echo(f"{folder}: {status} at step {trainer.step} of {trainer.total_steps}")
+
+
+class Display:
+    """The live view on stderr: a progress bar over steps with the newest loss, lr and step
+    time split, and one line per epoch above it."""
+
+    def __init__(self, console: Console, run: Any, folder: Path) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console, self.run, self.folder = console, run, folder
+        self.bar = Progress(TextColumn("steps"), BarColumn(bar_width=16), MofNCompleteColumn(),
+                            TextColumn("eta"), TimeRemainingColumn(),
+                            TextColumn("{task.fields[now]}"), console=console)
+        self.task = None
+        self.epochs = run.preset.train.epochs
+
+    def __enter__(self) -> Display:
+        run = self.run
+        self.console.print(
+            f"training {run.preset.name}: {run.optimizer}, {run.schedule}, lr {run.lr:g}, "
+            f"wd {run.weight_decay:g}, seed {run.seed}, {run.precision} → {self.folder}",
+            markup=False)
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def update(self, record: Any) -> None:
+        from diffbench.engine.metrics import (
+            EpochRecord,
+            StartRecord,
+            StatusRecord,
+            Steps,
+        )
+
+        match record:
+            case StartRecord():
+                info = record.provenance
+                self.console.print(
+                    f"  {info['device']} ({info['device_name']}), {info['parameters']:,} "
+                    f"parameters, {info['optimizer_implementation']}, {record.epoch_steps} "
+                    f"steps/epoch" + (f"; resumed at step {record.step}" if record.step else ""),
+                    markup=False)
+                self.task = self.bar.add_task("train", total=record.total_steps,
+                                              completed=record.step, now="")
+            case Steps(records=steps):
+                n = len(steps)
+                data, compute, opt = (sum(getattr(s, k) for s in steps) / n
+                                      for k in ("data_ms", "compute_ms", "optimizer_ms"))
+                last = steps[-1]
+                self.bar.update(self.task, completed=last.step,
+                                now=f"loss {last.loss:.4g}  lr {last.lr:.3g}  ms/step "
+                                f"{data:.1f}+{compute:.1f}+{opt:.1f}")
+            case EpochRecord():
+                valid = ("" if record.valid_loss is None else
+                         f"  valid {record.valid_loss:.5f}  fixed {record.fixed_valid_loss:.5f}")
+                self.console.print(f"epoch {record.epoch + 1}/{self.epochs}  train "
+                                   f"{record.train_loss:.5f}{valid}  ({record.epoch_s:.2f} s)",
+                                   markup=False)
+            case StatusRecord(state="diverged"):
+                self.console.print(f"diverged: {record.message}", markup=False)
