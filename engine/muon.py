@@ -1,18 +1,18 @@
 r"""Muon as the paper runs it (spec §5), with an inner AdamW for what Muon must not touch.
 
-Two pure tensor functions carry the maths; the `Muon` class only keeps state.
+Pure tensor functions carry the maths; the `Muon` class only keeps state.
 
 - `zeropower_via_newtonschulz5(G)`: five quintic Newton–Schulz iterations
   $X \leftarrow aX + (bA + cA^2)X$, $A = XX^\top$, $(a, b, c) = (3.4445, -4.7750, 2.0315)$,
   from $X_0 = G / \|G\|_F$ (transposed when rows > cols), approximating $UV^\top$ of
   $G = USV^\top$: singular values land in roughly $[0.7, 1.2]$ rather than exactly 1.
-- `muon_update(grad, momentum)`: Nesterov momentum $\beta = 0.95$ as an exponential average
+- `muon_update(grads, momenta)`: Nesterov momentum $\beta = 0.95$ as an exponential average
   $m \leftarrow \beta m + (1 - \beta) g$, $u = (1 - \beta) g + \beta m$ (the classic
   $m \leftarrow \beta m + g$, $u = g + \beta m$ scaled by $1 - \beta$, which the normalisation
   removes); conv weights $(C_{out}, C_{in}, k_h, k_w)$ flattened to $(C_{out}, C_{in} k_h k_w)$,
   orthogonalised, scaled by $0.2\sqrt{\max(\text{rows}, \text{cols})}$ (so the lr is on AdamW's
-  scale) and reshaped back.
-- `adam_update(grad, exp_avg, exp_avg_sq, step)`: bias-corrected Adam direction for the
+  scale) and reshaped back. Matrices of one shape are orthogonalised as one batch.
+- `adam_update(grads, exp_avgs, exp_avg_sqs, step)`: bias-corrected Adam direction for the
   1-D parameters and the time-embedding MLP (betas (0.95, 0.95), eps 1e-8).
 
 Both kinds of group use decoupled weight decay $p \leftarrow p (1 - \eta\lambda)$, then
@@ -52,26 +52,43 @@ def zeropower_via_newtonschulz5(G: Tensor, steps: int = NS_STEPS,
     return X.mT if transposed else X
 
 
-def muon_update(grad: Tensor, momentum: Tensor, beta: float = 0.95, nesterov: bool = True,
-                steps: int = NS_STEPS, dtype: torch.dtype = torch.float32) -> Tensor:
-    """Muon's direction for one weight of 2 or more dims; updates `momentum` in place."""
-    momentum.lerp_(grad, 1 - beta)
-    update = grad.lerp(momentum, beta) if nesterov else momentum
-    matrix = update.reshape(update.size(0), -1)  # (C_out, C_in · k_h · k_w)
-    rows, cols = matrix.shape
-    ortho = zeropower_via_newtonschulz5(matrix, steps, dtype)
-    return (ortho * (SCALE * math.sqrt(max(rows, cols)))).view_as(grad).to(grad.dtype)
+def muon_update(grads: list[Tensor], momenta: list[Tensor], beta: float = 0.95,
+                nesterov: bool = True, steps: int = NS_STEPS,
+                dtype: torch.dtype = torch.float32) -> list[Tensor]:
+    """Muon's directions for weights of 2 or more dims; updates `momenta` in place.
+
+    Weights whose flattened matrices share a shape are orthogonalised as one batch: the
+    U-Net repeats a few shapes, so a handful of batched iterations replace one per weight.
+    """
+    torch._foreach_lerp_(momenta, grads, 1 - beta)
+    updates = torch._foreach_lerp(grads, momenta, beta) if nesterov else momenta
+    matrices = [u.reshape(u.size(0), -1) for u in updates]  # (C_out, C_in · k_h · k_w)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, matrix in enumerate(matrices):
+        by_shape.setdefault(tuple(matrix.shape), []).append(i)
+    directions = list(grads)  # each replaced below
+    for (rows, cols), members in by_shape.items():
+        ortho = zeropower_via_newtonschulz5(torch.stack([matrices[i] for i in members]), steps,
+                                            dtype)  # (n, rows, cols)
+        ortho = ortho * (SCALE * math.sqrt(max(rows, cols)))
+        for i, o in zip(members, ortho, strict=True):
+            directions[i] = o.view_as(grads[i]).to(grads[i].dtype)
+    return directions
 
 
-def adam_update(grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, step: int,
-                betas: tuple[float, float] = (0.95, 0.95), eps: float = 1e-8) -> Tensor:
-    """Bias-corrected Adam direction m̂ / (√v̂ + eps) at `step` (from 1); updates the moments."""
+def adam_update(grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
+                step: int, betas: tuple[float, float] = (0.95, 0.95),
+                eps: float = 1e-8) -> list[Tensor]:
+    """Bias-corrected Adam directions m̂ / (√v̂ + eps) at `step` (from 1); updates the moments."""
     beta1, beta2 = betas
-    exp_avg.lerp_(grad, 1 - beta1)
-    exp_avg_sq.lerp_(grad.square(), 1 - beta2)
-    m_hat = exp_avg / (1 - beta1**step)
-    v_hat = exp_avg_sq / (1 - beta2**step)
-    return m_hat / (v_hat.sqrt() + eps)
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+    torch._foreach_lerp_(exp_avg_sqs, torch._foreach_mul(grads, grads), 1 - beta2)
+    denominators = torch._foreach_div(exp_avg_sqs, 1 - beta2**step)
+    torch._foreach_sqrt_(denominators)
+    torch._foreach_add_(denominators, eps)
+    directions = torch._foreach_div(exp_avgs, 1 - beta1**step)
+    torch._foreach_div_(directions, denominators)
+    return directions
 
 
 class Muon(torch.optim.Optimizer):
@@ -112,25 +129,31 @@ class Muon(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lr, decay = group["lr"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if group["use_muon"]:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            states = [self.state[p] for p in params]
+            if group["use_muon"]:
+                for p, state in zip(params, states, strict=True):
                     if not state:
                         state["momentum_buffer"] = torch.zeros_like(p)
-                    update = muon_update(p.grad, state["momentum_buffer"], group["momentum"],
-                                         group["nesterov"], group["ns_steps"],
-                                         self.newton_schulz_dtype(p.device))
-                else:
+                updates = muon_update(grads, [s["momentum_buffer"] for s in states],
+                                      group["momentum"], group["nesterov"], group["ns_steps"],
+                                      self.newton_schulz_dtype(params[0].device))
+            else:
+                for p, state in zip(params, states, strict=True):
                     if not state:
-                        state["step"] = 0
-                        state["exp_avg"] = torch.zeros_like(p)
-                        state["exp_avg_sq"] = torch.zeros_like(p)
+                        state.update(step=0, exp_avg=torch.zeros_like(p),
+                                     exp_avg_sq=torch.zeros_like(p))
                     state["step"] += 1
-                    update = adam_update(p.grad, state["exp_avg"], state["exp_avg_sq"],
-                                         state["step"], group["betas"], group["eps"])
-                p.mul_(1 - lr * decay)
-                p.add_(update, alpha=-lr)
+                steps = {s["step"] for s in states}
+                if len(steps) != 1:
+                    raise RuntimeError("Muon's AdamW parameters have stepped unequally: "
+                                       "every one of them needs a gradient at every step")
+                updates = adam_update(grads, [s["exp_avg"] for s in states],
+                                      [s["exp_avg_sq"] for s in states], steps.pop(),
+                                      group["betas"], group["eps"])
+            torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
+            torch._foreach_add_(params, updates, alpha=-group["lr"])
         return loss
