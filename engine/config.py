@@ -226,14 +226,14 @@ class Preset:
                 _require(section in ("name", "optimizers")
                          or section in (s.section for s in SECTIONS),
                          f"unknown section [{section}]")
-            sections = {s.section: _parse_section(s, table.get(s.section)) for s in SECTIONS}
+            sections = {s.section: parse_section(s, table.get(s.section)) for s in SECTIONS}
             optimizers = _parse_optimizers(table.get("optimizers"))
             return cls(name=name, **sections, optimizers=optimizers)
         except PresetError as error:
             raise PresetError(f"preset {name!r}: {error}") from None
 
 
-def _parse_section(cls: type[Section], table: object) -> Section:
+def parse_section(cls: type[Section], table: object) -> Section:
     """Check keys and types of one TOML table, then let the dataclass check values."""
     if not isinstance(table, Mapping):
         raise PresetError(f"missing section [{cls.section}]")

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from . import kolmogorov
-from .config import DataConfig, Preset
+from .config import DataConfig, Preset, parse_section
 from .statistics import FlowStatistics, flow_statistics
 
 FORMAT_VERSION = 1
@@ -255,8 +255,8 @@ def open_dataset(path: Path) -> DatasetInfo:
                            f"this diffbench reads format {FORMAT_VERSION}")
     try:
         preset = json.loads(attrs["preset"])
-        data = Preset.from_dict(preset).data
-    except (ValueError, TypeError, KeyError) as error:
+        data = parse_section(DataConfig, preset.get("data"))
+    except (ValueError, TypeError, AttributeError) as error:
         raise DatasetError(f"{path}: unreadable preset attribute: {error}") from None
     frame = (data.kept, 2, data.resolution, data.resolution)
     expected = {split: (n, *frame) for split, n in zip(SPLITS, data.split_sizes, strict=True)}

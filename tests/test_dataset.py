@@ -104,6 +104,18 @@ def test_damaged_and_foreign_files_are_rejected(copy: Path, tmp_path: Path) -> N
         open_dataset(copy)
 
 
+def test_a_file_is_valid_by_its_data_recipe_alone(copy: Path) -> None:
+    """Files keep opening when later versions add preset sections outside [data]."""
+    with h5py.File(copy, "r+") as file:
+        preset = json.loads(file.attrs["preset"])
+        file.attrs["preset"] = json.dumps({"name": preset["name"], "data": preset["data"]})
+    assert open_dataset(copy).shapes["train"][0] == 8
+    with h5py.File(copy, "r+") as file:
+        file.attrs["preset"] = json.dumps({"name": "x", "data": {"size": 32}})
+    with pytest.raises(DatasetError, match=r"missing key data\.factor"):
+        open_dataset(copy)
+
+
 def test_unknown_split(reference: Path) -> None:
     with pytest.raises(DatasetError, match="unknown split 'training'"):
         load_split(reference, "training")
