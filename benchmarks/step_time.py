@@ -15,6 +15,7 @@ against the GPU's dense peak for the precision (TF32 for fp32, bf16 for bf16).
     python benchmarks/step_time.py                       # CPU: tiny and small, fp32
     python benchmarks/step_time.py --preset paper        # CUDA: paper in fp32 and bf16
     python benchmarks/step_time.py --preset paper --precision bf16 --epochs 4
+    python benchmarks/step_time.py --optimizers adamw soap   # SOAP: ours and pytorch-optimizer's
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 
 from diffbench.engine.config import Preset, load_preset, override
 from diffbench.engine.metrics import EpochRecord, StartRecord, Steps
-from diffbench.engine.optimizers import OPTIMIZERS
+from diffbench.engine.optimizers import OPTIMIZERS, SOAP_IMPLEMENTATIONS
 from diffbench.engine.run import RunConfig, TrainingData
 from diffbench.engine.training import Trainer
 from diffbench.engine.unet import build_model
@@ -68,13 +69,14 @@ def peak(device: torch.device, precision: str) -> float | None:
 
 
 def measure(preset: Preset, optimizer: str, device: str, precision: str, epochs: int,
-            steps_per_epoch: int) -> dict[str, Any]:
+            steps_per_epoch: int, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Median ms per phase over epochs 2…, and wall ms per step of those epochs."""
     preset = override(preset, {"train.epochs": epochs, "train.warmup_epochs": 1,
                                "train.valid_every": epochs, "train.samples_every": 0})
     defaults = preset.optimizers[optimizer]
     config = RunConfig(preset=preset, optimizer=optimizer, lr=defaults.lr,
-                       weight_decay=defaults.weight_decay, device=device, precision=precision)
+                       weight_decay=defaults.weight_decay, device=device, precision=precision,
+                       options=options or {})
     trainer = Trainer(config, synthetic(preset, steps_per_epoch), flush_every=10**9)
     steps, epoch_s, implementation = [], [], ""
     for record in trainer:
@@ -91,8 +93,20 @@ def measure(preset: Preset, optimizer: str, device: str, precision: str, epochs:
     return {**phase, "wall": 1e3 * sum(epoch_s) / len(steps), "implementation": implementation}
 
 
+def rows(optimizers: list[str], soap: list[str]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(label, optimizer, options) per row: SOAP once per implementation in `soap`."""
+    out = []
+    for name in optimizers:
+        if name == "soap":
+            out += [("soap" if i == "batched" else f"soap[{i}]", name, {"implementation": i})
+                    for i in soap]
+        else:
+            out.append((name, name, {}))
+    return out
+
+
 def run(preset_name: str, device: str, precision: str, epochs: int, steps_per_epoch: int,
-        optimizers: list[str]) -> None:
+        optimizers: list[tuple[str, str, dict[str, Any]]]) -> None:
     preset = load_preset(preset_name)
     torch_device = torch.device("cuda" if device.startswith("cuda") else "cpu")
     flops = step_flops(preset, torch_device) if torch_device.type == "cuda" else None
@@ -101,17 +115,17 @@ def run(preset_name: str, device: str, precision: str, epochs: int, steps_per_ep
           f"{preset.data.resolution}², batch {preset.train.batch_size}), {precision}, "
           f"{torch.cuda.get_device_name(torch_device) if flops else 'CPU'}"
           + (f", {flops / 1e12:.2f} TFLOP per step (fwd+bwd)" if flops else ""))
-    print(f"{'optimizer':<13} {'data':>6} {'fwd+bwd':>8} {'opt':>7} {'wall':>7}   "
+    print(f"{'optimizer':<22} {'data':>6} {'fwd+bwd':>8} {'opt':>7} {'wall':>7}   "
           f"{'× AdamW':>7} {'opt × AdamW':>11}" + ("   MFU" if top else "")
           + "   (ms per step; medians)")
     base = None
-    for name in optimizers:
+    for label, name, options in optimizers:
         started = time.perf_counter()
-        m = measure(preset, name, device, precision, epochs, steps_per_epoch)
+        m = measure(preset, name, device, precision, epochs, steps_per_epoch, options)
         if base is None:
             base = m
         ratio = (m["compute"] + m["optimizer"]) / (base["compute"] + base["optimizer"])
-        line = (f"{name:<13} {m['data']:6.2f} {m['compute']:8.2f} {m['optimizer']:7.2f} "
+        line = (f"{label:<22} {m['data']:6.2f} {m['compute']:8.2f} {m['optimizer']:7.2f} "
                 f"{m['wall']:7.2f}   {ratio:7.3f} {m['optimizer'] / base['optimizer']:11.2f}")
         if top and flops:
             line += f"   {flops / (m['wall'] * 1e-3) / (top * 1e12):5.1%}"
@@ -131,13 +145,17 @@ def main() -> None:
                         help="steps per epoch (default: 30 on CUDA, 10 on CPU)")
     parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS),
                         help="AdamW first: the ratios are to the first one")
+    parser.add_argument("--soap", nargs="+", default=list(SOAP_IMPLEMENTATIONS),
+                        choices=SOAP_IMPLEMENTATIONS,
+                        help="SOAP implementations to time, one row each")
     args = parser.parse_args()
     steps = args.steps or (30 if args.device.startswith("cuda") else 10)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device "
           f"{args.device}; {args.epochs} epochs of {steps} steps per optimizer, first dropped")
     for name in args.preset:
         for precision in args.precision:
-            run(name, args.device, precision, args.epochs, steps, args.optimizers)
+            run(name, args.device, precision, args.epochs, steps,
+                rows(args.optimizers, args.soap))
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ any other option is an error naming it. Every parameter group carries `initial_l
 `scale_lr` multiplies by the schedule's value (`diffbench.engine.schedules.lr_multiplier`).
 
 Sources: AdamW and SGD are torch's; Muon is in the project (`diffbench.engine.muon`); SOAP is
-`pytorch_optimizer.SOAP`; ScheduleFree is `schedulefree.AdamWScheduleFree`; Prodigy is
-`prodigyopt.Prodigy`. docs/OPTIMIZERS.md gives the reasons.
+in the project too (`diffbench.engine.soap`, batched; `implementation="pytorch_optimizer"`
+selects `pytorch_optimizer.SOAP`, the reference it is tested against); ScheduleFree is
+`schedulefree.AdamWScheduleFree`; Prodigy is `prodigyopt.Prodigy`. docs/OPTIMIZERS.md gives
+the reasons.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch import nn
 
 from diffbench.engine.muon import Muon
 from diffbench.engine.schedules import SCHEDULES
+from diffbench.engine.soap import SOAP
 
 __all__ = [
     "OPTIMIZERS",
@@ -118,12 +121,23 @@ def _muon(model: nn.Module, lr: float, weight_decay: float, *, momentum: float =
                 ns_dtype=_NS_DTYPES[ns_dtype])
 
 
+SOAP_IMPLEMENTATIONS = ("batched", "pytorch_optimizer")
+
+
 def _soap(model: nn.Module, lr: float, weight_decay: float, *,
           betas: Sequence[float] = (0.95, 0.95), precondition_frequency: int = 10,
-          max_precond_dim: int = 10000, eps: float = 1e-8) -> torch.optim.Optimizer:
-    from pytorch_optimizer import SOAP  # 1.5 s of imports: only when SOAP is asked for
+          max_precond_dim: int = 10000, eps: float = 1e-8,
+          implementation: str = "batched") -> torch.optim.Optimizer:
+    """`batched` is ours (`diffbench.engine.soap`); `pytorch_optimizer` its reference."""
+    if implementation not in SOAP_IMPLEMENTATIONS:
+        raise OptimizerError(f"unknown implementation {implementation!r}; "
+                             f"known: {', '.join(SOAP_IMPLEMENTATIONS)}")
+    if implementation == "batched":
+        soap: type[torch.optim.Optimizer] = SOAP
+    else:
+        from pytorch_optimizer import SOAP as soap  # 1.5 s of imports: only when asked for
 
-    return SOAP(_one_group(model, lr), lr=lr, betas=_pair(betas, "betas"),
+    return soap(_one_group(model, lr), lr=lr, betas=_pair(betas, "betas"),
                 weight_decay=weight_decay, precondition_frequency=precondition_frequency,
                 max_precondition_dim=max_precond_dim, eps=eps)
 
@@ -244,6 +258,8 @@ def optimizer_implementation(optimizer: torch.optim.Optimizer) -> str:
         devices = [p.device for g in optimizer.param_groups if g["use_muon"] for p in g["params"]]
         dtype = optimizer.newton_schulz_dtype(devices[0] if devices else torch.device("cpu"))
         return f"diffbench.muon (NS {'bf16' if dtype == torch.bfloat16 else 'fp32'})"
+    if isinstance(optimizer, SOAP):
+        return "diffbench.soap (batched)"
     module = type(optimizer).__module__.split(".")[0]
     package = {"pytorch_optimizer": "pytorch-optimizer"}.get(module, module)
     detail = ""

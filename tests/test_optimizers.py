@@ -178,7 +178,10 @@ def test_descriptions_of_the_others() -> None:
     assert optimizer_implementation(
         build_optimizer(model, "muon", 1e-3, 0.0, ns_dtype="bfloat16")) == (
         "diffbench.muon (NS bf16)")
-    assert optimizer_implementation(build_optimizer(model, "soap", 1e-3, 0.0)).startswith(
+    assert optimizer_implementation(build_optimizer(model, "soap", 1e-3, 0.0)) == (
+        "diffbench.soap (batched)")
+    assert optimizer_implementation(build_optimizer(
+        model, "soap", 1e-3, 0.0, implementation="pytorch_optimizer")).startswith(
         "pytorch_optimizer.SOAP 4.")
     assert optimizer_implementation(build_optimizer(model, "schedulefree", 1e-3, 0.0)) == (
         f"schedulefree.AdamWScheduleFree {_version('schedulefree')} (foreach)")

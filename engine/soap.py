@@ -1,0 +1,295 @@
+r"""SOAP (Vyas et al. 2024, "SOAP: Improving and Stabilizing Shampoo using Adam"), batched.
+
+Adam run in the eigenbasis of Shampoo's Kronecker factors. For a weight $W$ of $d$ dims with
+gradient $G$, per dim $k$ of size $s_k \le$ `max_precondition_dim` (1-D weights: none):
+
+- factor  $L_k \leftarrow \beta_s L_k + (1 - \beta_s)\, G_{(k)} G_{(k)}^\top$, $G_{(k)}$ the
+  mode-$k$ unfolding $(s_k, \prod_{j \ne k} s_j)$; $\beta_s = \beta_2$;
+- basis   $Q_k$: eigenvectors of $L_k$ (eigenvalues descending) once, at the first call; then
+  every `precondition_frequency` updates one power step $P = L_k Q_k$, columns ordered by the
+  estimated eigenvalues $\mathrm{diag}(Q_k^\top L_k Q_k)$ descending (the second moment is
+  permuted alike along dim $k$), and $Q_k \leftarrow \mathrm{qr}(P)$ (in float32);
+- rotation $\tilde X = X \times_1 Q_1^\top \cdots \times_d Q_d^\top$ (`project`) and back
+  $X = \tilde X \times_1 Q_1 \cdots \times_d Q_d$ (`project(…, back=True)`).
+
+Update $t = 1, 2, \dots$ (the first call only sets up $L_k$ and $Q_k$ and moves nothing):
+
+$m \leftarrow \beta_1 m + (1 - \beta_1) G$ (original space),
+$v \leftarrow \beta_2 v + (1 - \beta_2) \tilde G^2$ (rotated space),
+$W \leftarrow W - \eta \frac{\sqrt{1 - \beta_2^t}}{1 - \beta_1^t}\,
+\mathrm{back}\big(\tilde m / (\sqrt v + \epsilon)\big)$, then $W \leftarrow W (1 - \eta\lambda)$,
+then the factors take $G$ and, when $t$ is a multiple of the frequency, the bases are refreshed.
+
+This is the algorithm of `pytorch_optimizer.SOAP` (4.1) with `merge_dims=False`,
+`data_format='channels_first'`, `maximize=False`, written here from the paper and checked
+against that implementation (tests/test_soap.py). The difference is execution: weights of one
+shape are stacked and every matmul, eigendecomposition and QR runs once per shape on a leading
+batch dim, instead of once per weight and dim; weights without a preconditioned dim (biases,
+norms) take a `torch._foreach_*` Adam. State stays per parameter in `state[p]` (`exp_avg`,
+`exp_avg_sq`, `GG`, `Q`; `None` for a dim left unpreconditioned): for the stacked shapes the
+entries are views into one buffer per shape, rebuilt from `state[p]` after `load_state_dict`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+Factors = list[Tensor | None]  # per dim: (n, s, s) stacked, or None (dim not preconditioned)
+
+
+# ---------------------------------------------------------------------------- pure functions
+
+
+def project(x: Tensor, Q: Factors, back: bool = False) -> Tensor:
+    """x (n, *S) rotated dim by dim: ×_k Q_kᵀ (into the eigenbasis), or ×_k Q_k when `back`."""
+    n = x.size(0)
+    for q in Q:  # each pass contracts dim 1 and appends the result as the last dim
+        if q is None:
+            x = x.movedim(1, -1)
+            continue
+        rest = x.shape[2:]
+        rows = x.reshape(n, x.size(1), -1).mT  # (n, R, s)
+        x = (rows @ (q.mT if back else q)).reshape(n, *rest, q.size(-1))
+    return x
+
+
+def gram(x: Tensor, k: int) -> Tensor:
+    """G_(k) G_(k)ᵀ per stacked member, G_(k) the mode-k unfolding (n, s_k, ∏_{j≠k} s_j).
+
+    The right operand is laid out as `torch.tensordot` lays it out (a view where one exists,
+    else a contiguous copy), so that on the CPU the products are bit-identical to it.
+    """
+    n, s = x.size(0), x.size(k + 1)
+    return x.movedim(k + 1, 1).reshape(n, s, -1) @ x.movedim(k + 1, -1).reshape(n, -1, s)
+
+
+def update_factors(GG: Factors, G: Tensor, beta: float) -> None:
+    """L_k ← β L_k + (1 − β) G_(k) G_(k)ᵀ for every preconditioned dim k, in place."""
+    for k, factor in enumerate(GG):
+        if factor is not None:
+            factor.lerp_(gram(G, k).to(factor.dtype), 1 - beta)
+
+
+def eigenbases(GG: Factors) -> Factors:
+    """Eigenvectors of each L_k, columns by eigenvalue descending (the first basis)."""
+    bases: Factors = []
+    for factor in GG:
+        if factor is None:
+            bases.append(None)
+            continue
+        eye = torch.eye(factor.size(-1), device=factor.device, dtype=factor.dtype)
+        try:
+            _, q = torch.linalg.eigh(factor + 1e-30 * eye)
+        except RuntimeError:  # pragma: no cover - ill-conditioned in low precision
+            _, q = torch.linalg.eigh(factor.double() + 1e-30 * eye.double())
+            q = q.to(factor.dtype)
+        bases.append(q.flip(-1))
+    return bases
+
+
+def refresh_eigenbases(GG: Factors, Q: Factors, exp_avg_sq: Tensor) -> Tensor:
+    """One power step + QR per dim, in place on `Q`; returns `exp_avg_sq` permuted to match."""
+    n = exp_avg_sq.size(0)
+    for k, (factor, q) in enumerate(zip(GG, Q, strict=True)):
+        if factor is None or q is None:
+            continue
+        power = factor @ q  # (n, s, s)
+        order = (q * power).sum(dim=1).argsort(dim=-1, descending=True)  # (n, s)
+        shape = [n] + [1] * (exp_avg_sq.ndim - 1)
+        shape[k + 1] = order.size(-1)
+        exp_avg_sq = exp_avg_sq.gather(k + 1, order.view(shape).expand_as(exp_avg_sq))
+        power = power.gather(2, order.unsqueeze(1).expand_as(power))
+        q.copy_(torch.linalg.qr(power.to(torch.float32))[0].to(power.dtype))
+    return exp_avg_sq
+
+
+def soap_direction(G: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, Q: Factors,
+                   betas: tuple[float, float], eps: float) -> Tensor:
+    """back(Q m / (√v + ε)) for a stack (n, *S); updates the moments in place."""
+    beta1, beta2 = betas
+    exp_avg.lerp_(G, 1 - beta1)
+    exp_avg_sq.lerp_(project(G, Q).square(), 1 - beta2)
+    denom = exp_avg_sq.sqrt().add_(eps)
+    return project(project(exp_avg, Q) / denom, Q, back=True)
+
+
+def adam_direction(grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
+                   betas: tuple[float, float], eps: float) -> list[Tensor]:
+    """m / (√v + ε) for weights with no preconditioned dim; updates the moments in place."""
+    beta1, beta2 = betas
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+    torch._foreach_lerp_(exp_avg_sqs, torch._foreach_mul(grads, grads), 1 - beta2)
+    denom = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_add_(denom, eps)
+    return torch._foreach_div(exp_avgs, denom)
+
+
+def normalize(directions: list[Tensor], eps: float) -> list[Tensor]:
+    """Each direction divided by its RMS + ε (`normalize_gradient`)."""
+    return [d / (d.square().mean().sqrt() + eps) for d in directions]
+
+
+# ---------------------------------------------------------------------------- the optimizer
+
+
+@dataclass
+class _Bucket:
+    """Parameters of one shape whose state lives in stacked buffers (views in `state[p]`)."""
+
+    params: list[Tensor]
+    exp_avg: Tensor  # (n, *S)
+    exp_avg_sq: Tensor  # (n, *S)
+    GG: Factors
+    Q: Factors
+
+
+class SOAP(torch.optim.Optimizer):
+    """SOAP with the defaults of `pytorch_optimizer.SOAP`; same-shape weights run batched."""
+
+    def __init__(self, params: Iterable[Any], lr: float = 3e-3,
+                 betas: tuple[float, float] = (0.95, 0.95), shampoo_beta: float | None = None,
+                 weight_decay: float = 1e-2, precondition_frequency: int = 10,
+                 max_precondition_dim: int = 10000, precondition_1d: bool = False,
+                 correct_bias: bool = True, normalize_gradient: bool = False,
+                 eps: float = 1e-8) -> None:
+        if not lr > 0 or not 0 <= betas[0] < 1 or not 0 <= betas[1] < 1 or weight_decay < 0:
+            raise ValueError(f"bad SOAP hyperparameters: lr={lr}, betas={betas}, "
+                             f"weight_decay={weight_decay}")
+        if precondition_frequency < 1 or max_precondition_dim < 1 or eps < 0:
+            raise ValueError(f"bad SOAP settings: precondition_frequency="
+                             f"{precondition_frequency}, max_precondition_dim="
+                             f"{max_precondition_dim}, eps={eps}")
+        defaults = dict(lr=lr, betas=betas, shampoo_beta=shampoo_beta, weight_decay=weight_decay,
+                        precondition_frequency=precondition_frequency,
+                        max_precondition_dim=max_precondition_dim,
+                        precondition_1d=precondition_1d, correct_bias=correct_bias,
+                        normalize_gradient=normalize_gradient, eps=eps)
+        super().__init__(params, defaults)
+        # group index → (the state dict it was built from, ids of its parameters, buckets, plain)
+        self._buckets: dict[int, tuple[Any, tuple[int, ...], list[_Bucket], list[Tensor]]] = {}
+
+    @staticmethod
+    def _preconditioned(shape: torch.Size, group: dict[str, Any]) -> list[bool]:
+        if len(shape) == 1 and not group["precondition_1d"]:
+            return [False]
+        return [s <= group["max_precondition_dim"] for s in shape]
+
+    @staticmethod
+    def _by_shape(params: list[Tensor]) -> dict[tuple[Any, ...], list[Tensor]]:
+        shapes: dict[tuple[Any, ...], list[Tensor]] = {}
+        for p in params:
+            shapes.setdefault((tuple(p.shape), p.dtype, p.device), []).append(p)
+        return shapes
+
+    def _initialise(self, params: list[Tensor], group: dict[str, Any]) -> None:
+        """First gradient of `params`: zero moments, factors from it, their eigenbases."""
+        beta = group["shampoo_beta"] if group["shampoo_beta"] is not None else group["betas"][1]
+        step, frequency = group["step"], group["precondition_frequency"]
+        for members in self._by_shape(params).values():
+            p0 = members[0]
+            G = torch.stack([p.grad for p in members])
+            GG: Factors = [torch.zeros(len(members), s, s, device=p0.device, dtype=p0.dtype)
+                           if on else None
+                           for s, on in zip(p0.shape, self._preconditioned(p0.shape, group),
+                                            strict=True)]
+            update_factors(GG, G, beta)
+            Q = eigenbases(GG)
+            exp_avg_sq = torch.zeros_like(G)
+            if step > 0 and step % frequency == 0:  # a parameter first seen at a refresh step
+                exp_avg_sq = refresh_eigenbases(GG, Q, exp_avg_sq)
+            for i, p in enumerate(members):
+                self.state[p].update(
+                    exp_avg=torch.zeros_like(p), exp_avg_sq=exp_avg_sq[i].clone(),
+                    GG=[None if f is None else f[i].clone() for f in GG],
+                    Q=[None if q is None else q[i].clone() for q in Q])
+
+    def _buckets_of(self, index: int, params: list[Tensor],
+                    group: dict[str, Any]) -> tuple[list[_Bucket], list[Tensor]]:
+        """Stacked buckets and the plain (unpreconditioned) parameters, cached per group.
+
+        The cache holds the state dict it was built from (`load_state_dict` replaces it, so a
+        loaded state is restacked) and the parameters stepped; rebuilding stacks `state[p]`
+        and makes its entries views.
+        """
+        key = tuple(id(p) for p in params)
+        cached = self._buckets.get(index)
+        if cached is not None and cached[0] is self.state and cached[1] == key:
+            return cached[2], cached[3]
+        buckets: list[_Bucket] = []
+        plain: list[Tensor] = []
+        for members in self._by_shape(params).values():
+            if not any(self._preconditioned(members[0].shape, group)):
+                plain += members
+                continue
+            states = [self.state[p] for p in members]
+            stack = {name: torch.stack([s[name] for s in states])
+                     for name in ("exp_avg", "exp_avg_sq")}
+            factors = {name: [None if parts[0] is None else torch.stack(parts)
+                              for parts in zip(*(s[name] for s in states), strict=True)]
+                       for name in ("GG", "Q")}
+            for i, s in enumerate(states):
+                s.update({name: stack[name][i] for name in stack})
+                s.update({name: [None if f is None else f[i] for f in factors[name]]
+                          for name in factors})
+            buckets.append(_Bucket(members, stack["exp_avg"], stack["exp_avg_sq"],
+                                   factors["GG"], factors["Q"]))
+        self._buckets[index] = (self.state, key, buckets, plain)
+        return buckets, plain
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for index, group in enumerate(self.param_groups):
+            group.setdefault("step", 0)
+            params = [p for p in group["params"] if p.grad is not None]
+            fresh = [p for p in params if not self.state[p]]
+            if fresh:
+                self._initialise(fresh, group)
+                self._buckets.pop(index, None)
+            group["step"] += 1
+            if group["step"] == 1 or not params:
+                continue
+            t = group["step"] - 1  # updates so far, this one included
+            beta1, beta2 = group["betas"]
+            beta = group["shampoo_beta"] if group["shampoo_beta"] is not None else beta2
+            size = group["lr"]
+            if group["correct_bias"]:
+                size *= math.sqrt(1 - beta2**t) / (1 - beta1**t)
+            decay = 1 - group["weight_decay"] * group["lr"]
+            refresh = t % group["precondition_frequency"] == 0
+            buckets, plain = self._buckets_of(index, params, group)
+            for bucket in buckets:
+                G = torch.stack([p.grad for p in bucket.params])
+                direction = soap_direction(G, bucket.exp_avg, bucket.exp_avg_sq, bucket.Q,
+                                           (beta1, beta2), group["eps"])
+                directions = list(direction.unbind(0))
+                if group["normalize_gradient"]:
+                    directions = normalize(directions, group["eps"])
+                torch._foreach_add_(bucket.params, directions, alpha=-size)
+                if group["weight_decay"] != 0:
+                    torch._foreach_mul_(bucket.params, decay)
+                update_factors(bucket.GG, G, beta)
+                if refresh:
+                    bucket.exp_avg_sq.copy_(refresh_eigenbases(bucket.GG, bucket.Q,
+                                                               bucket.exp_avg_sq))
+            if plain:
+                states = [self.state[p] for p in plain]
+                directions = adam_direction([p.grad for p in plain],
+                                            [s["exp_avg"] for s in states],
+                                            [s["exp_avg_sq"] for s in states],
+                                            (beta1, beta2), group["eps"])
+                if group["normalize_gradient"]:
+                    directions = normalize(directions, group["eps"])
+                torch._foreach_add_(plain, directions, alpha=-size)
+                if group["weight_decay"] != 0:
+                    torch._foreach_mul_(plain, decay)
+        return loss
