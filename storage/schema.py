@@ -1,0 +1,310 @@
+"""The job database's tables (SQLAlchemy 2.0 declarative). Alembic revisions in
+``storage/migrations/versions`` create them; a change here needs a new revision.
+
+ORM rows never leave `storage.queue`: it returns frozen value objects instead.
+
+Conventions:
+
+- Times are naive UTC in the database (`UTCDateTime` hands back aware UTC), stamped by the
+  database's clock (`db_now`) unless a test passes an explicit time.
+- A metric that may be non-finite is two columns: the value (NULL unless finite) and a
+  `Kind` flag, because SQLite turns NaN into NULL and a diverged run's NaN is data.
+- JSON columns (`JSONValue`) keep NaN and ±inf as the strings ``"NaN"``, ``"Infinity"``,
+  ``"-Infinity"`` (strict JSON, as in the engine's JSON lines).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+from enum import IntEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import ForeignKey, Index, MetaData
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.expression import FunctionElement
+
+# ----------------------------------------------------------------------------- types
+
+
+class UTCDateTime(sa.TypeDecorator[dt.datetime]):
+    """Naive UTC in the database, aware UTC in Python."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect
+                           ) -> dt.datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: sa.Dialect
+                             ) -> dt.datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # a raw db_now() string read back through a text query
+            value = dt.datetime.fromisoformat(value)
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+
+
+_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def encode_json(value: Any) -> Any:
+    """``value`` with non-finite floats as strings, tuples as lists."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {str(k): encode_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [encode_json(v) for v in value]
+    return value
+
+
+def decode_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return _NONFINITE.get(value, value)
+    if isinstance(value, dict):
+        return {k: decode_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode_json(v) for v in value]
+    return value
+
+
+class JSONValue(sa.TypeDecorator[Any]):
+    """Strict JSON text that keeps non-finite floats (see `encode_json`)."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> str | None:
+        if value is None:
+            return None
+        return json.dumps(encode_json(value), allow_nan=False, sort_keys=True)
+
+    def process_result_value(self, value: str | None, dialect: sa.Dialect) -> Any:
+        return None if value is None else decode_json(json.loads(value))
+
+
+class Kind(IntEnum):
+    """What a metric value is; the value column holds a number only for `FINITE`."""
+
+    FINITE = 0
+    NAN = 1
+    POSINF = 2
+    NEGINF = 3
+
+
+def split_float(value: float | None) -> tuple[float | None, int | None]:
+    """``value`` as (column value, kind): ``(x, 0)``, ``(None, 1|2|3)`` or ``(None, None)``."""
+    if value is None:
+        return None, None
+    value = float(value)
+    if math.isfinite(value):
+        return value, Kind.FINITE
+    if math.isnan(value):
+        return None, Kind.NAN
+    return None, Kind.POSINF if value > 0 else Kind.NEGINF
+
+
+def join_float(value: float | None, kind: int | None) -> float | None:
+    """The inverse of `split_float`."""
+    if kind is None:
+        return value
+    return {Kind.FINITE: value, Kind.NAN: math.nan, Kind.POSINF: math.inf,
+            Kind.NEGINF: -math.inf}[Kind(kind)]
+
+
+# ----------------------------------------------------------------------------- clock
+
+
+class db_now(FunctionElement[dt.datetime]):
+    """The database's current UTC time, plus ``seconds`` (a float); microsecond text on
+    SQLite in the same format SQLAlchemy writes, so stored times compare as strings."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+    name = "db_now"
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        super().__init__(sa.literal(float(seconds), sa.Float()))
+
+
+@compiles(db_now, "sqlite")
+def _db_now_sqlite(element: db_now, compiler: Any, **kw: Any) -> str:
+    (seconds,) = element.clauses
+    offset = compiler.process(seconds, **kw)
+    return (f"(strftime('%Y-%m-%d %H:%M:%f', 'now', ({offset}) || ' seconds') || '000')")
+
+
+@compiles(db_now, "postgresql")
+def _db_now_postgresql(element: db_now, compiler: Any, **kw: Any) -> str:
+    (seconds,) = element.clauses
+    offset = compiler.process(seconds, **kw)
+    return (f"(timezone('utc', clock_timestamp()) "
+            f"+ make_interval(secs => CAST({offset} AS double precision)))")
+
+
+@compiles(db_now)
+def _db_now_default(element: db_now, compiler: Any, **kw: Any) -> str:
+    raise NotImplementedError(f"db_now() has no SQL for {compiler.dialect.name}; "
+                              "supported: sqlite, postgresql")
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    })
+
+
+class WorkerRow(Base):
+    """A worker process: where it runs and when it last said so."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host: Mapped[str] = mapped_column(sa.String(255))
+    pid: Mapped[int]
+    device: Mapped[str] = mapped_column(sa.String(64))
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    stopped_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class RunRow(Base):
+    """The job table: what to train, its status and lease, and what came of it."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        Index("ix_runs_claim", "status", "priority", "id"),
+        Index("ix_runs_identity", "identity"),
+        Index("ix_runs_lease", "status", "lease_expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    status: Mapped[str] = mapped_column(sa.String(16))
+    priority: Mapped[int] = mapped_column(default=0)
+    # what to train (the identity's fields)
+    preset: Mapped[str] = mapped_column(sa.String(64))
+    optimizer: Mapped[str] = mapped_column(sa.String(64))
+    schedule: Mapped[str] = mapped_column(sa.String(64))
+    lr: Mapped[float] = mapped_column(sa.Float(precision=53))
+    weight_decay: Mapped[float] = mapped_column(sa.Float(precision=53))
+    seed: Mapped[int]
+    epochs: Mapped[int | None]
+    overrides: Mapped[dict[str, Any]] = mapped_column(JSONValue())
+    identity: Mapped[str] = mapped_column(sa.String(64))
+    tags: Mapped[list[str]] = mapped_column(JSONValue())
+    config: Mapped[dict[str, Any] | None] = mapped_column(JSONValue())  # RunConfig.to_dict()
+    # the lease
+    attempts: Mapped[int] = mapped_column(default=0)  # times claimed
+    worker_id: Mapped[int | None] = mapped_column(
+        ForeignKey("workers.id", ondelete="SET NULL"))
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    # progress and outcome
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())  # first claim
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    steps_done: Mapped[int] = mapped_column(default=0)
+    checkpoint: Mapped[str | None] = mapped_column(sa.Text())
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(JSONValue())
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSONValue())
+    error: Mapped[str | None] = mapped_column(sa.Text())
+    traceback: Mapped[str | None] = mapped_column(sa.Text())
+
+
+class StepMetricRow(Base):
+    """One optimizer step (`engine.metrics.StepRecord`)."""
+
+    __tablename__ = "step_metrics"
+    __table_args__ = (Index("ix_step_metrics_run", "run_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    step: Mapped[int]
+    epoch: Mapped[int]
+    loss: Mapped[float | None] = mapped_column(sa.Float(precision=53))
+    loss_kind: Mapped[int | None] = mapped_column(sa.SmallInteger())
+    lr: Mapped[float | None] = mapped_column(sa.Float(precision=53))
+    lr_kind: Mapped[int | None] = mapped_column(sa.SmallInteger())
+    grad_norm: Mapped[float | None] = mapped_column(sa.Float(precision=53))
+    grad_norm_kind: Mapped[int | None] = mapped_column(sa.SmallInteger())
+    data_ms: Mapped[float | None] = mapped_column(sa.Float(precision=53))
+    compute_ms: Mapped[float | None] = mapped_column(sa.Float(precision=53))
+    optimizer_ms: Mapped[float | None] = mapped_column(sa.Float(precision=53))
+
+
+class EpochMetricRow(Base):
+    """The end of an epoch (`engine.metrics.EpochRecord`)."""
+
+    __tablename__ = "epoch_metrics"
+    __table_args__ = (Index("ix_epoch_metrics_run", "run_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    epoch: Mapped[int]
+    step: Mapped[int]
+    train_loss: Mapped[float | None] = mapped_column(sa.Float(precision=53))
+    train_loss_kind: Mapped[int | None] = mapped_column(sa.SmallInteger())
+    valid_loss: Mapped[float | None] = mapped_column(sa.Float(precision=53))
+    valid_loss_kind: Mapped[int | None] = mapped_column(sa.SmallInteger())
+    fixed_valid_loss: Mapped[float | None] = mapped_column(sa.Float(precision=53))
+    fixed_valid_loss_kind: Mapped[int | None] = mapped_column(sa.SmallInteger())
+    epoch_s: Mapped[float | None] = mapped_column(sa.Float(precision=53))
+    valid_s: Mapped[float | None] = mapped_column(sa.Float(precision=53))
+    sample_s: Mapped[float | None] = mapped_column(sa.Float(precision=53))
+    train_s: Mapped[float | None] = mapped_column(sa.Float(precision=53))
+
+
+class SampleRow(Base):
+    """A small array for previews (vorticity windows), as raw bytes with shape and dtype."""
+
+    __tablename__ = "samples"
+    __table_args__ = (Index("ix_samples_run", "run_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    epoch: Mapped[int]
+    step: Mapped[int]
+    name: Mapped[str] = mapped_column(sa.String(32), default="vorticity")
+    shape: Mapped[list[int]] = mapped_column(JSONValue())
+    dtype: Mapped[str] = mapped_column(sa.String(16))  # NumPy's dtype.str, e.g. "<f4"
+    data: Mapped[bytes] = mapped_column(sa.LargeBinary())
+
+
+#: Float fields of each metric table that carry a `Kind` flag.
+FLAGGED = {
+    StepMetricRow: ("loss", "lr", "grad_norm"),
+    EpochMetricRow: ("train_loss", "valid_loss", "fixed_valid_loss"),
+}
+
+
+# ----------------------------------------------------------------------------- identity
+
+
+def identity(preset: str, optimizer: str, schedule: str, lr: float, weight_decay: float,
+             seed: int, epochs: int | None, overrides: dict[str, Any]) -> str:
+    """A hash of what makes two runs the same experiment (for duplicate detection).
+
+    Floats are compared by value (``repr``), so ``1e-3`` and ``0.001`` are one run.
+    """
+    key = {"preset": preset, "optimizer": optimizer, "schedule": schedule,
+           "lr": repr(float(lr)), "weight_decay": repr(float(weight_decay)),
+           "seed": int(seed), "epochs": None if epochs is None else int(epochs),
+           "overrides": encode_json(dict(overrides))}
+    text = json.dumps(key, sort_keys=True, allow_nan=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
