@@ -58,7 +58,8 @@ def upgrade() -> None:
     sa.Column('summary', sa.Text(), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('traceback', sa.Text(), nullable=True),
-    sa.ForeignKeyConstraint(['worker_id'], ['workers.id'], name=op.f('fk_runs_worker_id_workers'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['worker_id'], ['workers.id'],
+                            name=op.f('fk_runs_worker_id_workers'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_runs'))
     )
     op.create_index('ix_runs_claim', 'runs', ['status', 'priority', 'id'])

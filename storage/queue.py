@@ -1,0 +1,709 @@
+"""The queue and the run records: plain functions over a `Database`, shared by the CLI,
+the worker and the TUI.
+
+Every function is one transaction (`Database.session`) and returns frozen value objects
+(`Run`, `Worker`, `StepMetric`, …), never ORM rows. Status changes follow
+`storage.states`; claims and lease updates are conditional ``UPDATE``s whose row count
+says whether this caller won, so any number of workers (processes or machines) can share
+one database.
+
+Times: each function that stamps a time takes ``now`` (an aware or naive-UTC datetime).
+Left out, the database's clock stamps it (`schema.db_now`), so workers on machines with
+skewed clocks still agree on leases; tests pass explicit times instead of sleeping.
+
+A worker's life, in calls::
+
+    worker = register_worker(db, host=…, pid=…, device=…)
+    run = claim_next(db, worker.id, lease_s=60)          # None: the queue is empty
+    record_start(db, run.id, worker.id, provenance=…)
+    add_step_metrics(db, run.id, steps)                  # batches, as the trainer flushes
+    lease = heartbeat(db, worker.id, run.id, lease_s=60) # lease.lost: stop; .cancel_requested
+    finish(db, run.id, worker.id, "done", summary=…)     # or release() on SIGTERM
+    stop_worker(db, worker.id)
+
+Somebody (every worker before it claims, or the CLI) calls `requeue_stale` to put runs
+whose lease expired back in the queue.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from diffbench.storage import states
+from diffbench.storage.db import Database, NotFound, StorageError
+from diffbench.storage.schema import (
+    FLAGGED,
+    EpochMetricRow,
+    RunRow,
+    SampleRow,
+    StepMetricRow,
+    WorkerRow,
+    db_now,
+    identity,
+    join_float,
+    split_float,
+)
+from diffbench.storage.states import IllegalTransition, Status
+
+# ----------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What to train: the input of `enqueue`. ``epochs`` None means the preset's."""
+
+    preset: str
+    optimizer: str
+    schedule: str
+    lr: float
+    weight_decay: float
+    seed: int
+    epochs: int | None = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # --set key=value
+    config: Mapping[str, Any] | None = None  # RunConfig.to_dict(), resolved
+    priority: int = 0
+    tags: tuple[str, ...] = ()
+
+    @property
+    def identity(self) -> str:
+        return identity(self.preset, self.optimizer, self.schedule, self.lr,
+                        self.weight_decay, self.seed, self.epochs, dict(self.overrides))
+
+
+@dataclass(frozen=True)
+class Run:
+    """A row of the job table, detached from the database."""
+
+    id: int
+    status: Status
+    priority: int
+    preset: str
+    optimizer: str
+    schedule: str
+    lr: float
+    weight_decay: float
+    seed: int
+    epochs: int | None
+    overrides: dict[str, Any]
+    identity: str
+    tags: tuple[str, ...]
+    config: dict[str, Any] | None
+    attempts: int
+    worker_id: int | None
+    heartbeat_at: dt.datetime | None
+    lease_expires_at: dt.datetime | None
+    cancel_requested: bool
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    steps_done: int
+    checkpoint: str | None
+    provenance: dict[str, Any] | None
+    summary: dict[str, Any] | None
+    error: str | None
+    traceback: str | None
+
+    @classmethod
+    def from_row(cls, row: RunRow) -> Run:
+        values = {f: getattr(row, f) for f in cls.__dataclass_fields__}
+        values["status"] = Status(row.status)
+        values["tags"] = tuple(row.tags or ())
+        values["overrides"] = dict(row.overrides or {})
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    """New run ids (in the order given) and the specs skipped as duplicates, each with the
+    id of the run it duplicates (an earlier spec of the same call has its new id)."""
+
+    ids: tuple[int, ...]
+    skipped: tuple[tuple[RunSpec, int], ...]
+
+
+@dataclass(frozen=True)
+class Worker:
+    id: int
+    host: str
+    pid: int
+    device: str
+    started_at: dt.datetime
+    heartbeat_at: dt.datetime
+    stopped_at: dt.datetime | None
+
+    @classmethod
+    def from_row(cls, row: WorkerRow) -> Worker:
+        return cls(**{f: getattr(row, f) for f in cls.__dataclass_fields__})
+
+    def alive(self, now: dt.datetime, grace_s: float) -> bool:
+        """Not stopped and heard from within ``grace_s`` of ``now`` (aware UTC)."""
+        return self.stopped_at is None and (now - self.heartbeat_at).total_seconds() <= grace_s
+
+
+@dataclass(frozen=True)
+class Lease:
+    """What a heartbeat learned: ``lost`` (the run is no longer this worker's: stop without
+    writing), ``cancel_requested`` (finish it as cancelled at the next step)."""
+
+    lost: bool
+    cancel_requested: bool
+    expires_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class StepMetric:
+    id: int
+    run_id: int
+    step: int
+    epoch: int
+    loss: float
+    lr: float
+    grad_norm: float
+    data_ms: float
+    compute_ms: float
+    optimizer_ms: float
+
+
+@dataclass(frozen=True)
+class EpochMetric:
+    id: int
+    run_id: int
+    epoch: int
+    step: int
+    train_loss: float
+    valid_loss: float | None
+    fixed_valid_loss: float | None
+    epoch_s: float
+    valid_s: float
+    sample_s: float
+    train_s: float
+
+
+@dataclass(frozen=True, eq=False)
+class Sample:
+    """A stored array; `array()` gives it back as NumPy (imported only then)."""
+
+    id: int
+    run_id: int
+    epoch: int
+    step: int
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    data: bytes
+
+    def array(self) -> Any:
+        import numpy as np
+
+        return np.frombuffer(self.data, dtype=np.dtype(self.dtype)).reshape(self.shape)
+
+
+@dataclass(frozen=True)
+class MetricsCursor:
+    """Where a poller got to: the last step, epoch and sample row ids it has seen."""
+
+    step_id: int = 0
+    epoch_id: int = 0
+    sample_id: int = 0
+
+
+@dataclass(frozen=True)
+class MetricsBatch:
+    """Rows newer than a cursor, and the cursor to pass next time. ``sample_ids`` only (a
+    sample's bytes are fetched with `get_sample`)."""
+
+    steps: tuple[StepMetric, ...]
+    epochs: tuple[EpochMetric, ...]
+    sample_ids: tuple[int, ...]
+    cursor: MetricsCursor
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _stamp(now: dt.datetime | None, seconds: float = 0.0) -> Any:
+    """``now + seconds`` as a value, or the database clock's expression if ``now`` is None."""
+    if now is None:
+        return db_now(seconds)
+    if now.tzinfo is not None:
+        now = now.astimezone(dt.UTC).replace(tzinfo=None)
+    return now + dt.timedelta(seconds=seconds)
+
+
+def _row(session: Session, run_id: int) -> RunRow:
+    row = session.get(RunRow, run_id)
+    if row is None:
+        raise NotFound(f"no run with id {run_id}")
+    return row
+
+
+def _rows(session: Session, run_ids: Iterable[int]) -> list[RunRow]:
+    """The runs, in the order given; `NotFound` naming every missing id (nothing changed)."""
+    ids = list(dict.fromkeys(int(i) for i in run_ids))
+    found = {r.id: r for r in session.scalars(sa.select(RunRow).where(RunRow.id.in_(ids)))}
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise NotFound(f"no run with id {', '.join(map(str, missing))}")
+    return [found[i] for i in ids]
+
+
+def _float(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _field(record: Any, name: str) -> Any:
+    return record[name] if isinstance(record, Mapping) else getattr(record, name)
+
+
+# ----------------------------------------------------------------------------- queue
+
+
+def enqueue(db: Database, specs: Iterable[RunSpec], *, allow_duplicates: bool = False,
+            now: dt.datetime | None = None) -> EnqueueResult:
+    """Queue ``specs`` in one transaction; skip any identical to a queued, running or done
+    run (or to an earlier spec here) unless ``allow_duplicates``."""
+    specs = list(specs)
+    for spec in specs:
+        if not (math.isfinite(spec.lr) and spec.lr > 0):
+            raise StorageError(f"lr must be a positive number, not {spec.lr!r}")
+        if not (math.isfinite(spec.weight_decay) and spec.weight_decay >= 0):
+            raise StorageError(f"weight decay must be ≥ 0, not {spec.weight_decay!r}")
+        if spec.epochs is not None and spec.epochs < 1:
+            raise StorageError(f"epochs must be ≥ 1, not {spec.epochs!r}")
+    ids: list[int] = []
+    skipped: list[tuple[RunSpec, int]] = []
+    with db.session(write=True) as session:
+        seen: dict[str, int] = {}
+        if not allow_duplicates:
+            keys = list({s.identity for s in specs})
+            for chunk in range(0, len(keys), 500):
+                rows = session.execute(
+                    sa.select(RunRow.identity, sa.func.min(RunRow.id))
+                    .where(RunRow.identity.in_(keys[chunk:chunk + 500]),
+                           RunRow.status.in_([s.value for s in states.BLOCKS_DUPLICATES]))
+                    .group_by(RunRow.identity))
+                seen.update({key: run_id for key, run_id in rows})
+        created = _stamp(now)
+        for spec in specs:
+            key = spec.identity
+            if key in seen and not allow_duplicates:
+                skipped.append((spec, seen[key]))
+                continue
+            row = RunRow(status=Status.QUEUED.value, priority=int(spec.priority),
+                         preset=spec.preset, optimizer=spec.optimizer,
+                         schedule=spec.schedule, lr=float(spec.lr),
+                         weight_decay=float(spec.weight_decay), seed=int(spec.seed),
+                         epochs=spec.epochs, overrides=dict(spec.overrides), identity=key,
+                         tags=list(spec.tags),
+                         config=None if spec.config is None else dict(spec.config),
+                         attempts=0, cancel_requested=False, steps_done=0,
+                         created_at=created)
+            session.add(row)
+            session.flush()
+            ids.append(row.id)
+            seen[key] = row.id
+    return EnqueueResult(tuple(ids), tuple(skipped))
+
+
+def claim_next(db: Database, worker_id: int, *, lease_s: float = 60.0,
+               now: dt.datetime | None = None, tries: int = 8) -> Run | None:
+    """Move the next queued run (highest priority, then oldest) to running for
+    ``worker_id``, atomically; None if the queue is empty.
+
+    The move is ``UPDATE runs … WHERE id = :id AND status = 'queued'``: if another worker
+    won the race the row count is 0 and the next candidate is tried. On PostgreSQL the
+    candidate is selected ``FOR UPDATE SKIP LOCKED``, so concurrent workers pick different
+    rows; on SQLite the write transaction (``BEGIN IMMEDIATE``) already serializes them.
+    """
+    states.check_transition(Status.QUEUED, Status.RUNNING)
+    for _ in range(tries):
+        with db.session(write=True) as session:
+            query = (sa.select(RunRow.id).where(RunRow.status == Status.QUEUED.value)
+                     .order_by(RunRow.priority.desc(), RunRow.id).limit(1))
+            if db.dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            run_id = session.scalar(query)
+            if run_id is None:
+                return None
+            stamp = _stamp(now)
+            result = session.execute(
+                sa.update(RunRow)
+                .where(RunRow.id == run_id, RunRow.status == Status.QUEUED.value)
+                .values(status=Status.RUNNING.value, worker_id=worker_id,
+                        attempts=RunRow.attempts + 1, heartbeat_at=stamp,
+                        lease_expires_at=_stamp(now, lease_s), cancel_requested=False,
+                        started_at=sa.func.coalesce(RunRow.started_at, stamp),
+                        error=None, traceback=None)
+                .execution_options(synchronize_session=False))
+            if result.rowcount == 1:
+                return Run.from_row(_row(session, run_id))
+    return None
+
+
+def heartbeat(db: Database, worker_id: int, run_id: int | None = None, *,
+              lease_s: float = 60.0, now: dt.datetime | None = None) -> Lease:
+    """Stamp the worker alive and, with ``run_id``, extend that run's lease, if the run is
+    still running for this worker. The answer says whether the lease was lost (the run was
+    requeued, cancelled or removed meanwhile) and whether a cancel was requested."""
+    with db.session(write=True) as session:
+        session.execute(sa.update(WorkerRow).where(WorkerRow.id == worker_id)
+                        .values(heartbeat_at=_stamp(now))
+                        .execution_options(synchronize_session=False))
+        if run_id is None:
+            return Lease(lost=False, cancel_requested=False, expires_at=None)
+        result = session.execute(
+            sa.update(RunRow)
+            .where(RunRow.id == run_id, RunRow.worker_id == worker_id,
+                   RunRow.status == Status.RUNNING.value)
+            .values(heartbeat_at=_stamp(now), lease_expires_at=_stamp(now, lease_s))
+            .execution_options(synchronize_session=False))
+        if result.rowcount != 1:
+            return Lease(lost=True, cancel_requested=False, expires_at=None)
+        row = session.execute(sa.select(RunRow.cancel_requested, RunRow.lease_expires_at)
+                              .where(RunRow.id == run_id)).one()
+        return Lease(lost=False, cancel_requested=bool(row[0]), expires_at=row[1])
+
+
+def _owned_running(session: Session, run_id: int, worker_id: int | None) -> RunRow:
+    row = _row(session, run_id)
+    if row.status != Status.RUNNING.value:
+        raise IllegalTransition(f"run {run_id} is {row.status}, not running")
+    if worker_id is not None and row.worker_id != worker_id:
+        raise IllegalTransition(f"run {run_id} is not leased to worker {worker_id}")
+    return row
+
+
+def finish(db: Database, run_id: int, worker_id: int | None, status: str | Status, *,
+           summary: Mapping[str, Any] | None = None, error: str | None = None,
+           traceback: str | None = None, steps_done: int | None = None,
+           now: dt.datetime | None = None) -> Run:
+    """End a running run as done, failed, diverged or cancelled. ``worker_id`` (None: any)
+    must hold the lease, else `IllegalTransition` (a lost lease: another worker owns it)."""
+    target = states.status(status)
+    if target not in states.FINAL:
+        raise IllegalTransition(f"finish takes a final status "
+                                f"({', '.join(sorted(states.FINAL))}), not {target.value}")
+    with db.session(write=True) as session:
+        row = _owned_running(session, run_id, worker_id)
+        states.check_transition(row.status, target, run_id=run_id)
+        row.status = target.value
+        row.finished_at = _stamp(now)
+        row.lease_expires_at = None
+        row.summary = None if summary is None else dict(summary)
+        row.error = error
+        row.traceback = traceback
+        if steps_done is not None:
+            row.steps_done = int(steps_done)
+        session.flush()
+        session.refresh(row)
+        return Run.from_row(row)
+
+
+def release(db: Database, run_id: int, worker_id: int | None, *, reason: str | None = None,
+            now: dt.datetime | None = None) -> Run:
+    """Put a running run back in the queue (the worker was interrupted; it resumes from
+    its checkpoint). Its attempts count stays; the next claim adds one."""
+    with db.session(write=True) as session:
+        row = _owned_running(session, run_id, worker_id)
+        states.check_transition(row.status, Status.QUEUED, run_id=run_id)
+        _requeue(row, reason)
+        session.flush()
+        return Run.from_row(row)
+
+
+def _requeue(row: RunRow, reason: str | None) -> None:
+    row.status = Status.QUEUED.value
+    row.worker_id = None
+    row.lease_expires_at = None
+    row.heartbeat_at = None
+    row.error = reason
+
+
+def requeue_stale(db: Database, *, now: dt.datetime | None = None,
+                  max_attempts: int | None = None) -> tuple[int, ...]:
+    """Runs whose lease expired (their worker died) go back to the queue; with
+    ``max_attempts``, a run already claimed that often fails instead. The ids moved."""
+    moved: list[int] = []
+    with db.session(write=True) as session:
+        stale = session.scalars(
+            sa.select(RunRow).where(RunRow.status == Status.RUNNING.value,
+                                    RunRow.lease_expires_at < _stamp(now))
+            .order_by(RunRow.id)).all()
+        for row in stale:
+            if max_attempts is not None and row.attempts >= max_attempts:
+                states.check_transition(row.status, Status.FAILED, run_id=row.id)
+                row.status = Status.FAILED.value
+                row.finished_at = _stamp(now)
+                row.lease_expires_at = None
+                row.error = f"lease expired {row.attempts} times (worker lost each time)"
+            else:
+                states.check_transition(row.status, Status.QUEUED, run_id=row.id)
+                _requeue(row, f"lease expired (worker {row.worker_id} lost)")
+            moved.append(row.id)
+    return tuple(moved)
+
+
+def cancel(db: Database, run_ids: Iterable[int]) -> dict[int, str]:
+    """Queued runs become cancelled; running ones get a cancel request their worker acts
+    on. Per id: ``"cancelled"``, ``"requested"`` or ``"unchanged"`` (already final)."""
+    outcome: dict[int, str] = {}
+    with db.session(write=True) as session:
+        for row in _rows(session, run_ids):
+            if row.status == Status.QUEUED.value:
+                states.check_transition(row.status, Status.CANCELLED, run_id=row.id)
+                row.status = Status.CANCELLED.value
+                outcome[row.id] = "cancelled"
+            elif row.status == Status.RUNNING.value:
+                row.cancel_requested = True
+                outcome[row.id] = "requested"
+            else:
+                outcome[row.id] = "unchanged"
+    return outcome
+
+
+def retry(db: Database, run_ids: Iterable[int]) -> tuple[int, ...]:
+    """Failed, cancelled or diverged runs go back to the queue (all or none)."""
+    with db.session(write=True) as session:
+        rows = _rows(session, run_ids)
+        for row in rows:
+            states.check_transition(row.status, Status.QUEUED, run_id=row.id)
+            if row.status == Status.RUNNING.value:  # the table allows it for leases only
+                raise IllegalTransition(f"run {row.id} is running; cancel it first")
+        for row in rows:
+            _requeue(row, None)
+            row.traceback = None
+            row.finished_at = None
+            row.cancel_requested = False
+        return tuple(r.id for r in rows)
+
+
+def remove(db: Database, run_ids: Iterable[int]) -> tuple[int, ...]:
+    """Delete runs and their metrics (all or none); a running run is refused."""
+    with db.session(write=True) as session:
+        rows = _rows(session, run_ids)
+        for row in rows:
+            if row.status == Status.RUNNING.value:
+                raise IllegalTransition(f"run {row.id} is running; cancel it first")
+        ids = tuple(r.id for r in rows)
+        session.execute(sa.delete(RunRow).where(RunRow.id.in_(ids))
+                        .execution_options(synchronize_session=False))
+        return ids
+
+
+def get_run(db: Database, run_id: int) -> Run:
+    with db.session() as session:
+        return Run.from_row(_row(session, run_id))
+
+
+def list_runs(db: Database, *, status: str | Status | Iterable[str | Status] | None = None,
+              preset: str | None = None, optimizer: str | None = None,
+              tag: str | None = None, ids: Iterable[int] | None = None,
+              limit: int | None = None) -> list[Run]:
+    """Runs by id, filtered (``status`` one or several)."""
+    query = sa.select(RunRow).order_by(RunRow.id)
+    if status is not None:
+        wanted = [status] if isinstance(status, str) else list(status)
+        query = query.where(RunRow.status.in_([states.status(s).value for s in wanted]))
+    if preset is not None:
+        query = query.where(RunRow.preset == preset)
+    if optimizer is not None:
+        query = query.where(RunRow.optimizer == optimizer)
+    if ids is not None:
+        query = query.where(RunRow.id.in_(list(ids)))
+    with db.session() as session:
+        rows = [Run.from_row(r) for r in session.scalars(query)]
+    if tag is not None:
+        rows = [r for r in rows if tag in r.tags]
+    return rows[:limit] if limit is not None else rows
+
+
+def count_by_status(db: Database) -> dict[Status, int]:
+    with db.session() as session:
+        rows = session.execute(sa.select(RunRow.status, sa.func.count())
+                               .group_by(RunRow.status))
+        counts = {s: 0 for s in Status}
+        counts.update({Status(s): n for s, n in rows})
+        return counts
+
+
+def record_start(db: Database, run_id: int, worker_id: int | None, *,
+                 provenance: Mapping[str, Any] | None = None,
+                 config: Mapping[str, Any] | None = None,
+                 checkpoint: str | None = None) -> Run:
+    """What the worker learned when it started (or resumed) the run: provenance (versions,
+    git commit, device, host), the resolved config, the checkpoint path."""
+    with db.session(write=True) as session:
+        row = _owned_running(session, run_id, worker_id)
+        if provenance is not None:
+            row.provenance = dict(provenance)
+        if config is not None:
+            row.config = dict(config)
+        if checkpoint is not None:
+            row.checkpoint = checkpoint
+        session.flush()
+        return Run.from_row(row)
+
+
+# ----------------------------------------------------------------------------- workers
+
+
+def register_worker(db: Database, *, host: str, pid: int, device: str,
+                    now: dt.datetime | None = None) -> Worker:
+    with db.session(write=True) as session:
+        row = WorkerRow(host=host, pid=int(pid), device=device, started_at=_stamp(now),
+                        heartbeat_at=_stamp(now))
+        session.add(row)
+        session.flush()
+        session.refresh(row)
+        return Worker.from_row(row)
+
+
+def stop_worker(db: Database, worker_id: int, *, now: dt.datetime | None = None) -> None:
+    with db.session(write=True) as session:
+        session.execute(sa.update(WorkerRow).where(WorkerRow.id == worker_id)
+                        .values(stopped_at=_stamp(now), heartbeat_at=_stamp(now))
+                        .execution_options(synchronize_session=False))
+
+
+def list_workers(db: Database) -> list[Worker]:
+    with db.session() as session:
+        return [Worker.from_row(r)
+                for r in session.scalars(sa.select(WorkerRow).order_by(WorkerRow.id))]
+
+
+def database_now(db: Database) -> dt.datetime:
+    """The database clock (aware UTC): what heartbeats and leases are measured against."""
+    with db.session() as session:
+        return session.scalar(sa.select(db_now()))
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def _metric_values(table: type, run_id: int, record: Any, names: Sequence[str]
+                   ) -> dict[str, Any]:
+    values: dict[str, Any] = {"run_id": run_id}
+    flagged = FLAGGED[table]
+    for name in names:
+        value = _field(record, name)
+        if name in flagged:
+            values[name], values[f"{name}_kind"] = split_float(value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            values[name] = None  # timings: finite by construction
+        else:
+            values[name] = value
+    return values
+
+
+_STEP_FIELDS = ("step", "epoch", "loss", "lr", "grad_norm", "data_ms", "compute_ms",
+                "optimizer_ms")
+_EPOCH_FIELDS = ("epoch", "step", "train_loss", "valid_loss", "fixed_valid_loss", "epoch_s",
+                 "valid_s", "sample_s", "train_s")
+
+
+def add_step_metrics(db: Database, run_id: int, records: Iterable[Any]) -> int:
+    """Insert a batch of step records (`engine.metrics.StepRecord`s or mappings with its
+    fields) in one statement, and advance the run's ``steps_done``. The rows written."""
+    rows = [_metric_values(StepMetricRow, run_id, r, _STEP_FIELDS) for r in records]
+    if not rows:
+        return 0
+    with db.session(write=True) as session:
+        session.execute(sa.insert(StepMetricRow), rows)
+        last = max(r["step"] for r in rows)
+        session.execute(sa.update(RunRow).where(RunRow.id == run_id, RunRow.steps_done < last)
+                        .values(steps_done=last).execution_options(synchronize_session=False))
+    return len(rows)
+
+
+def add_epoch_metrics(db: Database, run_id: int, records: Iterable[Any]) -> int:
+    """Insert epoch records (`engine.metrics.EpochRecord`s or mappings) in one statement."""
+    rows = [_metric_values(EpochMetricRow, run_id, r, _EPOCH_FIELDS) for r in records]
+    if rows:
+        with db.session(write=True) as session:
+            session.execute(sa.insert(EpochMetricRow), rows)
+    return len(rows)
+
+
+def add_sample(db: Database, run_id: int, *, epoch: int, step: int, array: Any,
+               name: str = "vorticity") -> int:
+    """Store a small array (anything with ``shape``, ``dtype`` and ``tobytes()``, e.g. a
+    NumPy array; C order). Its id."""
+    with db.session(write=True) as session:
+        row = SampleRow(run_id=run_id, epoch=int(epoch), step=int(step), name=name,
+                        shape=[int(n) for n in array.shape], dtype=array.dtype.str,
+                        data=array.tobytes(order="C"))
+        session.add(row)
+        session.flush()
+        return row.id
+
+
+def truncate_metrics(db: Database, run_id: int, after_step: int) -> None:
+    """Drop metrics past ``after_step``: what a killed run wrote after its last checkpoint,
+    before the resumed run writes them again (a poller sees the step count go back)."""
+    with db.session(write=True) as session:
+        for table in (StepMetricRow, EpochMetricRow, SampleRow):
+            session.execute(sa.delete(table).where(table.run_id == run_id,
+                                                   table.step > after_step)
+                            .execution_options(synchronize_session=False))
+        session.execute(sa.update(RunRow).where(RunRow.id == run_id)
+                        .values(steps_done=after_step)
+                        .execution_options(synchronize_session=False))
+
+
+def _step(row: StepMetricRow) -> StepMetric:
+    return StepMetric(id=row.id, run_id=row.run_id, step=row.step, epoch=row.epoch,
+                      loss=_float(join_float(row.loss, row.loss_kind)),
+                      lr=_float(join_float(row.lr, row.lr_kind)),
+                      grad_norm=_float(join_float(row.grad_norm, row.grad_norm_kind)),
+                      data_ms=_float(row.data_ms), compute_ms=_float(row.compute_ms),
+                      optimizer_ms=_float(row.optimizer_ms))
+
+
+def _epoch(row: EpochMetricRow) -> EpochMetric:
+    return EpochMetric(id=row.id, run_id=row.run_id, epoch=row.epoch, step=row.step,
+                       train_loss=_float(join_float(row.train_loss, row.train_loss_kind)),
+                       valid_loss=join_float(row.valid_loss, row.valid_loss_kind),
+                       fixed_valid_loss=join_float(row.fixed_valid_loss,
+                                                   row.fixed_valid_loss_kind),
+                       epoch_s=_float(row.epoch_s), valid_s=_float(row.valid_s),
+                       sample_s=_float(row.sample_s), train_s=_float(row.train_s))
+
+
+def metrics_since(db: Database, run_id: int, cursor: MetricsCursor | None = None, *,
+                  limit: int = 100_000) -> MetricsBatch:
+    """The run's metric rows newer than ``cursor`` (all, without one), for incremental
+    polling: pass the returned ``cursor`` next time."""
+    cursor = cursor or MetricsCursor()
+    with db.session() as session:
+        steps = tuple(_step(r) for r in session.scalars(
+            sa.select(StepMetricRow).where(StepMetricRow.run_id == run_id,
+                                           StepMetricRow.id > cursor.step_id)
+            .order_by(StepMetricRow.id).limit(limit)))
+        epochs = tuple(_epoch(r) for r in session.scalars(
+            sa.select(EpochMetricRow).where(EpochMetricRow.run_id == run_id,
+                                            EpochMetricRow.id > cursor.epoch_id)
+            .order_by(EpochMetricRow.id).limit(limit)))
+        sample_ids = tuple(session.scalars(
+            sa.select(SampleRow.id).where(SampleRow.run_id == run_id,
+                                          SampleRow.id > cursor.sample_id)
+            .order_by(SampleRow.id)))
+    return MetricsBatch(steps, epochs, sample_ids, MetricsCursor(
+        step_id=steps[-1].id if steps else cursor.step_id,
+        epoch_id=epochs[-1].id if epochs else cursor.epoch_id,
+        sample_id=sample_ids[-1] if sample_ids else cursor.sample_id))
+
+
+def get_sample(db: Database, sample_id: int) -> Sample:
+    with db.session() as session:
+        row = session.get(SampleRow, sample_id)
+        if row is None:
+            raise NotFound(f"no sample with id {sample_id}")
+        return Sample(id=row.id, run_id=row.run_id, epoch=row.epoch, step=row.step,
+                      name=row.name, shape=tuple(row.shape), dtype=row.dtype, data=row.data)
