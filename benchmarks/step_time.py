@@ -16,6 +16,7 @@ against the GPU's dense peak for the precision (TF32 for fp32, bf16 for bf16).
     python benchmarks/step_time.py --preset paper        # CUDA: paper in fp32 and bf16
     python benchmarks/step_time.py --preset paper --precision bf16 --epochs 4
     python benchmarks/step_time.py --optimizers adamw soap   # SOAP: ours and pytorch-optimizer's
+    python benchmarks/step_time.py --optimizers adamw soap --soap batched --soap-compile both
 """
 
 from __future__ import annotations
@@ -93,13 +94,20 @@ def measure(preset: Preset, optimizer: str, device: str, precision: str, epochs:
     return {**phase, "wall": 1e3 * sum(epoch_s) / len(steps), "implementation": implementation}
 
 
-def rows(optimizers: list[str], soap: list[str]) -> list[tuple[str, str, dict[str, Any]]]:
-    """(label, optimizer, options) per row: SOAP once per implementation in `soap`."""
+def rows(optimizers: list[str], soap: list[str],
+         compile: str = "auto") -> list[tuple[str, str, dict[str, Any]]]:
+    """(label, optimizer, options) per row: SOAP once per implementation in `soap`; the batched
+    one with `compile` auto (compiled on CUDA), on, off, or both (two rows)."""
+    modes = {"auto": [None], "on": [True], "off": [False], "both": [False, True]}[compile]
     out = []
     for name in optimizers:
         if name == "soap":
-            out += [("soap" if i == "batched" else f"soap[{i}]", name, {"implementation": i})
-                    for i in soap]
+            for i in soap:
+                if i != "batched":
+                    out.append((f"soap[{i}]", name, {"implementation": i}))
+                    continue
+                out += [("soap" + {None: "", False: "[eager]", True: "[compiled]"}[c], name,
+                         {"implementation": i, "compile": c}) for c in modes]
         else:
             out.append((name, name, {}))
     return out
@@ -148,6 +156,9 @@ def main() -> None:
     parser.add_argument("--soap", nargs="+", default=list(SOAP_IMPLEMENTATIONS),
                         choices=SOAP_IMPLEMENTATIONS,
                         help="SOAP implementations to time, one row each")
+    parser.add_argument("--soap-compile", default="auto", choices=["auto", "on", "off", "both"],
+                        help="the batched SOAP's torch.compile: auto (on CUDA only), on, off, "
+                        "or both (one row each)")
     args = parser.parse_args()
     steps = args.steps or (30 if args.device.startswith("cuda") else 10)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device "
@@ -155,7 +166,7 @@ def main() -> None:
     for name in args.preset:
         for precision in args.precision:
             run(name, args.device, precision, args.epochs, steps,
-                rows(args.optimizers, args.soap))
+                rows(args.optimizers, args.soap, args.soap_compile))
 
 
 if __name__ == "__main__":

@@ -127,19 +127,26 @@ SOAP_IMPLEMENTATIONS = ("batched", "pytorch_optimizer")
 def _soap(model: nn.Module, lr: float, weight_decay: float, *,
           betas: Sequence[float] = (0.95, 0.95), precondition_frequency: int = 10,
           max_precond_dim: int = 10000, eps: float = 1e-8,
-          implementation: str = "batched") -> torch.optim.Optimizer:
-    """`batched` is ours (`diffbench.engine.soap`); `pytorch_optimizer` its reference."""
+          implementation: str = "batched", compile: bool | None = None) -> torch.optim.Optimizer:
+    """`batched` is ours (`diffbench.engine.soap`); `pytorch_optimizer` its reference.
+
+    `compile` (batched only): `torch.compile` the update outside the refreshes; None: on CUDA.
+    """
     if implementation not in SOAP_IMPLEMENTATIONS:
         raise OptimizerError(f"unknown implementation {implementation!r}; "
                              f"known: {', '.join(SOAP_IMPLEMENTATIONS)}")
+    extra: dict[str, Any] = {}
     if implementation == "batched":
         soap: type[torch.optim.Optimizer] = SOAP
+        extra["compile"] = compile
+    elif compile:
+        raise OptimizerError("compile=True is an option of the batched SOAP only")
     else:
         from pytorch_optimizer import SOAP as soap  # 1.5 s of imports: only when asked for
 
     return soap(_one_group(model, lr), lr=lr, betas=_pair(betas, "betas"),
                 weight_decay=weight_decay, precondition_frequency=precondition_frequency,
-                max_precondition_dim=max_precond_dim, eps=eps)
+                max_precondition_dim=max_precond_dim, eps=eps, **extra)
 
 
 def _schedulefree(model: nn.Module, lr: float, weight_decay: float, *,
@@ -259,7 +266,9 @@ def optimizer_implementation(optimizer: torch.optim.Optimizer) -> str:
         dtype = optimizer.newton_schulz_dtype(devices[0] if devices else torch.device("cpu"))
         return f"diffbench.muon (NS {'bf16' if dtype == torch.bfloat16 else 'fp32'})"
     if isinstance(optimizer, SOAP):
-        return "diffbench.soap (batched)"
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        compiled = bool(params) and optimizer._compiled(params[0]) is not None
+        return f"diffbench.soap (batched{', compiled' if compiled else ''})"
     module = type(optimizer).__module__.split(".")[0]
     package = {"pytorch_optimizer": "pytorch-optimizer"}.get(module, module)
     detail = ""

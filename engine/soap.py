@@ -135,6 +135,51 @@ def normalize(directions: list[Tensor], eps: float) -> list[Tensor]:
     return [d / (d.square().mean().sqrt() + eps) for d in directions]
 
 
+def apply_directions(params: list[Tensor], directions: list[Tensor], size: float | Tensor,
+                     decay: float | Tensor, weight_decay: bool) -> None:
+    """W ← W − size · direction, then W ← W · decay when `weight_decay`, in place.
+
+    `size` and `decay` are numbers (eager) or 0-d tensors on the parameters' device (compiled:
+    a number would be baked into the graph, and both change every step).
+    """
+    if isinstance(size, Tensor):
+        torch._foreach_sub_(params, torch._foreach_mul(directions, size))
+    else:
+        torch._foreach_add_(params, directions, alpha=-size)
+    if weight_decay:
+        torch._foreach_mul_(params, decay)
+
+
+def soap_update(params: list[list[Tensor]], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
+                GGs: list[Factors], Qs: list[Factors], plain: list[Tensor],
+                plain_exp_avgs: list[Tensor], plain_exp_avg_sqs: list[Tensor],
+                size: float | Tensor, decay: float | Tensor, betas: tuple[float, float],
+                shampoo_beta: float, eps: float, weight_decay: bool,
+                normalize_gradient: bool) -> None:
+    """One update of a parameter group without the eigenbasis refresh, everything in place.
+
+    Per bucket (`params[i]`, stacked state `exp_avgs[i]`, `exp_avg_sqs[i]`, `GGs[i]`, `Qs[i]`):
+    the SOAP direction, the weight update and decay, the Kronecker factors; then the plain
+    (unpreconditioned) weights take Adam. A pure function of tensors and constants, so that
+    `torch.compile` traces it into one graph: the numbers that change between steps (`size`,
+    `decay`) come in as tensors there, the rest are the group's constants.
+    """
+    for members, exp_avg, exp_avg_sq, GG, Q in zip(params, exp_avgs, exp_avg_sqs, GGs, Qs,
+                                                   strict=True):
+        G = torch.stack([p.grad for p in members])
+        directions = list(soap_direction(G, exp_avg, exp_avg_sq, Q, betas, eps).unbind(0))
+        if normalize_gradient:
+            directions = normalize(directions, eps)
+        apply_directions(members, directions, size, decay, weight_decay)
+        update_factors(GG, G, shampoo_beta)
+    if plain:
+        directions = adam_direction([p.grad for p in plain], plain_exp_avgs, plain_exp_avg_sqs,
+                                    betas, eps)
+        if normalize_gradient:
+            directions = normalize(directions, eps)
+        apply_directions(plain, directions, size, decay, weight_decay)
+
+
 # ---------------------------------------------------------------------------- the optimizer
 
 
@@ -157,7 +202,7 @@ class SOAP(torch.optim.Optimizer):
                  weight_decay: float = 1e-2, precondition_frequency: int = 10,
                  max_precondition_dim: int = 10000, precondition_1d: bool = False,
                  correct_bias: bool = True, normalize_gradient: bool = False,
-                 eps: float = 1e-8) -> None:
+                 eps: float = 1e-8, compile: bool | None = None) -> None:
         if not lr > 0 or not 0 <= betas[0] < 1 or not 0 <= betas[1] < 1 or weight_decay < 0:
             raise ValueError(f"bad SOAP hyperparameters: lr={lr}, betas={betas}, "
                              f"weight_decay={weight_decay}")
@@ -173,6 +218,20 @@ class SOAP(torch.optim.Optimizer):
         super().__init__(params, defaults)
         # group index → (the state dict it was built from, ids of its parameters, buckets, plain)
         self._buckets: dict[int, tuple[Any, tuple[int, ...], list[_Bucket], list[Tensor]]] = {}
+        self.compile = compile  # None: compiled on CUDA, eager elsewhere
+        self._update: Any = None
+
+    def _compiled(self, p: Tensor) -> Any:
+        """`soap_update` compiled (`torch.compile`, static shapes), or None to run it eagerly.
+
+        One graph per parameter group and set of shapes; the eigenbasis refresh (`eigh`, QR,
+        argsort, every `precondition_frequency` updates) stays eager.
+        """
+        if not (self.compile if self.compile is not None else p.is_cuda):
+            return None
+        if self._update is None:
+            self._update = torch.compile(soap_update, dynamic=False)
+        return self._update
 
     @staticmethod
     def _preconditioned(shape: torch.Size, group: dict[str, Any]) -> list[bool]:
@@ -265,31 +324,20 @@ class SOAP(torch.optim.Optimizer):
             if group["correct_bias"]:
                 size *= math.sqrt(1 - beta2**t) / (1 - beta1**t)
             decay = 1 - group["weight_decay"] * group["lr"]
-            refresh = t % group["precondition_frequency"] == 0
             buckets, plain = self._buckets_of(index, params, group)
-            for bucket in buckets:
-                G = torch.stack([p.grad for p in bucket.params])
-                direction = soap_direction(G, bucket.exp_avg, bucket.exp_avg_sq, bucket.Q,
-                                           (beta1, beta2), group["eps"])
-                directions = list(direction.unbind(0))
-                if group["normalize_gradient"]:
-                    directions = normalize(directions, group["eps"])
-                torch._foreach_add_(bucket.params, directions, alpha=-size)
-                if group["weight_decay"] != 0:
-                    torch._foreach_mul_(bucket.params, decay)
-                update_factors(bucket.GG, G, beta)
-                if refresh:
+            states = [self.state[p] for p in plain]
+            compiled = self._compiled(params[0])
+            if compiled is not None:  # the changing numbers as tensors, one copy per group
+                size, decay = torch.tensor([size, decay], dtype=torch.float32,
+                                           device=params[0].device).unbind(0)
+            (compiled or soap_update)(
+                [b.params for b in buckets], [b.exp_avg for b in buckets],
+                [b.exp_avg_sq for b in buckets], [b.GG for b in buckets],
+                [b.Q for b in buckets], plain, [s["exp_avg"] for s in states],
+                [s["exp_avg_sq"] for s in states], size, decay, (beta1, beta2), beta,
+                group["eps"], group["weight_decay"] != 0, group["normalize_gradient"])
+            if t % group["precondition_frequency"] == 0:
+                for bucket in buckets:
                     bucket.exp_avg_sq.copy_(refresh_eigenbases(bucket.GG, bucket.Q,
                                                                bucket.exp_avg_sq))
-            if plain:
-                states = [self.state[p] for p in plain]
-                directions = adam_direction([p.grad for p in plain],
-                                            [s["exp_avg"] for s in states],
-                                            [s["exp_avg_sq"] for s in states],
-                                            (beta1, beta2), group["eps"])
-                if group["normalize_gradient"]:
-                    directions = normalize(directions, group["eps"])
-                torch._foreach_add_(plain, directions, alpha=-size)
-                if group["weight_decay"] != 0:
-                    torch._foreach_mul_(plain, decay)
         return loss

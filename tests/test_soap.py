@@ -18,7 +18,7 @@ from pytorch_optimizer import SOAP as ReferenceSOAP
 from torch import Tensor, nn
 
 from diffbench.engine.optimizers import build_optimizer, optimizer_implementation
-from diffbench.engine.soap import SOAP, project
+from diffbench.engine.soap import SOAP, project, soap_update
 
 SETTINGS = dict(lr=3e-2, betas=(0.95, 0.95), weight_decay=3.2e-2, max_precondition_dim=10000,
                 eps=1e-8)
@@ -104,6 +104,33 @@ def test_state_dict_round_trip_continues_bit_identically() -> None:
     assert state[0]["GG"][0].shape == (4, 4) and state[1]["GG"] == [None]  # a bias: plain Adam
 
 
+def test_compiled_update_matches_eager_and_traces_into_one_graph() -> None:
+    """`compile=True` (the default on CUDA) against eager on the CPU, refreshes every 3 updates:
+    the same steps to rounding, and `soap_update` traces with no graph break."""
+    torch._dynamo.reset()
+    eager_model, compiled_model = small_model(), small_model()
+    eager, compiled = params_of(eager_model), params_of(compiled_model)
+    grads = gradients(eager, 27)
+    a = SOAP(eager, precondition_frequency=3, compile=False, **SETTINGS)
+    b = SOAP(compiled, precondition_frequency=3, compile=True, **SETTINGS)
+    assert optimizer_implementation(b) == "diffbench.soap (batched, compiled)"
+    for step, (x, y) in enumerate(zip(run(a, eager, grads), run(b, compiled, grads),
+                                      strict=True)):
+        for p, q in zip(x, y, strict=True):
+            relative = float((p - q).norm() / q.norm())
+            assert relative <= 1e-6, (step, tuple(p.shape), relative)
+
+    calls = []
+    a._update = lambda *args: calls.append(args) or soap_update(*args)
+    a.compile = True
+    for p, g in zip(eager, grads[0], strict=True):
+        p.grad = g.clone()
+    a.step()
+    with torch.no_grad():  # as in `step()`
+        explained = torch._dynamo.explain(soap_update)(*calls[0])
+    assert explained.graph_break_count == 0 and explained.graph_count == 1, explained
+
+
 def test_project_round_trips_through_orthogonal_bases() -> None:
     torch.manual_seed(0)
     x = torch.randn(2, 3, 4, 5, dtype=torch.float64)
@@ -123,5 +150,8 @@ def test_the_factory_selects_either_implementation() -> None:
     assert optimizer_implementation(batched) == "diffbench.soap (batched)"
     reference = build_optimizer(model, "soap", 1e-3, 0.0, implementation="pytorch_optimizer")
     assert optimizer_implementation(reference).startswith("pytorch_optimizer.SOAP 4.")
+    with pytest.raises(ValueError, match="batched SOAP only"):
+        build_optimizer(model, "soap", 1e-3, 0.0, implementation="pytorch_optimizer",
+                        compile=True)
     with pytest.raises(ValueError, match="unknown implementation 'fast'"):
         build_optimizer(model, "soap", 1e-3, 0.0, implementation="fast")
