@@ -13,7 +13,7 @@ import typer
 
 from diffbench.storage.workspace import ENV_VAR, Workspace
 
-from . import data, train
+from . import data, train, worker
 
 app = typer.Typer(
     name="diffbench",
@@ -31,6 +31,7 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.command(name="train")(train.train)
+app.command(name="worker")(worker.worker)
 
 
 @app.callback()

@@ -1,0 +1,140 @@
+"""`diffbench worker` end to end: real SQLite file, real worker subprocesses, tiny shapes.
+
+The preset is `tiny` shrunk as in test_cli_train.py, written to a TOML file; runs are queued
+with `storage.queue.enqueue` and trained by `diffbench worker` processes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffbench.storage import queue
+from diffbench.storage.db import open_database
+from diffbench.storage.queue import RunSpec
+from tests.test_cli_train import preset_toml, quick
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("worker-home")
+
+
+@pytest.fixture(scope="module")
+def toml(home) -> Path:
+    path = home.parent / "wquick.toml"
+    path.write_text(preset_toml(quick()))
+    return path
+
+
+@pytest.fixture
+def db(tmp_path):
+    database = open_database(f"sqlite:///{tmp_path / 'jobs.db'}")
+    yield database
+    database.dispose()
+
+
+def spawn(home: Path, db, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [str(Path(sys.executable).with_name("diffbench")), "--home", str(home), "worker",
+         "--db", db.url, "--device", "cpu", "--lease", "6", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def finish(process: subprocess.Popen, timeout: float = 60) -> tuple[int, str]:
+    _, err = process.communicate(timeout=timeout)
+    return process.returncode, err
+
+
+def spec(toml: Path, **changes) -> RunSpec:
+    values = {"preset": str(toml), "optimizer": "adamw", "schedule": "linear", "lr": 1e-3,
+              "weight_decay": 0.0, "seed": 0, **changes}
+    return RunSpec(**values)
+
+
+def test_worker_trains_runs_to_done_diverged_and_failed(home, toml, db):
+    broken = home.parent / "wbroken.toml"  # its own data set, which we corrupt
+    broken.write_text(toml.read_text())
+    (home / "data").mkdir(parents=True, exist_ok=True)
+    (home / "data" / "wbroken.h5").write_bytes(b"not an hdf5 file")
+    ids = queue.enqueue(db, [spec(toml, seed=0), spec(toml, seed=1),
+                             spec(toml, optimizer="sgd", lr=1e6, seed=2),
+                             spec(broken)]).ids
+    code, err = finish(spawn(home, db, "--idle-exit", "0.5"))
+    assert code == 0, err
+    runs = {r.id: r for r in queue.list_runs(db)}
+    done, diverged, failed = ids[:2], ids[2], ids[3]
+    for run_id in done:
+        run = runs[run_id]
+        assert run.status == "done", (run, err)
+        assert run.attempts == 1 and run.steps_done > 0
+        assert run.summary["final_fixed_valid_loss"] is not None
+        assert run.summary["ms_per_step"] > 0
+        assert run.provenance["device"] == "cpu" and run.config["optimizer"] == "adamw"
+        metrics = queue.metrics_since(db, run_id)
+        assert [s.step for s in metrics.steps] == list(range(1, run.steps_done + 1))
+        assert len(metrics.epochs) == 3 and metrics.sample_ids
+        assert (home / "runs" / str(run_id) / "model.pt").exists()
+    assert runs[diverged].status == "diverged", runs[diverged]
+    assert "non-finite" in runs[diverged].error
+    assert runs[failed].status == "failed"
+    assert "DatasetError" in runs[failed].error and "Traceback" in runs[failed].traceback
+    assert all(w.stopped_at is not None for w in queue.list_workers(db))
+
+
+def test_two_workers_never_train_the_same_run(home, toml, db):
+    ids = queue.enqueue(db, [spec(toml, seed=s, lr=2e-3) for s in range(4)]).ids
+    workers = [spawn(home, db, "--idle-exit", "0.5") for _ in range(2)]
+    for process in workers:
+        code, err = finish(process)
+        assert code == 0, err
+    runs = queue.list_runs(db, ids=ids)
+    assert [r.status for r in runs] == ["done"] * 4
+    assert all(r.attempts == 1 for r in runs)
+    for run in runs:  # each step written once: no second trainer wrote into the run
+        steps = [s.step for s in queue.metrics_since(db, run.id).steps]
+        assert steps == list(range(1, run.steps_done + 1))
+
+
+def test_sigterm_requeues_with_checkpoint_and_another_worker_resumes_exactly(home, toml, db):
+    long = {"epochs": 12}
+    interrupted, reference = queue.enqueue(
+        db, [spec(toml, lr=5e-4, **long, priority=1), spec(toml, lr=5e-4, **long)],
+        allow_duplicates=True).ids
+    process = spawn(home, db)
+    deadline = time.monotonic() + 60
+    while queue.get_run(db, interrupted).steps_done == 0:  # metrics flow: mid-run
+        assert time.monotonic() < deadline and process.poll() is None, process.stderr.read()
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    stopped = time.monotonic()
+    code, err = finish(process)
+    assert code == 0, err
+    assert time.monotonic() - stopped < 10
+    run = queue.get_run(db, interrupted)
+    assert run.status == "queued" and run.attempts == 1, (run, err)
+    assert "SIGTERM" in run.error
+    assert 0 < run.steps_done < 12 * 2, run  # stopped before its end
+    assert list((home / "runs" / str(interrupted) / "checkpoints").glob("*.pt"))
+
+    code, err = finish(spawn(home, db, "--idle-exit", "0.5"), timeout=90)
+    assert code == 0, err
+    run, ref = queue.get_run(db, interrupted), queue.get_run(db, reference)
+    assert run.status == ref.status == "done", err
+    assert run.attempts == 2 and f"run {interrupted} resumed at step" in err
+    assert run.steps_done == ref.steps_done
+    steps = [s.step for s in queue.metrics_since(db, interrupted).steps]
+    assert steps == list(range(1, run.steps_done + 1))  # truncated, then written once
+    assert run.summary["final_fixed_valid_loss"] == ref.summary["final_fixed_valid_loss"]
+    mine = torch.load(home / "runs" / str(interrupted) / "model.pt", weights_only=True)
+    theirs = torch.load(home / "runs" / str(reference) / "model.pt", weights_only=True)
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
