@@ -13,7 +13,8 @@ import typer
 
 from diffbench.storage.workspace import ENV_VAR, Workspace
 
-from . import data, train, worker
+from . import data, db, queue, runs, train, worker
+from .output import DB_KEY
 
 app = typer.Typer(
     name="diffbench",
@@ -31,6 +32,9 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.command(name="train")(train.train)
+app.add_typer(queue.app, name="queue")
+app.add_typer(runs.app, name="runs")
+app.add_typer(db.app, name="db")
 app.command(name="worker")(worker.worker)
 
 
@@ -48,9 +52,22 @@ def root(
             show_default=False,
         ),
     ] = None,
+    db_url: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            envvar="DIFFBENCH_DB",
+            metavar="URL",
+            help="Job database, any SQLAlchemy URL (sqlite:////path/x.db, "
+            "postgresql://…). Default: <home>/diffbench.db.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Resolve the workspace once; commands find it on ``ctx.obj``."""
+    """Resolve the workspace once; commands find it on ``ctx.obj`` (and ``--db`` in
+    ``ctx.meta``)."""
     ctx.obj = Workspace.resolve(home)
+    ctx.meta[DB_KEY] = db_url
 
 
 def main() -> None:

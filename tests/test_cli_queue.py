@@ -1,0 +1,251 @@
+"""`diffbench queue …` and `diffbench db upgrade` on real SQLite files: the product, duplicates,
+dry runs, bad input (exit 2, one line, the database byte-for-byte unchanged), ls/cancel/
+retry/rm, and an import path free of torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from diffbench.storage.db import open_database
+from diffbench.storage.queue import claim_next, finish, list_runs, register_worker
+from diffbench.tui.cli import app
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner(env={"NO_COLOR": "1", "COLUMNS": "200", "DIFFBENCH_DB": None,
+                          "DIFFBENCH_HOME": None, "DIFFBENCH_PRESET": None})
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'jobs.db'}"
+
+
+def cli(runner: CliRunner, url: str, *args: str):
+    return runner.invoke(app, ["--db", url, *args])
+
+
+def runs(url: str):
+    db = open_database(url)
+    try:
+        return list_runs(db)
+    finally:
+        db.dispose()
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("diffbench: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+# ----------------------------------------------------------------------------- add
+
+
+def test_add_queues_the_cartesian_product(runner, url):
+    result = cli(runner, url, "queue", "add", "-p", "tiny", "-O", "adamw,muon",
+                 "--schedule", "linear", "--schedule", "cosine", "--lr", "1e-3,2e-3",
+                 "--seeds", "0-1,5", "--tag", "grid", "--priority", "3")
+    assert result.exit_code == 0, result.stderr
+    ids = [int(line) for line in result.stdout.split()]
+    assert ids == list(range(1, 2 * 2 * 2 * 3 + 1))
+    stored = runs(url)
+    assert [r.id for r in stored] == ids
+    assert {(r.optimizer, r.schedule, r.lr, r.seed) for r in stored} == {
+        (o, s, lr, seed) for o in ("adamw", "muon") for s in ("linear", "cosine")
+        for lr in (1e-3, 2e-3) for seed in (0, 1, 5)}
+    assert all(r.epochs == 4 and r.priority == 3 and r.tags == ("grid",) for r in stored)
+    assert {r.weight_decay for r in stored if r.optimizer == "muon"} == {0.032}  # preset's
+
+
+def test_defaults_come_from_the_preset_and_duplicates_are_skipped(runner, url):
+    first = cli(runner, url, "queue", "add", "-p", "tiny", "-O", "adamw")
+    assert first.exit_code == 0 and first.stdout.split() == ["1"]
+    (run,) = runs(url)
+    assert (run.lr, run.weight_decay, run.seed, run.epochs, run.schedule) == \
+        (4.5e-4, 1e-2, 0, 4, "linear")
+    # the same run spelled out (explicit lr, epochs = the preset's) is a duplicate
+    again = cli(runner, url, "queue", "add", "-p", "tiny", "-O", "adamw,sgd",
+                "--lr", "0.00045", "--wd", "1e-2", "--epochs", "4", "--json")
+    assert again.exit_code == 0, again.stderr
+    data = json.loads(again.stdout)
+    assert data["ids"] == [2] and data["runs"][0]["optimizer"] == "sgd"
+    assert [s["duplicate_of"] for s in data["skipped"]] == [1]
+    assert "duplicates run 1" in again.stderr
+    forced = cli(runner, url, "queue", "add", "-p", "tiny", "-O", "adamw",
+                 "--allow-duplicates")
+    assert forced.stdout.split() == ["3"] and len(runs(url)) == 3
+
+
+def test_set_overrides_are_validated_and_stored(runner, url):
+    result = cli(runner, url, "queue", "add", "-p", "tiny", "-O", "sgd",
+                 "--set", "train.batch_size=4", "--set", "train.epochs=2")
+    assert result.exit_code == 0, result.stderr
+    (run,) = runs(url)
+    assert run.overrides == {"train.batch_size": 4} and run.epochs == 2
+
+
+def test_dry_run_writes_nothing(runner, url, tmp_path):
+    result = cli(runner, url, "queue", "add", "-p", "tiny", "-O", "adamw,soap",
+                 "--seeds", "0,3", "--dry-run", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["dry_run"] and len(data["runs"]) == 4
+    assert not (tmp_path / "jobs.db").exists()
+    table = cli(runner, url, "queue", "add", "-p", "tiny", "-O", "adamw", "--dry-run")
+    assert "would queue 1 runs" in table.stdout and not (tmp_path / "jobs.db").exists()
+
+
+BAD_ADD = [
+    (["-O", "adam"], "unknown optimizer 'adam'"),
+    ([], "--optimizer is required"),
+    (["-O", "adamw", "--schedule", "cosin"], "unknown schedule 'cosin'"),
+    (["-O", "adamw", "--lr", "0"], "--lr must be positive"),
+    (["-O", "adamw", "--lr", "-1e-3"], "--lr must be positive"),
+    (["-O", "adamw", "--lr", "abc"], "'abc' is not a number"),
+    (["-O", "adamw", "--lr", "nan"], "not a finite number"),
+    (["-O", "adamw", "--wd", "-0.1"], "--wd must be non-negative"),
+    (["-O", "adamw", "--seeds", "3-1"], "empty range '3-1'"),
+    (["-O", "adamw", "--seeds", "x"], "'x' is not a seed"),
+    (["-O", "adamw", "--seeds", "-1"], "'-1' is not a seed"),
+    (["-O", "adamw", "--epochs", "0"], "--epochs must be positive"),
+    (["-O", "adamw", "--set", "model.nope=1"], "unknown key model.nope"),
+    (["-O", "adamw", "--set", "novalue"], "--set takes key=value"),
+    (["-O", "adamw", "--set", "train.batch_size=-3"], "train.batch_size must be positive"),
+    (["-O", "adamw", "--set", "train.epochs=2", "--epochs", "3"], "contradicts"),
+    (["-O", "adamw", "-p", "huge"], "unknown preset 'huge'"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_ADD, ids=[m for _, m in BAD_ADD])
+def test_bad_input_exits_2_and_leaves_the_database_unchanged(runner, url, tmp_path, args,
+                                                             message):
+    assert cli(runner, url, "queue", "add", "-p", "tiny", "-O", "sgd").exit_code == 0
+    before = (tmp_path / "jobs.db").read_bytes()
+    preset = [] if "-p" in args else ["-p", "tiny"]
+    assert_one_line_error(cli(runner, url, "queue", "add", *preset, *args), message)
+    assert (tmp_path / "jobs.db").read_bytes() == before
+
+
+def test_unreachable_database_exits_2(runner, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = runner.invoke(app, ["--db", f"sqlite:///{blocker}/x.db", "queue", "ls"])
+    assert_one_line_error(result, "cannot open database")
+    assert_one_line_error(runner.invoke(app, ["--db", "nosuchdb://x", "queue", "ls"]))
+
+
+# ----------------------------------------------------------------------- ls, cancel, retry, rm
+
+
+def _finish_first(url: str, status: str = "failed") -> int:
+    db = open_database(url)
+    try:
+        worker = register_worker(db, host="h", pid=1, device="cpu")
+        run = claim_next(db, worker.id)
+        finish(db, run.id, worker.id, status, error="boom")
+        return run.id
+    finally:
+        db.dispose()
+
+
+def test_ls_cancel_retry_rm(runner, url, tmp_path):
+    assert cli(runner, url, "queue", "add", "-p", "tiny", "-O", "adamw",
+               "--seeds", "0-3").exit_code == 0
+    failed = _finish_first(url)
+    listing = json.loads(cli(runner, url, "queue", "ls", "--json").stdout)
+    assert [r["status"] for r in listing] == ["failed", "queued", "queued", "queued"]
+    only = json.loads(cli(runner, url, "queue", "ls", "--status", "queued", "--json").stdout)
+    assert [r["id"] for r in only] == [2, 3, 4]
+    table = cli(runner, url, "queue", "ls")
+    assert "adamw" in table.stdout and "failed" in table.stdout
+
+    cancelled = cli(runner, url, "queue", "cancel", "2", "3")
+    assert cancelled.exit_code == 0 and "cancelled" in cancelled.stdout
+    retried = cli(runner, url, "queue", "retry", str(failed), "2", "--json")
+    assert json.loads(retried.stdout) == [{"id": 1, "outcome": "queued"},
+                                          {"id": 2, "outcome": "queued"}]
+    assert cli(runner, url, "queue", "rm", "3", "4").exit_code == 0
+    assert [(r.id, r.status.value) for r in runs(url)] == [(1, "queued"), (2, "queued")]
+
+    before = (tmp_path / "jobs.db").read_bytes()
+    for action in ("cancel", "retry", "rm"):
+        assert_one_line_error(cli(runner, url, "queue", action, "1", "99"), "no run with id 99")
+    assert_one_line_error(cli(runner, url, "queue", "retry", "1"), "cannot go from queued")
+    assert_one_line_error(cli(runner, url, "queue", "ls", "--status", "bogus"),
+                          "unknown status 'bogus'")
+    assert (tmp_path / "jobs.db").read_bytes() == before
+    assert [(r.id, r.status.value) for r in runs(url)] == [(1, "queued"), (2, "queued")]
+
+
+def test_home_holds_the_default_database(runner, tmp_path):
+    result = runner.invoke(app, ["--home", str(tmp_path), "queue", "add", "-p", "tiny",
+                                 "-O", "sgd"])
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "diffbench.db").is_file()
+
+
+# ----------------------------------------------------------------------------- db upgrade
+
+
+def test_db_upgrade_creates_and_reports(runner, url):
+    first = cli(runner, url, "db", "upgrade", "--json")
+    assert first.exit_code == 0, first.stderr
+    data = json.loads(first.stdout)
+    assert data["before"] is None and data["after"]
+    again = json.loads(cli(runner, url, "db", "upgrade", "--json").stdout)
+    assert again["before"] == again["after"] == data["after"]
+
+
+def test_db_from_a_newer_diffbench_is_refused(runner, url, tmp_path):
+    assert cli(runner, url, "db", "upgrade").exit_code == 0
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "jobs.db") as connection:
+        connection.execute("UPDATE alembic_version SET version_num = 'ffffffffffff'")
+    assert_one_line_error(cli(runner, url, "db", "upgrade"), "newer")
+    assert_one_line_error(cli(runner, url, "queue", "ls"), "newer")
+
+
+# ----------------------------------------------------------------------------- import hygiene
+
+
+def test_queue_add_imports_no_torch(tmp_path):
+    code = (
+        "import sys\n"
+        "import diffbench.tui.cli as cli\n"
+        "assert not [m for m in ('torch', 'textual') if m in sys.modules]\n"
+        "from typer.testing import CliRunner\n"
+        "r = CliRunner().invoke(cli.app, ['queue', 'add', '--help'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        f"r = CliRunner().invoke(cli.app, ['--db', 'sqlite:///{tmp_path}/j.db', 'queue', "
+        "'add', '-p', 'tiny', '-O', 'adamw,muon', '--seeds', '0-2'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "bad = [m for m in ('torch', 'textual') if m in sys.modules]\n"
+        "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_console_script_end_to_end(tmp_path):
+    exe = Path(sys.executable).with_name("diffbench")
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    env = {"PATH": str(exe.parent), "NO_COLOR": "1", "HOME": str(tmp_path)}
+    done = subprocess.run([str(exe), "--db", url, "queue", "add", "-p", "tiny", "-O", "sgd",
+                           "--seeds", "0-1", "--json"], capture_output=True, text=True,
+                          env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["ids"] == [1, 2]
+    bad = subprocess.run([str(exe), "--db", url, "queue", "add", "-O", "adam"],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1

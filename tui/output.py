@@ -1,0 +1,157 @@
+"""What the queue/runs/db commands share: the ``--json`` option, the database they open,
+tables and JSON on stdout, notices on stderr.
+
+Data goes to stdout (a rich table, or JSON with ``--json``); notices and progress go to
+stderr. NO_COLOR (any non-empty value) turns colour off. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from .errors import fail
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from diffbench.storage.db import Database
+    from diffbench.storage.queue import Run
+
+DB_KEY = "diffbench.db_url"  # ctx.meta key the root callback fills from --db
+
+JsonOption = Annotated[bool, typer.Option(
+    "--json", help="Print JSON on stdout instead of a table.")]
+
+
+def console(stderr: bool = False) -> Console:
+    import sys
+
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() or os.environ.get("COLUMNS") else 200  # pipes: no cuts
+    return Console(stderr=stderr, highlight=False, width=width,
+                   no_color=bool(os.environ.get("NO_COLOR")) or None)
+
+
+def notice(message: str) -> None:
+    """One line on stderr (never mixed with the data on stdout)."""
+    console(stderr=True).print(message, markup=False)
+
+
+# ----------------------------------------------------------------------------- database
+
+
+@contextmanager
+def database(ctx: typer.Context, *, upgrade: bool = False) -> Iterator[Database]:
+    """The job database of ``--db``/``$DIFFBENCH_DB``/``<home>/diffbench.db``; storage
+    errors (unknown id, refused transition, unreachable URL, schema too new) exit 2."""
+    from diffbench.storage.db import StorageError, open_database
+
+    url = ctx.find_root().meta.get(DB_KEY)
+    try:
+        db = open_database(url, home=ctx.find_root().obj.root, upgrade=upgrade)
+    except StorageError as error:
+        raise fail(str(error)) from None
+    try:
+        with storage_errors():
+            yield db
+    finally:
+        db.dispose()
+
+
+@contextmanager
+def storage_errors() -> Iterator[None]:
+    from diffbench.storage.db import StorageError
+
+    try:
+        yield
+    except StorageError as error:
+        raise fail(str(error)) from None
+
+
+# ----------------------------------------------------------------------------- values
+
+
+def plain(value: Any) -> Any:
+    """``value`` as strict JSON: datetimes ISO 8601, tuples lists, NaN/inf null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(plain(data), indent=2, allow_nan=False))
+
+
+def run_dict(run: Run) -> dict[str, Any]:
+    """Every field of a run (the JSON of ``queue ls``/``runs show``)."""
+    import dataclasses
+
+    out = dataclasses.asdict(run)
+    out["status"] = run.status.value
+    return out
+
+
+def fmt(value: Any) -> str:
+    """A table cell."""
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+STATUS_STYLE = {"queued": "cyan", "running": "yellow", "done": "green", "failed": "red",
+                "diverged": "magenta", "cancelled": "dim"}
+
+
+def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
+                title: str | None = None) -> None:
+    """A rich table on stdout; a ``status`` column is coloured (unless NO_COLOR)."""
+    from rich.markup import escape
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=title, title_justify="left")
+    for name in columns:
+        table.add_column(name, justify="left" if name in ("status", "preset", "optimizer",
+                                                          "schedule", "tags") else "right")
+    for row in rows:
+        cells = []
+        for name, value in zip(columns, row, strict=True):
+            text = fmt(value)
+            cells.append(Text(text, style=STATUS_STYLE.get(text, "")) if name == "status"
+                         else escape(text))
+        table.add_row(*cells)
+    console().print(table)
+
+
+def flatten(mapping: Mapping[str, Any] | None, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as dotted keys: ``{"a": {"b": 1}}`` → ``{"a.b": 1}``."""
+    out: dict[str, Any] = {}
+    for key, value in (mapping or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out

@@ -1,0 +1,341 @@
+"""`diffbench queue …`: queue a grid of runs, list the queue, cancel, retry, remove.
+
+`queue add` validates every value (preset, optimizers, schedules, lrs, decays, seeds,
+``--set`` keys) before it opens the database, so bad input exits 2 with one line and
+writes nothing. Loading the preset needs no torch (`engine.config` is torch-free).
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from .errors import UserError, require, user_errors
+from .output import JsonOption, database, notice, print_json, print_table, run_dict
+from .train import OPTIMIZERS, SCHEDULES
+
+if TYPE_CHECKING:
+    from diffbench.storage.queue import RunSpec
+
+app = typer.Typer(
+    help="Queue runs (a grid of optimizers × schedules × lrs × decays × seeds) and manage "
+    "the queue. Workers ([bold]diffbench worker[/]) train them.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+
+STATUSES = ("queued", "running", "done", "failed", "diverged", "cancelled")
+QUEUE_COLUMNS = ("id", "status", "priority", "preset", "optimizer", "schedule", "lr", "wd",
+                 "seed", "epochs", "steps", "attempts", "tags")
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def split_list(values: list[str] | None) -> list[str]:
+    """Repeated and comma-separated values, in order, without blanks or repeats."""
+    items = [v.strip() for value in values or () for v in value.split(",")]
+    return list(dict.fromkeys(v for v in items if v))
+
+
+def parse_floats(values: list[str] | None, option: str, *, positive: bool) -> list[float]:
+    out = []
+    for text in split_list(values):
+        try:
+            value = float(text)
+        except ValueError:
+            raise UserError(f"{option}: {text!r} is not a number") from None
+        require(math.isfinite(value), f"{option}: {text!r} is not a finite number")
+        if positive:
+            require(value > 0, f"{option} must be positive, got {text}")
+        else:
+            require(value >= 0, f"{option} must be non-negative, got {text}")
+        out.append(value)
+    return list(dict.fromkeys(out))
+
+
+def parse_seeds(values: list[str] | None) -> list[int]:
+    """``0-2`` → 0, 1, 2; ``0,3`` → 0, 3; both may mix (``0-2,5``)."""
+    seeds: list[int] = []
+    for part in split_list(values):
+        low, dash, high = part.partition("-")
+        try:
+            first = int(low)
+            last = int(high) if dash else first
+        except ValueError:
+            raise UserError(f"--seeds: {part!r} is not a seed or a range like 0-2") from None
+        require(first >= 0, f"--seeds: seeds must be non-negative, got {part!r}")
+        require(first <= last, f"--seeds: empty range {part!r} (write low-high)")
+        require(last - first < 100_000, f"--seeds: range {part!r} is too long")
+        seeds.extend(range(first, last + 1))
+    return list(dict.fromkeys(seeds))
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value as TOML reads it (``64``, ``1e-3``, ``true``, ``[16, 32]``), else
+    the text itself as a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_sets(values: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in values or ():
+        key, eq, text = item.partition("=")
+        require(bool(eq) and bool(key.strip()), f"--set takes key=value, got {item!r}")
+        out[key.strip()] = parse_value(text.strip())
+    return out
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The validated axes of `queue add`."""
+
+    preset: str
+    optimizers: list[str]
+    schedules: list[str]
+    lrs: list[float]
+    wds: list[float]
+    seeds: list[int]
+    epochs: int | None
+    sets: dict[str, Any]
+    priority: int
+    tags: tuple[str, ...]
+
+
+def resolve_specs(grid: Grid) -> list[RunSpec]:
+    """The cartesian product as `RunSpec`s, every value checked against the preset (its
+    ``--set`` keys via `override`); lr/wd default to the preset's per optimizer and epochs
+    to the preset's (so an identical run queued another way is still a duplicate)."""
+    from diffbench.engine.config import PresetError, load_preset, override
+    from diffbench.storage.queue import RunSpec
+
+    require(bool(grid.optimizers), f"--optimizer is required; one or more of "
+            f"{', '.join(OPTIMIZERS)}")
+    for name in grid.optimizers:
+        require(name in OPTIMIZERS, f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+    for name in grid.schedules:
+        require(name in SCHEDULES, f"unknown schedule {name!r}; known: {', '.join(SCHEDULES)}")
+    require(grid.epochs is None or grid.epochs > 0, f"--epochs must be positive, "
+            f"got {grid.epochs}")
+    sets = dict(grid.sets)
+    epochs = grid.epochs
+    if "train.epochs" in sets:  # one spelling of epochs, so duplicates are found
+        value = sets.pop("train.epochs")
+        require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
+                f"--set train.epochs must be a positive integer, got {value!r}")
+        require(epochs is None or epochs == value,
+                f"--epochs {epochs} contradicts --set train.epochs={value}")
+        epochs = value
+    with user_errors(PresetError):
+        preset = load_preset(grid.preset)
+        changes = dict(sets)
+        if epochs is not None:
+            changes["train.epochs"] = epochs
+        resolved = override(preset, changes) if changes else preset
+    name = grid.preset
+    if Path(name).suffix == ".toml" or "/" in name:  # a file: where a worker finds it
+        name = str(Path(name).expanduser().absolute())
+    specs = []
+    for optimizer in grid.optimizers:
+        defaults = resolved.optimizers[optimizer]
+        for schedule in grid.schedules:
+            for lr in grid.lrs or [defaults.lr]:
+                for wd in grid.wds or [defaults.weight_decay]:
+                    for seed in grid.seeds:
+                        specs.append(RunSpec(
+                            preset=name, optimizer=optimizer, schedule=schedule, lr=lr,
+                            weight_decay=wd, seed=seed, epochs=resolved.train.epochs,
+                            overrides=sets, priority=grid.priority, tags=grid.tags))
+    return specs
+
+
+def spec_dict(spec: RunSpec, run_id: int | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {} if run_id is None else {"id": run_id}
+    out.update(preset=spec.preset, optimizer=spec.optimizer, schedule=spec.schedule,
+               lr=spec.lr, weight_decay=spec.weight_decay, seed=spec.seed,
+               epochs=spec.epochs, overrides=dict(spec.overrides), priority=spec.priority,
+               tags=list(spec.tags))
+    return out
+
+
+def _spec_row(spec: RunSpec, run_id: Any) -> list[Any]:
+    return [run_id, spec.preset, spec.optimizer, spec.schedule, spec.lr, spec.weight_decay,
+            spec.seed, spec.epochs]
+
+
+# ----------------------------------------------------------------------------- add
+
+
+Many = list[str] | None
+
+
+@app.command()
+def add(
+    ctx: typer.Context,
+    optimizer: Annotated[Many, typer.Option(
+        "--optimizer", "-O", metavar="NAME[,NAME…]",
+        help=f"Optimizers ({', '.join(OPTIMIZERS)}); comma-separated or repeated.",
+        show_default=False)] = None,
+    preset: Annotated[str, typer.Option(
+        "--preset", "-p", envvar="DIFFBENCH_PRESET",
+        help="Preset name (tiny, small, paper) or a path to a preset .toml.")] = "paper",
+    schedule: Annotated[Many, typer.Option(
+        "--schedule", "-S", metavar="NAME[,NAME…]",
+        help=f"Schedules ({', '.join(SCHEDULES)}). Default: linear.",
+        show_default=False)] = None,
+    lr: Annotated[Many, typer.Option(
+        "--lr", metavar="X[,X…]", help="Peak learning rates (> 0). Default: the preset's "
+        "best for each optimizer.", show_default=False)] = None,
+    wd: Annotated[Many, typer.Option(
+        "--wd", metavar="Y[,Y…]", help="Weight decays (≥ 0). Default: the preset's best "
+        "for each optimizer.", show_default=False)] = None,
+    seeds: Annotated[Many, typer.Option(
+        "--seeds", "--seed", "-s", metavar="0-2|0,3",
+        help="Seeds: ranges and lists. Default: 0.", show_default=False)] = None,
+    epochs: Annotated[int | None, typer.Option(
+        "--epochs", "-e", help="Override the preset's epochs.", show_default=False)] = None,
+    set_: Annotated[Many, typer.Option(
+        "--set", metavar="KEY=VALUE", help="Override a preset key, e.g. "
+        "model.blocks=2 or data.trajectories=64 (repeatable; values read as TOML).",
+        show_default=False)] = None,
+    priority: Annotated[int, typer.Option(
+        "--priority", help="Higher runs first.")] = 0,
+    tag: Annotated[Many, typer.Option(
+        "--tag", "-t", help="Label the runs (repeatable).", show_default=False)] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", "-n", help="Print what would be queued; write nothing.")] = False,
+    allow_duplicates: Annotated[bool, typer.Option(
+        "--allow-duplicates", help="Queue runs identical to a queued, running or done "
+        "one (skipped with a notice otherwise).")] = False,
+    json_: JsonOption = False,
+) -> None:
+    """Queue the cartesian product of the given values; print the new run ids.
+
+    [bold]Examples[/]
+
+      diffbench queue add -p tiny -O adamw,muon --seeds 0-2
+      diffbench queue add -O soap --schedule cosine,wsd --lr 1e-3,3e-3 --wd 0,0.032
+      diffbench queue add -p small -O sgd --set train.batch_size=16 --tag bs16 --dry-run
+    """
+    with user_errors():
+        grid = Grid(
+            preset=preset, optimizers=split_list(optimizer),
+            schedules=split_list(schedule) or ["linear"],
+            lrs=parse_floats(lr, "--lr", positive=True),
+            wds=parse_floats(wd, "--wd", positive=False),
+            seeds=parse_seeds(seeds) or [0], epochs=epochs, sets=parse_sets(set_),
+            priority=priority, tags=tuple(split_list(tag)))
+        specs = resolve_specs(grid)
+    _add(ctx, specs, dry_run=dry_run, allow_duplicates=allow_duplicates, as_json=json_)
+
+
+def _add(ctx: typer.Context, specs: list[RunSpec], *, dry_run: bool, allow_duplicates: bool,
+         as_json: bool) -> None:
+    if dry_run:
+        if as_json:
+            print_json({"dry_run": True, "runs": [spec_dict(s) for s in specs]})
+        else:
+            print_table(("#", "preset", "optimizer", "schedule", "lr", "wd", "seed",
+                         "epochs"), [_spec_row(s, i + 1) for i, s in enumerate(specs)],
+                        title=f"would queue {len(specs)} runs (dry run)")
+        return
+    from diffbench.storage.queue import enqueue
+
+    with database(ctx) as db:
+        result = enqueue(db, specs, allow_duplicates=allow_duplicates)
+    added = [s for s in specs if not any(s is skipped for skipped, _ in result.skipped)]
+    for spec, existing in result.skipped:
+        notice(f"skipped: {spec.optimizer} {spec.schedule} lr={spec.lr:g} "
+               f"wd={spec.weight_decay:g} seed={spec.seed} duplicates run {existing}")
+    if as_json:
+        print_json({"ids": list(result.ids),
+                    "runs": [spec_dict(s, i) for s, i in zip(added, result.ids, strict=True)],
+                    "skipped": [{**spec_dict(s), "duplicate_of": i}
+                                for s, i in result.skipped]})
+    else:
+        for run_id in result.ids:
+            typer.echo(run_id)
+    notice(f"queued {len(result.ids)} runs"
+           + (f", skipped {len(result.skipped)} duplicates" if result.skipped else ""))
+
+
+# ----------------------------------------------------------------------------- ls
+
+
+@app.command("ls")
+def ls(
+    ctx: typer.Context,
+    status: Annotated[Many, typer.Option(
+        "--status", metavar="S[,S…]", help=f"Only runs in these states ({', '.join(STATUSES)}). "
+        "Default: all.", show_default=False)] = None,
+    json_: JsonOption = False,
+) -> None:
+    """List runs: status, hyperparameters, progress and attempts."""
+    wanted = split_list(status)
+    with user_errors():
+        for name in wanted:
+            require(name in STATUSES, f"unknown status {name!r}; known: {', '.join(STATUSES)}")
+    _ls(ctx, wanted or None, as_json=json_)
+
+
+def _ls(ctx: typer.Context, status: list[str] | None, *, as_json: bool) -> None:
+    from diffbench.storage.queue import list_runs
+
+    with database(ctx) as db:
+        runs = list_runs(db, status=status)
+    if as_json:
+        print_json([run_dict(r) for r in runs])
+        return
+    print_table(QUEUE_COLUMNS, [
+        [r.id, r.status.value, r.priority, r.preset, r.optimizer, r.schedule, r.lr,
+         r.weight_decay, r.seed, r.epochs, r.steps_done, r.attempts, r.tags] for r in runs])
+
+
+# ----------------------------------------------------------------------------- cancel, retry, rm
+
+Ids = Annotated[list[int], typer.Argument(metavar="ID…", help="Run ids.", show_default=False)]
+
+
+@app.command()
+def cancel(ctx: typer.Context, ids: Ids, json_: JsonOption = False) -> None:
+    """Cancel runs: a queued run at once, a running one at its worker's next step
+    (it checkpoints first). Finished runs are left as they are."""
+    _change(ctx, "cancel", ids, as_json=json_)
+
+
+@app.command()
+def retry(ctx: typer.Context, ids: Ids, json_: JsonOption = False) -> None:
+    """Put failed, diverged or cancelled runs back in the queue (all or none)."""
+    _change(ctx, "retry", ids, as_json=json_)
+
+
+@app.command("rm")
+def rm(ctx: typer.Context, ids: Ids, json_: JsonOption = False) -> None:
+    """Delete runs and their metrics (all or none; a running run must be cancelled first)."""
+    _change(ctx, "rm", ids, as_json=json_)
+
+
+def _change(ctx: typer.Context, action: str, ids: list[int], *, as_json: bool) -> None:
+    from diffbench.storage import queue
+
+    with database(ctx) as db:
+        if action == "cancel":
+            outcome = queue.cancel(db, ids)
+        elif action == "retry":
+            outcome = {i: "queued" for i in queue.retry(db, ids)}
+        else:
+            outcome = {i: "removed" for i in queue.remove(db, ids)}
+    if as_json:
+        print_json([{"id": i, "outcome": o} for i, o in outcome.items()])
+        return
+    words = {"requested": "cancel requested (running; stops at its next step)",
+             "unchanged": "unchanged (already finished)"}
+    for run_id, what in outcome.items():
+        typer.echo(f"{run_id}\t{words.get(what, what)}")

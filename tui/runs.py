@@ -1,0 +1,258 @@
+"""`diffbench runs …`: results — list, show one run, export a table of all.
+
+A run's row (`run_row`) holds its id, status, hyperparameters, progress, attempts, every
+key of its summary (final/best losses, step times, wall time, …, flattened with dots when
+nested), its provenance (device, git commit, …) and its times. `runs ls`, `runs export`
+and `runs show --json` print the same rows.
+
+`runs export PATH --metrics` also writes the per-epoch curves in long format (one row per
+run and epoch): beside a CSV or parquet file as ``<stem>-epochs.<ext>``; inside a JSON
+export as each run's ``"epochs"`` list.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from .errors import UserError, require, user_errors
+from .output import (
+    JsonOption,
+    console,
+    database,
+    flatten,
+    notice,
+    plain,
+    print_json,
+    print_table,
+    run_dict,
+)
+from .queue import STATUSES, split_list
+
+if TYPE_CHECKING:
+    from diffbench.storage.db import Database
+    from diffbench.storage.queue import Run
+
+app = typer.Typer(
+    help="Results: list runs with their summary metrics, show one, export them all.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+
+FORMATS = ("csv", "json", "parquet")
+BASE = ("id", "status", "preset", "optimizer", "schedule", "lr", "wd", "seed", "epochs",
+        "steps_done", "attempts", "priority", "tags")
+TIMES = ("created_at", "started_at", "finished_at", "error")
+EPOCH_FIELDS = ("run_id", "epoch", "step", "train_loss", "valid_loss", "fixed_valid_loss",
+                "epoch_s", "valid_s", "sample_s", "train_s")
+LS_SUMMARY = 4  # summary columns `runs ls` shows (all are in --json and export)
+
+
+def run_row(run: Run) -> dict[str, Any]:
+    """One flat row per run (see the module docstring)."""
+    row: dict[str, Any] = {
+        "id": run.id, "status": run.status.value, "preset": run.preset,
+        "optimizer": run.optimizer, "schedule": run.schedule, "lr": run.lr,
+        "wd": run.weight_decay, "seed": run.seed, "epochs": run.epochs,
+        "steps_done": run.steps_done, "attempts": run.attempts, "priority": run.priority,
+        "tags": ",".join(run.tags)}
+    for key, value in flatten(run.summary).items():
+        row[key if key not in row else f"summary.{key}"] = value
+    for key, value in flatten(run.provenance).items():
+        row[key if key not in row else f"provenance.{key}"] = value
+    row.update(created_at=run.created_at, started_at=run.started_at,
+               finished_at=run.finished_at, error=run.error)
+    return row
+
+
+def columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The union of the rows' keys: base columns, summary/provenance keys, then times."""
+    seen = dict.fromkeys(BASE)
+    for row in rows:
+        seen.update(dict.fromkeys(k for k in row if k not in TIMES))
+    return [*seen, *TIMES]
+
+
+def _runs(db: Database, status: list[str] | None) -> list[Run]:
+    from diffbench.storage.queue import list_runs
+
+    return list_runs(db, status=status)
+
+
+def _check_status(status: list[str] | None) -> list[str] | None:
+    wanted = split_list(status)
+    with user_errors():
+        for name in wanted:
+            require(name in STATUSES, f"unknown status {name!r}; known: {', '.join(STATUSES)}")
+    return wanted or None
+
+
+Status = Annotated[list[str] | None, typer.Option(
+    "--status", metavar="S[,S…]", help=f"Only runs in these states ({', '.join(STATUSES)}). "
+    "Default: all.", show_default=False)]
+
+
+# ----------------------------------------------------------------------------- ls
+
+
+@app.command("ls")
+def ls(ctx: typer.Context, status: Status = None, json_: JsonOption = False) -> None:
+    """List runs with their hyperparameters and summary metrics (all of them with --json)."""
+    _ls(ctx, _check_status(status), as_json=json_)
+
+
+def _ls(ctx: typer.Context, status: list[str] | None, *, as_json: bool) -> None:
+    with database(ctx) as db:
+        rows = [run_row(r) for r in _runs(db, status)]
+    if as_json:
+        print_json(rows)
+        return
+    shown = ["id", "status", "optimizer", "schedule", "lr", "wd", "seed", "epochs",
+             "steps_done", "attempts"]
+    summary = [c for c in columns(rows) if c not in BASE and c not in TIMES
+               and any(isinstance(r.get(c), int | float) for r in rows)]
+    shown += summary[:LS_SUMMARY]
+    print_table(shown, [[r.get(c) for c in shown] for r in rows])
+
+
+# ----------------------------------------------------------------------------- show
+
+
+@app.command()
+def show(
+    ctx: typer.Context,
+    run_id: Annotated[int, typer.Argument(metavar="ID", help="Run id.")],
+    json_: JsonOption = False,
+) -> None:
+    """Everything about one run: settings, summary, provenance, per-epoch metrics, error."""
+    _show(ctx, run_id, as_json=json_)
+
+
+def _epochs(db: Database, run_id: int) -> list[dict[str, Any]]:
+    import dataclasses
+
+    from diffbench.storage.queue import metrics_since
+
+    batch = metrics_since(db, run_id)
+    return [{k: v for k, v in dataclasses.asdict(e).items() if k in EPOCH_FIELDS}
+            for e in batch.epochs]
+
+
+def _show(ctx: typer.Context, run_id: int, *, as_json: bool) -> None:
+    from diffbench.storage.queue import get_run
+
+    with database(ctx) as db:
+        run = get_run(db, run_id)
+        epochs = _epochs(db, run_id)
+    if as_json:
+        print_json({**run_dict(run), "epochs": epochs})
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    out = console()
+    info = Table(title=f"Run {run.id}", title_justify="left", show_header=False)
+    info.add_column("key", style="bold")
+    info.add_column("value", overflow="fold")
+    from .output import fmt
+
+    for key, value in run_row(run).items():
+        info.add_row(key, escape(fmt(value)))
+    for key in ("overrides", "checkpoint"):
+        if getattr(run, key):
+            info.add_row(key, escape(fmt(json.dumps(getattr(run, key)) if key == "overrides"
+                                         else getattr(run, key))))
+    out.print(info)
+    if epochs:
+        print_table(EPOCH_FIELDS[1:], [[e[c] for c in EPOCH_FIELDS[1:]] for e in epochs],
+                    title="Epochs")
+    if run.traceback:
+        out.print(run.traceback, markup=False, highlight=False)
+
+
+# ----------------------------------------------------------------------------- export
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="File to write.")],
+    format: Annotated[str | None, typer.Option(
+        "--format", "-f", help="csv, json or parquet (needs pyarrow). Default: from PATH's "
+        "suffix, else csv.", show_default=False)] = None,
+    metrics: Annotated[bool, typer.Option(
+        "--metrics", help="Also export the per-epoch curves (long format): "
+        "<stem>-epochs.csv/.parquet beside PATH, or an \"epochs\" list per run in JSON.")
+    ] = False,
+    status: Status = None,
+) -> None:
+    """Write one row per run (settings, summary metrics, provenance, times) to PATH.
+
+    [bold]Examples[/]
+
+      diffbench runs export results.csv
+      diffbench runs export results.json --metrics --status done
+    """
+    wanted = _check_status(status)
+    with user_errors():
+        kind = format or (path.suffix.lstrip(".").lower()
+                          if path.suffix.lstrip(".").lower() in FORMATS else "csv")
+        require(kind in FORMATS, f"--format must be one of {', '.join(FORMATS)}, got {kind!r}")
+        if kind == "parquet":
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                raise UserError("parquet export needs pyarrow (pip install pyarrow); "
+                                "use --format csv or json") from None
+        require(not path.is_dir(), f"{path} is a directory")
+        require(path.parent.is_dir(), f"cannot write {path}: {path.parent} does not exist")
+    _export(ctx, path, kind, metrics=metrics, status=wanted)
+
+
+def _export(ctx: typer.Context, path: Path, kind: str, *, metrics: bool,
+            status: list[str] | None) -> None:
+    with database(ctx) as db:
+        runs = _runs(db, status)
+        rows = [run_row(r) for r in runs]
+        epochs = [e for r in runs for e in _epochs(db, r.id)] if metrics else []
+    names = columns(rows)
+    written = [path]
+    with user_errors():
+        if kind == "json":
+            by_run: dict[int, list[dict[str, Any]]] = {}
+            for e in epochs:
+                by_run.setdefault(e["run_id"], []).append(e)
+            data = [{**r, "epochs": by_run.get(r["id"], [])} if metrics else r for r in rows]
+            path.write_text(json.dumps(plain(data), indent=2, allow_nan=False) + "\n")
+        else:
+            side = path.with_name(f"{path.stem}-epochs{path.suffix or '.' + kind}")
+            write = _write_csv if kind == "csv" else _write_parquet
+            write(path, names, rows)
+            if metrics:
+                write(side, list(EPOCH_FIELDS), epochs)
+                written.append(side)
+    notice(f"exported {len(rows)} runs to {', '.join(map(str, written))}")
+
+
+def _cell(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def _write_csv(path: Path, names: list[str], rows: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=names)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _cell(row.get(k)) for k in names})
+
+
+def _write_parquet(path: Path, names: list[str], rows: list[dict[str, Any]]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist([{k: _cell(r.get(k)) for k in names} for r in rows])
+    pq.write_table(table, path)
