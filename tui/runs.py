@@ -49,7 +49,9 @@ BASE = ("id", "status", "preset", "optimizer", "schedule", "lr", "wd", "seed", "
 TIMES = ("created_at", "started_at", "finished_at", "error")
 EPOCH_FIELDS = ("run_id", "epoch", "step", "train_loss", "valid_loss", "fixed_valid_loss",
                 "epoch_s", "valid_s", "sample_s", "train_s")
-LS_SUMMARY = 4  # summary columns `runs ls` shows (all are in --json and export)
+# summary columns `runs ls` shows when present (all of them are in --json and export)
+LS_SUMMARY = ("final_train_loss", "final_valid_loss", "final_fixed_valid_loss",
+              "best_valid_loss", "ms_per_step")
 
 
 def run_row(run: Run) -> dict[str, Any]:
@@ -113,9 +115,7 @@ def _ls(ctx: typer.Context, status: list[str] | None, *, as_json: bool) -> None:
         return
     shown = ["id", "status", "optimizer", "schedule", "lr", "wd", "seed", "epochs",
              "steps_done", "attempts"]
-    summary = [c for c in columns(rows) if c not in BASE and c not in TIMES
-               and any(isinstance(r.get(c), int | float) for r in rows)]
-    shown += summary[:LS_SUMMARY]
+    shown += [c for c in LS_SUMMARY if any(r.get(c) is not None for r in rows)]
     print_table(shown, [[r.get(c) for c in shown] for r in rows])
 
 

@@ -1,0 +1,140 @@
+"""`diffbench runs ls/show/export` on a real SQLite file holding finished runs with summaries
+and per-epoch metrics (written through storage.queue, as a worker would)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from diffbench.storage.db import open_database
+from diffbench.storage.queue import (
+    RunSpec,
+    add_epoch_metrics,
+    claim_next,
+    enqueue,
+    finish,
+    record_start,
+    register_worker,
+)
+from diffbench.tui.cli import app
+
+SUMMARY = {"status": "done", "steps": 20, "epochs": 4, "final_train_loss": 0.5,
+           "final_valid_loss": 0.6, "final_fixed_valid_loss": 0.55, "best_valid_loss": 0.58,
+           "ms_per_step": 12.5, "compute_ms": 10.0, "optimizer_ms": 2.0, "train_s": 3.2}
+
+
+def _epoch(epoch: int, loss: float) -> dict[str, float]:
+    return {"epoch": epoch, "step": 5 * (epoch + 1), "train_loss": loss, "valid_loss": loss + 0.1,
+            "fixed_valid_loss": loss + 0.05, "epoch_s": 1.0, "valid_s": 0.1, "sample_s": 0.0,
+            "train_s": 0.8 * (epoch + 1)}
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    """Three runs: 1 done (summary, 2 epochs, provenance), 2 diverged (NaN loss), 3 queued."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    db = open_database(url)
+    try:
+        enqueue(db, [RunSpec(preset="tiny", optimizer=o, schedule="linear", lr=1e-3,
+                             weight_decay=0.01, seed=0, epochs=4) for o in
+                     ("adamw", "muon", "sgd")])
+        worker = register_worker(db, host="h", pid=1, device="cpu")
+        run = claim_next(db, worker.id)
+        record_start(db, run.id, worker.id, provenance={"device": "cpu", "git_commit": "abc"})
+        add_epoch_metrics(db, run.id, [_epoch(0, 1.0), _epoch(1, 0.5)])
+        finish(db, run.id, worker.id, "done", summary=SUMMARY, steps_done=20)
+        run = claim_next(db, worker.id)
+        add_epoch_metrics(db, run.id, [_epoch(0, math.nan)])
+        finish(db, run.id, worker.id, "diverged", summary={"final_train_loss": None},
+               error="non-finite loss", steps_done=3)
+    finally:
+        db.dispose()
+    return url
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner(env={"NO_COLOR": "1", "COLUMNS": "200", "DIFFBENCH_DB": None})
+
+
+def cli(runner: CliRunner, url: str, *args: str):
+    result = runner.invoke(app, ["--db", url, *args])
+    return result
+
+
+def test_ls_table_and_json(runner, url):
+    table = cli(runner, url, "runs", "ls")
+    assert table.exit_code == 0, table.stderr
+    assert "final_train_loss" in table.stdout and "diverged" in table.stdout
+    rows = json.loads(cli(runner, url, "runs", "ls", "--json").stdout)
+    assert [r["id"] for r in rows] == [1, 2, 3]
+    assert rows[0]["final_train_loss"] == 0.5 and rows[0]["ms_per_step"] == 12.5
+    assert rows[0]["device"] == "cpu" and rows[0]["git_commit"] == "abc"
+    assert rows[0]["summary.epochs"] == 4 and rows[0]["epochs"] == 4
+    done = json.loads(cli(runner, url, "runs", "ls", "--status", "done", "--json").stdout)
+    assert [r["id"] for r in done] == [1]
+
+
+def test_show(runner, url):
+    data = json.loads(cli(runner, url, "runs", "show", "1", "--json").stdout)
+    assert data["status"] == "done" and data["summary"]["best_valid_loss"] == 0.58
+    assert [e["train_loss"] for e in data["epochs"]] == [1.0, 0.5]
+    diverged = json.loads(cli(runner, url, "runs", "show", "2", "--json").stdout)
+    assert diverged["epochs"][0]["train_loss"] is None  # NaN → null in strict JSON
+    table = cli(runner, url, "runs", "show", "1")
+    assert table.exit_code == 0 and "best_valid_loss" in table.stdout
+    assert "Epochs" in table.stdout
+    missing = cli(runner, url, "runs", "show", "9")
+    assert missing.exit_code == 2 and missing.stderr.strip() == \
+        "diffbench: error: no run with id 9"
+
+
+def test_export_csv_with_metrics(runner, url, tmp_path):
+    out = tmp_path / "results.csv"
+    result = cli(runner, url, "runs", "export", str(out), "--metrics")
+    assert result.exit_code == 0, result.stderr
+    assert "exported 3 runs" in result.stderr and result.stdout == ""
+    with out.open() as file:
+        rows = list(csv.DictReader(file))
+    assert [r["id"] for r in rows] == ["1", "2", "3"]
+    for column in ("id", "status", "preset", "optimizer", "schedule", "lr", "wd", "seed",
+                   "epochs", "steps_done", "attempts", "final_train_loss", "final_valid_loss",
+                   "final_fixed_valid_loss", "best_valid_loss", "ms_per_step", "device",
+                   "git_commit", "created_at", "finished_at"):
+        assert column in rows[0], column
+    assert float(rows[0]["final_train_loss"]) == 0.5 and rows[0]["steps_done"] == "20"
+    assert rows[2]["final_train_loss"] == "" and rows[2]["status"] == "queued"
+    with (tmp_path / "results-epochs.csv").open() as file:
+        epochs = list(csv.DictReader(file))
+    assert [(e["run_id"], e["epoch"]) for e in epochs] == [("1", "0"), ("1", "1"), ("2", "0")]
+    assert math.isnan(float(epochs[2]["train_loss"]))  # diverged: NaN kept
+
+
+def test_export_json_nests_metrics(runner, url, tmp_path):
+    out = tmp_path / "results.json"
+    assert cli(runner, url, "runs", "export", str(out), "--metrics").exit_code == 0
+    data = json.loads(out.read_text())
+    assert [len(r["epochs"]) for r in data] == [2, 1, 0]
+    plain = tmp_path / "plain.out"
+    assert cli(runner, url, "runs", "export", str(plain), "-f", "json").exit_code == 0
+    assert "epochs" in json.loads(plain.read_text())[0]  # the epochs count column
+    assert isinstance(json.loads(plain.read_text())[0]["epochs"], int)
+
+
+def test_export_bad_input(runner, url, tmp_path):
+    for args, message in ((["-f", "xlsx"], "--format must be one of"),):
+        result = cli(runner, url, "runs", "export", str(tmp_path / "x.csv"), *args)
+        assert result.exit_code == 2 and message in result.stderr
+    result = cli(runner, url, "runs", "export", str(tmp_path / "nope" / "x.csv"))
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        result = cli(runner, url, "runs", "export", str(tmp_path / "x.parquet"))
+        assert result.exit_code == 2 and "needs pyarrow" in result.stderr
+        assert not (tmp_path / "x.parquet").exists()
