@@ -138,3 +138,37 @@ def test_sigterm_requeues_with_checkpoint_and_another_worker_resumes_exactly(hom
     theirs = torch.load(home / "runs" / str(reference) / "model.pt", weights_only=True)
     assert mine.keys() == theirs.keys()
     assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+def wait_mid_run(db, run_id: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while queue.get_run(db, run_id).steps_done == 0:
+        assert time.monotonic() < deadline and process.poll() is None, process.stderr.read()
+        time.sleep(0.1)
+
+
+def test_sigkill_lease_expires_and_another_worker_resumes(home, toml, db):
+    (run_id,) = queue.enqueue(db, [spec(toml, lr=7e-4, epochs=12)]).ids
+    process = spawn(home, db, "--lease", "2")
+    wait_mid_run(db, run_id, process)
+    process.kill()
+    process.communicate()
+    assert queue.get_run(db, run_id).status == "running"  # until its lease expires
+    code, err = finish(spawn(home, db, "--lease", "2", "--idle-exit", "3"), timeout=90)
+    assert code == 0, err
+    run = queue.get_run(db, run_id)
+    assert run.status == "done" and run.attempts == 2, (run, err)
+    assert f"run {run_id} resumed at step" in err
+    steps = [s.step for s in queue.metrics_since(db, run_id).steps]
+    assert steps == list(range(1, run.steps_done + 1))
+
+
+def test_cancel_stops_a_running_run(home, toml, db):
+    (run_id,) = queue.enqueue(db, [spec(toml, lr=8e-4, epochs=40)]).ids
+    process = spawn(home, db, "--lease", "1.5", "--idle-exit", "0.5")
+    wait_mid_run(db, run_id, process)
+    assert queue.cancel(db, [run_id]) == {run_id: "requested"}
+    code, err = finish(process)
+    assert code == 0, err
+    run = queue.get_run(db, run_id)
+    assert run.status == "cancelled" and 0 < run.steps_done < 40 * 2, (run, err)
