@@ -249,3 +249,47 @@ def test_console_script_end_to_end(tmp_path):
     bad = subprocess.run([str(exe), "--db", url, "queue", "add", "-O", "adam"],
                          capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+# ----------------------------------------------------------------------------- sweep files
+
+
+def test_sweep_file_union_of_grids(runner, url, tmp_path):
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text('preset = "tiny"\nseeds = "0-1"\n\n'
+                     '[[grid]]\noptimizer = ["adamw", "muon"]\nlr = [1e-3, 3e-3]\n\n'
+                     '[[grid]]\noptimizer = "sgd"\nschedule = ["cosine", "wsd"]\n'
+                     'set = { "train.batch_size" = 4 }\n')
+    result = cli(runner, url, "queue", "add", "--sweep", str(sweep), "--tag", "s1")
+    assert result.exit_code == 0, result.stderr
+    stored = runs(url)
+    assert len(stored) == 2 * 2 * 2 + 2 * 2
+    sgd = [r for r in stored if r.optimizer == "sgd"]
+    assert {r.schedule for r in sgd} == {"cosine", "wsd"}
+    assert all(r.overrides == {"train.batch_size": 4} and r.lr == 1e-2 for r in sgd)
+    assert all(r.tags == ("s1",) and r.seed in (0, 1) for r in stored)
+    again = cli(runner, url, "queue", "add", "--sweep", str(sweep), "--tag", "s1")
+    assert again.stdout == "" and "skipped 12 duplicates" in again.stderr
+
+
+BAD_SWEEPS = [
+    ("optimizer = [", "invalid TOML"),
+    ('optimizer = "adamw"\nbogus = 1', "unknown key 'bogus'"),
+    ('optimizer = "adam"', "unknown optimizer 'adam'"),
+    ('optimizer = "adamw"\nlr = [0.0]', "lr must be positive"),
+    ('optimizer = "adamw"\nseeds = "3-1"', "empty range"),
+    ('optimizer = "adamw"\nset = { "model.nope" = 1 }', "unknown key model.nope"),
+    ('optimizer = "adamw"\nepochs = "four"', "epochs must be an integer"),
+    ("grid = 3", "grid must be a list of tables"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_SWEEPS, ids=[m for _, m in BAD_SWEEPS])
+def test_bad_sweep_files_exit_2_and_change_nothing(runner, url, tmp_path, text, message):
+    assert cli(runner, url, "queue", "add", "-p", "tiny", "-O", "sgd").exit_code == 0
+    before = (tmp_path / "jobs.db").read_bytes()
+    sweep = tmp_path / "bad.toml"
+    sweep.write_text(text)
+    assert_one_line_error(cli(runner, url, "queue", "add", "-p", "tiny", "--sweep",
+                              str(sweep)), message)
+    assert (tmp_path / "jobs.db").read_bytes() == before

@@ -170,6 +170,72 @@ def _spec_row(spec: RunSpec, run_id: Any) -> list[Any]:
             spec.seed, spec.epochs]
 
 
+# ----------------------------------------------------------------------------- sweep files
+
+SWEEP_KEYS = ("preset", "optimizer", "schedule", "lr", "wd", "seeds", "epochs", "set",
+              "priority", "tag")
+
+
+def load_sweep(path: Path) -> list[dict[str, Any]]:
+    """A TOML sweep file: its keys (`SWEEP_KEYS`, each a value or a list) make one grid; or
+    ``[[grid]]`` tables make a union of grids, each inheriting the top-level keys."""
+    require(path.is_file(), f"sweep file {str(path)!r} does not exist")
+    try:
+        table = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: invalid TOML: {error}") from None
+    grids = table.pop("grid", [{}])
+    require(isinstance(grids, list) and all(isinstance(g, dict) for g in grids) and grids,
+            f"{path}: grid must be a list of tables ([[grid]])")
+    out = []
+    for number, grid in enumerate(grids, 1):
+        merged = {**table, **grid}
+        for key, value in merged.items():
+            where = f"{path}: grid {number}: " if len(grids) > 1 else f"{path}: "
+            require(key in SWEEP_KEYS, f"{where}unknown key {key!r}; known: "
+                    f"{', '.join(SWEEP_KEYS)}")
+            if key == "set":
+                require(isinstance(value, dict), f"{where}set must be a table of "
+                        "dotted keys, e.g. set = { \"train.batch_size\" = 16 }")
+            elif key in ("preset", "epochs", "priority"):
+                require(not isinstance(value, list | dict), f"{where}{key} takes one value")
+        out.append(merged)
+    return out
+
+
+def _strings(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    return [str(v) for v in (value if isinstance(value, list) else [value])]
+
+
+def _int(value: Any, name: str) -> int:
+    require(isinstance(value, int) and not isinstance(value, bool),
+            f"{name} must be an integer, got {value!r}")
+    return value
+
+
+def sweep_grids(path: Path, cli: dict[str, Any]) -> list[Grid]:
+    """The grids of a sweep file; options given on the command line are their defaults."""
+    grids = []
+    for table in load_sweep(path):
+        def pick(key: str, table: dict[str, Any] = table) -> Any:
+            return table[key] if key in table else cli[key]
+
+        sets = {**parse_sets(cli["set"]), **table.get("set", {})}
+        epochs = pick("epochs")
+        grids.append(Grid(
+            preset=str(pick("preset")), optimizers=split_list(_strings(pick("optimizer"))),
+            schedules=split_list(_strings(pick("schedule"))) or ["linear"],
+            lrs=parse_floats(_strings(pick("lr")), "lr", positive=True),
+            wds=parse_floats(_strings(pick("wd")), "wd", positive=False),
+            seeds=parse_seeds(_strings(pick("seeds"))) or [0],
+            epochs=None if epochs is None else _int(epochs, "epochs"), sets=sets,
+            priority=_int(pick("priority"), "priority"),
+            tags=tuple(split_list(_strings(pick("tag"))))))
+    return grids
+
+
 # ----------------------------------------------------------------------------- add
 
 
@@ -214,6 +280,11 @@ def add(
     allow_duplicates: Annotated[bool, typer.Option(
         "--allow-duplicates", help="Queue runs identical to a queued, running or done "
         "one (skipped with a notice otherwise).")] = False,
+    sweep: Annotated[Path | None, typer.Option(
+        "--sweep", metavar="FILE", help="A TOML sweep: keys preset, optimizer, schedule, lr, "
+        "wd, seeds, epochs, set, priority, tag (values or lists) make one grid; [[grid]] "
+        "tables make a union of grids. Command-line options are its defaults.",
+        show_default=False)] = None,
     json_: JsonOption = False,
 ) -> None:
     """Queue the cartesian product of the given values; print the new run ids.
@@ -223,7 +294,16 @@ def add(
       diffbench queue add -p tiny -O adamw,muon --seeds 0-2
       diffbench queue add -O soap --schedule cosine,wsd --lr 1e-3,3e-3 --wd 0,0.032
       diffbench queue add -p small -O sgd --set train.batch_size=16 --tag bs16 --dry-run
+      diffbench queue add --sweep sweeps/paper.toml --dry-run
     """
+    if sweep is not None:
+        cli = {"preset": preset, "optimizer": optimizer, "schedule": schedule, "lr": lr,
+               "wd": wd, "seeds": seeds, "epochs": epochs, "set": set_,
+               "priority": priority, "tag": tag}
+        with user_errors():
+            specs = [s for g in sweep_grids(sweep, cli) for s in resolve_specs(g)]
+        _add(ctx, specs, dry_run=dry_run, allow_duplicates=allow_duplicates, as_json=json_)
+        return
     with user_errors():
         grid = Grid(
             preset=preset, optimizers=split_list(optimizer),
