@@ -187,7 +187,9 @@ class Trainer:
             began = self._sync_time()
             batches = iter(self.sampler)
             while True:
-                if self._stop:
+                # A stop after an epoch's last step waits for the epoch to close: the sampler
+                # has already moved on, so a checkpoint taken here would resume one epoch late.
+                if self._stop and self.sampler.epoch == self.epoch:
                     yield from self._interrupt(began)
                     return
                 if not self._take_step(batches):

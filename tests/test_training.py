@@ -156,6 +156,23 @@ def final_parameters(trainer: Trainer) -> list[torch.Tensor]:
     return [p.detach().clone() for p in trainer.model.parameters()]
 
 
+def test_stop_after_an_epochs_last_step_resumes_exactly(quick_preset, data, tmp_path):
+    """A stop between an epoch's last step and its end closes the epoch first."""
+    preset = toy(quick_preset, **{"train.epochs": 3, "train.batch_size": 3})  # 3 steps/epoch
+    whole = Trainer(run_config(preset), data, tmp_path / "whole")
+    assert list(whole)[-1].state == "done"
+
+    stopped = Trainer(run_config(preset), data, tmp_path / "stopped", flush_every=1)
+    for record in stopped:
+        if isinstance(record, Steps) and record.records[-1].step == 3:
+            stopped.request_stop()  # the sampler has just handed out epoch 0's last batch
+    assert record.state == "interrupted" and (record.epoch, record.step) == (1, 3)
+    resumed = Trainer(run_config(preset), data, tmp_path / "stopped", resume=True)
+    assert list(resumed)[-1].state == "done" and resumed.step == 9
+    for a, b in zip(final_parameters(whole), final_parameters(resumed), strict=True):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_resume_is_bit_exact(optimizer, quick_preset, data, tmp_path):
     """Kill a run at a step after a mid-epoch checkpoint, resume it: identical parameters."""

@@ -133,11 +133,6 @@ def test_sigterm_requeues_with_checkpoint_and_another_worker_resumes_exactly(hom
     code, err = finish(spawn(home, db, "--idle-exit", "0.5"), timeout=90)
     assert code == 0, err
     run, ref = queue.get_run(db, interrupted), queue.get_run(db, reference)
-    if run.status == "failed" and "ScheduleError" in (run.error or ""):
-        # engine/training.py: a stop landing after an epoch's last step but before the
-        # epoch ends checkpoints an exhausted sampler; the resumed run then takes one epoch
-        # too many (also `diffbench train` Ctrl-C + --resume). Not the worker's to fix.
-        pytest.xfail(f"engine resume bug at an epoch boundary: {run.error}")
     assert run.status == ref.status == "done", err
     assert run.attempts == 2 and f"run {interrupted} resumed at step" in err
     assert run.steps_done == ref.steps_done
