@@ -154,7 +154,11 @@ class Trainer:
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        if state["config"] != self.config.to_dict():
+        # The device may differ (another worker resumes the run); nothing else may.
+        saved, mine = dict(state["config"]), self.config.to_dict()
+        saved.pop("device", None)
+        mine.pop("device", None)
+        if saved != mine:
             raise ValueError("the checkpoint belongs to a run of another configuration")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])

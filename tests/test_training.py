@@ -200,3 +200,17 @@ def test_resume_is_bit_exact(optimizer, quick_preset, data, tmp_path):
     for a, b in zip(whole_epochs[1:], resumed_epochs, strict=True):
         assert (a.train_loss, a.valid_loss, a.fixed_valid_loss) == \
             (b.train_loss, b.valid_loss, b.fixed_valid_loss)
+
+
+def test_a_checkpoint_resumes_on_another_device_spec_but_not_another_run(
+        quick_preset, data, tmp_path):
+    preset = toy(quick_preset, **{"train.epochs": 2})
+    stopped = Trainer(run_config(preset), data, tmp_path)
+    for record in stopped:
+        if isinstance(record, EpochRecord):
+            stopped.request_stop()
+    assert record.state == "interrupted"
+    resumed = Trainer(run_config(preset, device="auto"), data, tmp_path, resume=True)
+    assert resumed.step == stopped.step
+    with pytest.raises(ValueError, match="another configuration"):
+        Trainer(run_config(preset, lr=1e-2), data, tmp_path, resume=True)
