@@ -254,12 +254,20 @@ def test_console_script_end_to_end(tmp_path):
 # ----------------------------------------------------------------------------- sweep files
 
 
+SWEEP_TOML = ('preset = "tiny"\nseeds = "0-1"\n\n'
+              '[[grid]]\noptimizer = ["adamw", "muon"]\nlr = [1e-3, 3e-3]\n\n'
+              '[[grid]]\noptimizer = "sgd"\nschedule = ["cosine", "wsd"]\n'
+              'set = { "train.batch_size" = 4 }\n')
+# The same sweep in YAML; 1e-3 without a dot is a string to YAML 1.1, read as a number here.
+SWEEP_YAML = ("preset: tiny\nseeds: 0-1\ngrid:\n"
+              "  - optimizer: [adamw, muon]\n    lr: [1e-3, 3.0e-3]\n"
+              "  - optimizer: sgd\n    schedule:\n      - cosine\n      - wsd\n"
+              "    set:\n      train.batch_size: 4\n")
+
+
 def test_sweep_file_union_of_grids(runner, url, tmp_path):
     sweep = tmp_path / "sweep.toml"
-    sweep.write_text('preset = "tiny"\nseeds = "0-1"\n\n'
-                     '[[grid]]\noptimizer = ["adamw", "muon"]\nlr = [1e-3, 3e-3]\n\n'
-                     '[[grid]]\noptimizer = "sgd"\nschedule = ["cosine", "wsd"]\n'
-                     'set = { "train.batch_size" = 4 }\n')
+    sweep.write_text(SWEEP_TOML)
     result = cli(runner, url, "queue", "add", "--sweep", str(sweep), "--tag", "s1")
     assert result.exit_code == 0, result.stderr
     stored = runs(url)
@@ -270,6 +278,22 @@ def test_sweep_file_union_of_grids(runner, url, tmp_path):
     assert all(r.tags == ("s1",) and r.seed in (0, 1) for r in stored)
     again = cli(runner, url, "queue", "add", "--sweep", str(sweep), "--tag", "s1")
     assert again.stdout == "" and "skipped 12 duplicates" in again.stderr
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".yml"])
+def test_yaml_sweep_queues_the_same_runs_as_toml(runner, tmp_path, suffix):
+    def queued(name: str, text: str) -> list[tuple]:
+        sweep = tmp_path / name
+        sweep.write_text(text)
+        url = f"sqlite:///{tmp_path / (name + '.db')}"
+        result = cli(runner, url, "queue", "add", "--sweep", str(sweep), "--tag", "s1")
+        assert result.exit_code == 0, result.stderr
+        return [(r.id, r.preset, r.optimizer, r.schedule, r.lr, r.weight_decay, r.seed,
+                 r.epochs, r.overrides, r.priority, r.tags) for r in runs(url)]
+
+    toml_runs = queued("sweep.toml", SWEEP_TOML)
+    assert len(toml_runs) == 12
+    assert queued("sweep" + suffix, SWEEP_YAML) == toml_runs
 
 
 BAD_SWEEPS = [
@@ -284,11 +308,33 @@ BAD_SWEEPS = [
 ]
 
 
-@pytest.mark.parametrize(("text", "message"), BAD_SWEEPS, ids=[m for _, m in BAD_SWEEPS])
-def test_bad_sweep_files_exit_2_and_change_nothing(runner, url, tmp_path, text, message):
+BAD_YAML_SWEEPS = [
+    ("optimizer: [", "invalid YAML"),
+    ("optimizer: adamw\nlr: [1e-3\nseeds: 0", "invalid YAML"),
+    ("optimizer:\n\t- adamw", "invalid YAML"),
+    ("optimizer: adamw\n  seeds: 0", "invalid YAML"),
+    ("- adamw\n- muon", "must be a mapping"),
+    ("", "must be a mapping"),
+    ("optimizer: adamw\nbogus: 1", "unknown key 'bogus'"),
+    ("grid:\n  - optimizer: adamw\n  - optimizer: sgd\n    lrr: 1", "grid 2: unknown key 'lrr'"),
+    ("optimizer: adamw\nepochs: four", "epochs must be an integer"),
+    ("optimizer: adamw\npriority: true", "priority must be an integer"),
+    ("optimizer: adamw\npreset: [tiny, small]", "preset takes one value"),
+    ("optimizer: adamw\nset: [train.batch_size]", "set must be a table"),
+    ("optimizer: adamw\nlr: -1e-3", "lr must be positive"),
+    ("grid: {optimizer: adamw}", "grid must be a list"),
+]
+SWEEP_CASES = ([(".toml", text, message) for text, message in BAD_SWEEPS]
+               + [(".yaml", text, message) for text, message in BAD_YAML_SWEEPS])
+
+
+@pytest.mark.parametrize(("suffix", "text", "message"), SWEEP_CASES,
+                         ids=[f"{s[1:]}: {m}" for s, _, m in SWEEP_CASES])
+def test_bad_sweep_files_exit_2_and_change_nothing(runner, url, tmp_path, suffix, text,
+                                                   message):
     assert cli(runner, url, "queue", "add", "-p", "tiny", "-O", "sgd").exit_code == 0
     before = (tmp_path / "jobs.db").read_bytes()
-    sweep = tmp_path / "bad.toml"
+    sweep = tmp_path / f"bad{suffix}"
     sweep.write_text(text)
     assert_one_line_error(cli(runner, url, "queue", "add", "-p", "tiny", "--sweep",
                               str(sweep)), message)

@@ -176,17 +176,42 @@ SWEEP_KEYS = ("preset", "optimizer", "schedule", "lr", "wd", "seeds", "epochs", 
               "priority", "tag")
 
 
-def load_sweep(path: Path) -> list[dict[str, Any]]:
-    """A TOML sweep file: its keys (`SWEEP_KEYS`, each a value or a list) make one grid; or
-    ``[[grid]]`` tables make a union of grids, each inheriting the top-level keys."""
-    require(path.is_file(), f"sweep file {str(path)!r} does not exist")
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML sweep file's top-level mapping (PyYAML's safe loader; imported only here)."""
+    import yaml
+
     try:
-        table = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path}: invalid TOML: {error}") from None
+        table = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: invalid YAML: {error}") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        problem = getattr(error, "problem", None) or str(error)
+        where = "" if mark is None else f" at line {mark.line + 1}, column {mark.column + 1}"
+        raise UserError(f"{path}: invalid YAML: {problem}{where}") from None
+    require(isinstance(table, dict), f"{path}: a YAML sweep must be a mapping of keys "
+            f"({', '.join(SWEEP_KEYS)}, grid), got {type(table).__name__}")
+    return table
+
+
+def load_sweep(path: Path) -> list[dict[str, Any]]:
+    """A TOML or YAML (``.yaml``/``.yml``) sweep file: its keys (`SWEEP_KEYS`, each a value
+    or a list) make one grid; or ``[[grid]]`` tables (YAML: a ``grid:`` list of mappings)
+    make a union of grids, each inheriting the top-level keys."""
+    require(path.is_file(), f"sweep file {str(path)!r} does not exist")
+    if path.suffix.lower() in YAML_SUFFIXES:
+        table = _read_yaml(path)
+    else:
+        try:
+            table = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise UserError(f"{path}: invalid TOML: {error}") from None
     grids = table.pop("grid", [{}])
     require(isinstance(grids, list) and all(isinstance(g, dict) for g in grids) and grids,
-            f"{path}: grid must be a list of tables ([[grid]])")
+            f"{path}: grid must be a list of tables ([[grid]], or a YAML list of mappings)")
     out = []
     for number, grid in enumerate(grids, 1):
         merged = {**table, **grid}
@@ -195,8 +220,9 @@ def load_sweep(path: Path) -> list[dict[str, Any]]:
             require(key in SWEEP_KEYS, f"{where}unknown key {key!r}; known: "
                     f"{', '.join(SWEEP_KEYS)}")
             if key == "set":
-                require(isinstance(value, dict), f"{where}set must be a table of "
-                        "dotted keys, e.g. set = { \"train.batch_size\" = 16 }")
+                require(isinstance(value, dict) and all(isinstance(k, str) for k in value),
+                        f"{where}set must be a table of dotted keys, "
+                        "e.g. set = { \"train.batch_size\" = 16 }")
             elif key in ("preset", "epochs", "priority"):
                 require(not isinstance(value, list | dict), f"{where}{key} takes one value")
         out.append(merged)
@@ -281,9 +307,10 @@ def add(
         "--allow-duplicates", help="Queue runs identical to a queued, running or done "
         "one (skipped with a notice otherwise).")] = False,
     sweep: Annotated[Path | None, typer.Option(
-        "--sweep", metavar="FILE", help="A TOML sweep: keys preset, optimizer, schedule, lr, "
-        "wd, seeds, epochs, set, priority, tag (values or lists) make one grid; [[grid]] "
-        "tables make a union of grids. Command-line options are its defaults.",
+        "--sweep", metavar="FILE", help="A TOML or YAML (.yaml/.yml) sweep: keys preset, "
+        "optimizer, schedule, lr, wd, seeds, epochs, set, priority, tag (values or lists) "
+        "make one grid; [[grid]] tables (YAML: a grid: list) make a union of grids. "
+        "Command-line options are its defaults.",
         show_default=False)] = None,
     json_: JsonOption = False,
 ) -> None:
@@ -295,6 +322,7 @@ def add(
       diffbench queue add -O soap --schedule cosine,wsd --lr 1e-3,3e-3 --wd 0,0.032
       diffbench queue add -p small -O sgd --set train.batch_size=16 --tag bs16 --dry-run
       diffbench queue add --sweep sweeps/paper.toml --dry-run
+      diffbench queue add --sweep sweeps/paper.yaml --dry-run
     """
     if sweep is not None:
         cli = {"preset": preset, "optimizer": optimizer, "schedule": schedule, "lr": lr,
