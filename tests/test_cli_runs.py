@@ -115,6 +115,36 @@ def test_export_csv_with_metrics(runner, url, tmp_path):
     assert math.isnan(float(epochs[2]["train_loss"]))  # diverged: NaN kept
 
 
+# The columns issue 4 documents for `runs export` (one row per run).
+DOCUMENTED_COLUMNS = (
+    "id", "status", "preset", "optimizer", "schedule", "lr", "wd", "seed", "epochs",
+    "steps_done", "attempts", "final_train_loss", "final_valid_loss", "final_fixed_valid_loss",
+    "best_valid_loss", "ms_per_step", "compute_ms", "optimizer_ms", "train_s", "device",
+    "git_commit", "created_at", "started_at", "finished_at")
+
+
+def test_export_csv_opens_in_pandas(runner, url, tmp_path):
+    pd = pytest.importorskip("pandas")
+    out = tmp_path / "results.csv"
+    assert cli(runner, url, "runs", "export", str(out), "--metrics").exit_code == 0
+    frame = pd.read_csv(out)
+    assert len(frame) == 3 and frame["id"].tolist() == [1, 2, 3]  # one row per run
+    assert frame["id"].is_unique
+    missing = [c for c in DOCUMENTED_COLUMNS if c not in frame.columns]
+    assert not missing, missing
+    assert frame["status"].tolist() == ["done", "diverged", "queued"]
+    assert frame["optimizer"].tolist() == ["adamw", "muon", "sgd"]
+    assert pd.api.types.is_float_dtype(frame["lr"]) and frame["lr"].eq(1e-3).all()
+    assert pd.api.types.is_integer_dtype(frame["steps_done"])
+    assert frame.loc[0, "final_train_loss"] == 0.5 and frame.loc[0, "ms_per_step"] == 12.5
+    assert frame.loc[0, "device"] == "cpu" and frame.loc[0, "git_commit"] == "abc"
+    assert frame["final_train_loss"].iloc[1:].isna().all()  # diverged (null) and queued
+    assert pd.to_datetime(frame["created_at"]).notna().all()
+    epochs = pd.read_csv(tmp_path / "results-epochs.csv")
+    assert list(zip(epochs["run_id"], epochs["epoch"], strict=True)) == [(1, 0), (1, 1), (2, 0)]
+    assert math.isnan(epochs.loc[2, "train_loss"])
+
+
 def test_export_json_nests_metrics(runner, url, tmp_path):
     out = tmp_path / "results.json"
     assert cli(runner, url, "runs", "export", str(out), "--metrics").exit_code == 0
