@@ -6,7 +6,9 @@ with `storage.queue.enqueue` and trained by `diffbench worker` processes.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from diffbench.engine.config import load_preset
+from diffbench.engine.dataset import generate_dataset
 from diffbench.storage import queue
 from diffbench.storage.db import open_database
 from diffbench.storage.queue import RunSpec
@@ -109,6 +113,41 @@ def test_two_workers_never_train_the_same_run(home, toml, db):
         assert steps == list(range(1, run.steps_done + 1))
 
 
+def test_four_workers_claim_each_of_40_runs_exactly_once(home, db):
+    many = home.parent / "wmany.toml"  # 1 epoch, no previews; its data set made up front
+    many.write_text(preset_toml(quick(**{"train.epochs": 1, "train.samples_every": 0})))
+    generate_dataset(load_preset(str(many)), home / "data" / "wmany.h5",
+                     device=torch.device("cpu"))
+    ids = queue.enqueue(db, [spec(many, seed=s) for s in range(40)]).ids
+    deadline = time.monotonic() + 240  # the whole test, however loaded the machine
+    workers = [spawn(home, db, "--lease", "30", "--idle-exit", "1") for _ in range(4)]
+    logs = []
+    try:
+        for process in workers:
+            code, err = finish(process, timeout=max(deadline - time.monotonic(), 1))
+            assert code == 0, err
+            logs.append(err)
+    finally:
+        for process in workers:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert not any("generating" in log for log in logs), logs
+    claims = [int(m) for log in logs for m in re.findall(r": run (\d+) \(attempt ", log)]
+    assert sorted(claims) == sorted(ids), logs  # each run claimed once, by one worker
+    worker_ids = {w.id for w in queue.list_workers(db)}
+    assert len(worker_ids) == 4
+    runs = queue.list_runs(db, ids=ids)
+    assert [r.status for r in runs] == ["done"] * 40, [(r.id, r.status, r.error) for r in runs]
+    for run in runs:
+        assert run.attempts == 1 and run.steps_done > 0, run
+        assert run.worker_id in worker_ids and run.provenance["worker_id"] == run.worker_id
+        steps = [s.step for s in queue.metrics_since(db, run.id).steps]
+        assert steps == list(range(1, run.steps_done + 1))  # each step written once
+        assert (home / "runs" / str(run.id) / "model.pt").exists()
+    assert len({r.worker_id for r in runs}) >= 2  # they did share the queue
+
+
 def test_sigterm_requeues_with_checkpoint_and_another_worker_resumes_exactly(home, toml, db):
     long = {"epochs": 12}
     interrupted, reference = queue.enqueue(
@@ -152,23 +191,46 @@ def wait_mid_run(db, run_id: int, process: subprocess.Popen) -> None:
         time.sleep(0.1)
 
 
+def parameter_hash(path: Path) -> str:
+    """sha256 over a state dict's names, dtypes, shapes and raw tensor bytes."""
+    digest = hashlib.sha256()
+    weights = torch.load(path, weights_only=True)
+    for name in sorted(weights):
+        tensor = weights[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def test_sigkill_lease_expires_and_another_worker_resumes(home, toml, db):
-    (run_id,) = queue.enqueue(db, [spec(toml, lr=7e-4, epochs=12)]).ids
+    killed, reference = queue.enqueue(  # the same run twice; the first is claimed first
+        db, [spec(toml, lr=7e-4, epochs=12, priority=1), spec(toml, lr=7e-4, epochs=12)],
+        allow_duplicates=True).ids
     process = spawn(home, db, "--lease", "2")
-    wait_mid_run(db, run_id, process)  # the folder is this run's now; wait for a checkpoint
-    while not (home / "runs" / str(run_id) / "checkpoints" / "latest.json").exists():
-        assert process.poll() is None, process.stderr.read()
+    wait_mid_run(db, killed, process)  # the folder is this run's now; wait for a checkpoint
+    deadline = time.monotonic() + 60
+    while not (home / "runs" / str(killed) / "checkpoints" / "latest.json").exists():
+        assert time.monotonic() < deadline and process.poll() is None, process.stderr.read()
         time.sleep(0.05)
     process.kill()
     process.communicate()
-    assert queue.get_run(db, run_id).status == "running"  # until its lease expires
-    code, err = finish(spawn(home, db, "--lease", "2", "--idle-exit", "3"), timeout=90)
+    run = queue.get_run(db, killed)
+    assert run.status == "running" and run.steps_done < 12 * 2, run  # until its lease expires
+    assert queue.get_run(db, reference).status == "queued"
+    code, err = finish(spawn(home, db, "--lease", "30", "--idle-exit", "3"), timeout=120)
     assert code == 0, err
-    run = queue.get_run(db, run_id)
-    assert run.status == "done" and run.attempts == 2, (run, err)
-    assert f"run {run_id} resumed at step" in err
-    steps = [s.step for s in queue.metrics_since(db, run_id).steps]
+    run, ref = queue.get_run(db, killed), queue.get_run(db, reference)
+    assert run.status == ref.status == "done" and run.attempts == 2, (run, err)
+    assert ref.attempts == 1
+    resumed = re.search(rf"run {killed} resumed at step (\d+)", err)
+    assert resumed and 0 < int(resumed.group(1)) < run.steps_done, err  # from the checkpoint
+    assert run.steps_done == ref.steps_done
+    steps = [s.step for s in queue.metrics_since(db, killed).steps]
     assert steps == list(range(1, run.steps_done + 1))
+    assert run.summary["final_fixed_valid_loss"] is not None
+    assert run.summary["final_fixed_valid_loss"] == ref.summary["final_fixed_valid_loss"]
+    assert parameter_hash(home / "runs" / str(killed) / "model.pt") \
+        == parameter_hash(home / "runs" / str(reference) / "model.pt")
 
 
 def test_cancel_stops_a_running_run(home, toml, db):
