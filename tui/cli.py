@@ -13,7 +13,7 @@ import typer
 
 from diffbench.storage.workspace import ENV_VAR, Workspace
 
-from . import data, db, queue, runs, train, worker
+from . import data, db, queue, runs, train, worker, workers
 from .output import DB_KEY
 
 app = typer.Typer(
@@ -36,6 +36,7 @@ app.add_typer(queue.app, name="queue")
 app.add_typer(runs.app, name="runs")
 app.add_typer(db.app, name="db")
 app.command(name="worker")(worker.worker)
+app.add_typer(workers.app, name="workers")
 
 
 @app.callback()

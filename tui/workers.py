@@ -1,0 +1,59 @@
+"""`diffbench workers ls`: the worker processes the job database has heard of.
+
+A worker is *alive* while it has not stopped and its last heartbeat (stamped by the
+database clock) is within ``--grace`` seconds; a worker killed without a goodbye shows as
+dead once its heartbeats stop, and its run goes back to the queue when its lease expires.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .errors import require, user_errors
+from .output import JsonOption, database, print_json, print_table
+
+app = typer.Typer(help="The worker processes of the job database.", no_args_is_help=True)
+
+
+@app.command("ls")
+def ls(
+    ctx: typer.Context,
+    grace: Annotated[float, typer.Option(
+        "--grace", metavar="SECONDS",
+        help="A worker whose last heartbeat is older than this counts as dead.")] = 60.0,
+    json_: JsonOption = False,
+) -> None:
+    """List live and dead workers with their host, pid, device and last heartbeat.
+
+    [bold]Examples[/]
+
+      diffbench workers ls
+      diffbench workers ls --json --grace 30
+    """
+    with user_errors():
+        require(grace > 0, f"--grace must be positive, got {grace}")
+    _ls(ctx, grace, as_json=json_)
+
+
+def _ls(ctx: typer.Context, grace: float, *, as_json: bool) -> None:
+    from diffbench.storage import queue
+
+    with database(ctx) as db:
+        workers, now = queue.list_workers(db), queue.database_now(db)
+    rows = [{"id": w.id, "state": _state(w, now, grace), "host": w.host, "pid": w.pid,
+             "device": w.device, "started_at": w.started_at, "heartbeat_at": w.heartbeat_at,
+             "seconds_since_heartbeat": round((now - w.heartbeat_at).total_seconds(), 1),
+             "stopped_at": w.stopped_at} for w in workers]
+    if as_json:
+        print_json(rows)
+        return
+    shown = ["id", "state", "host", "pid", "device", "heartbeat_at", "seconds_since_heartbeat"]
+    print_table(shown, [[r[c] for c in shown] for r in rows])
+
+
+def _state(worker, now, grace: float) -> str:
+    if worker.stopped_at is not None:
+        return "stopped"
+    return "alive" if worker.alive(now, grace) else "dead"
