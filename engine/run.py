@@ -131,21 +131,27 @@ def _version(package: str) -> str | None:
         return None
 
 
-def git_revision() -> str | None:
-    """The SHA of the source tree diffbench runs from (editable installs), else None."""
-    try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).resolve().parent, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() or None if result.returncode == 0 else None
+def git_state() -> dict[str, Any]:
+    """The commit of the source tree diffbench runs from (editable installs) and whether it
+    has uncommitted changes; both None outside a git checkout."""
+    def git(*args: str) -> str | None:
+        try:
+            result = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5,
+                                    cwd=Path(__file__).resolve().parent)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return result.stdout if result.returncode == 0 else None
+
+    commit, status = git("rev-parse", "HEAD"), git("status", "--porcelain")
+    return {"git_commit": commit.strip() if commit else None,
+            "git_dirty": None if commit is None or status is None else bool(status.strip())}
 
 
 def provenance(config: RunConfig, device: torch.device, model: torch.nn.Module,
                implementation: str, data: TrainingData | None = None) -> dict[str, Any]:
     """What produced the numbers: code, library versions, hardware, model size."""
     info: dict[str, Any] = {
-        "diffbench": _version("diffbench"), "git": git_revision(), "torch": torch.__version__,
+        "diffbench": _version("diffbench"), **git_state(), "torch": torch.__version__,
         "cuda": torch.version.cuda, "python": platform.python_version(),
         "platform": platform.platform(), "device": str(device),
         "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"

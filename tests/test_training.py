@@ -214,3 +214,19 @@ def test_a_checkpoint_resumes_on_another_device_spec_but_not_another_run(
     assert resumed.step == stopped.step
     with pytest.raises(ValueError, match="another configuration"):
         Trainer(run_config(preset, lr=1e-2), data, tmp_path, resume=True)
+
+
+def test_provenance_records_the_source_commit_and_dirty_flag():
+    import subprocess
+    from pathlib import Path
+
+    from diffbench.engine.run import git_state
+
+    here = Path(__file__).resolve().parent
+    git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=here)
+    if git.returncode != 0:
+        pytest.skip("not a git checkout")
+    status = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True,
+                            cwd=here)
+    assert git_state() == {"git_commit": git.stdout.strip(),
+                           "git_dirty": bool(status.stdout.strip())}
