@@ -168,3 +168,16 @@ def test_export_bad_input(runner, url, tmp_path):
         result = cli(runner, url, "runs", "export", str(tmp_path / "x.parquet"))
         assert result.exit_code == 2 and "needs pyarrow" in result.stderr
         assert not (tmp_path / "x.parquet").exists()
+
+
+def test_export_parquet_round_trips(runner, url, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "runs.parquet"
+    result = cli(runner, url, "runs", "export", str(path), "--metrics")
+    assert result.exit_code == 0, result.stderr
+    table = pq.read_table(path).to_pylist()
+    assert [row["id"] for row in table] == [1, 2, 3]
+    assert [row["status"] for row in table] == ["done", "diverged", "queued"]
+    assert table[0]["final_fixed_valid_loss"] == 0.55 and table[0]["git_commit"] == "abc"
+    epochs = pq.read_table(tmp_path / "runs-epochs.parquet").to_pylist()
+    assert [(row["run_id"], row["epoch"]) for row in epochs] == [(1, 0), (1, 1), (2, 0)]
