@@ -19,6 +19,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from cli_checks import assert_one_line_error
 from typer.testing import CliRunner
 
 from diffbench.storage.workspace import ENV_VAR, Workspace, dataset_name
@@ -98,19 +99,6 @@ def runner() -> CliRunner:
 
 def invoke(runner: CliRunner, *args: str):
     return runner.invoke(app, list(args))
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    """Exit code 2, exactly one line on stderr that names the problem, no traceback."""
-    code = getattr(result, "exit_code", None)
-    code = result.returncode if code is None else code
-    assert code == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("diffbench: error: ")
-    for fragment in fragments:
-        assert fragment in lines[0]
-    assert "Traceback" not in result.stderr + result.stdout
 
 
 # ----------------------------------------------------------------------------- import hygiene

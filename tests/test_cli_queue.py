@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_checks import assert_one_line_error
 from typer.testing import CliRunner
 
 from diffbench.storage.db import open_database
@@ -38,16 +39,6 @@ def runs(url: str):
         return list_runs(db)
     finally:
         db.dispose()
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("diffbench: error: ")
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    assert "Traceback" not in result.stderr + result.stdout
 
 
 # ----------------------------------------------------------------------------- add

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_checks import assert_one_line_error
 from typer.testing import CliRunner
 
 from diffbench.engine.config import Preset, load_preset, override
@@ -69,15 +70,6 @@ def invoke(runner: CliRunner, home: Path, *args: str):
 
 def console_script() -> str:
     return str(Path(sys.executable).with_name("diffbench"))
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("diffbench: error: ")
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_cli_names_match_the_engine():
