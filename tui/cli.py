@@ -13,7 +13,8 @@ import typer
 
 from diffbench.storage.workspace import ENV_VAR, Workspace
 
-from . import data, db, queue, runs, train, worker, workers
+from . import data, db, queue, report, runs, train, worker, workers
+from .dashboard.command import tui
 from .output import DB_KEY
 
 app = typer.Typer(
@@ -37,6 +38,8 @@ app.add_typer(runs.app, name="runs")
 app.add_typer(db.app, name="db")
 app.command(name="worker")(worker.worker)
 app.add_typer(workers.app, name="workers")
+app.command(name="tui")(tui)
+app.command(name="report")(report.report)
 
 
 @app.callback()

@@ -1,0 +1,508 @@
+"""Results of a study: finished runs and their curves out of the job database, and the
+aggregation the report prints, as pure functions over plain dataclasses.
+
+Reading (`load_runs`, `last_sample_ids`) is the only part that touches the database;
+everything else takes `RunResult`s and returns numbers, so tests can feed it by hand.
+
+The rules (docs/REPORT.md says the same for users):
+
+- A run's *final loss* is its last fixed-noise validation loss (same t, ε and windows for
+  every run, so runs are comparable). Only ``done`` runs are aggregated; the others are
+  counted in the caveats.
+- A *setting* is preset × optimizer × schedule × epochs × lr × weight decay × overrides;
+  its seeds give mean ± std (sample std, ddof 1; none for one seed).
+- A *row* is preset × optimizer × schedule × epochs; its *best setting* has the lowest
+  mean final loss.
+- Each row is compared with a *baseline*: AdamW with linear decay (the paper's default)
+  of the same preset and epochs, else AdamW's best row of that preset and epochs, else of
+  that preset (fewest epochs apart first). Against it: the loss difference in %, the step
+  time ratio (measured on the same device only), and the training time at which the row's
+  seed-mean curve first reaches the baseline's mean final loss (∞ if it never does).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from diffbench.storage.db import Database
+from diffbench.storage.queue import Run, list_runs
+from diffbench.storage.schema import EpochMetricRow, SampleRow, join_float
+from diffbench.storage.states import Status
+
+BASELINE = "adamw"
+QUALITY_KEYS = ("spectrum_error", "vorticity_w1", "divergence_ratio", "dynamics_error")
+
+# ----------------------------------------------------------------------------- filters
+
+FILTER_KEYS = {"preset": "preset", "opt": "optimizer", "optimizer": "optimizer",
+               "schedule": "schedule", "tag": "tags", "status": "status"}
+
+
+class FilterError(ValueError):
+    """A ``--filter`` term the report cannot read; the message names it."""
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """``key:value`` terms: values of one key are alternatives (``opt:adamw,muon`` or the
+    term repeated), different keys must all hold."""
+
+    terms: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, terms: Iterable[str]) -> RunFilter:
+        wanted: dict[str, set[str]] = defaultdict(set)
+        for term in terms:
+            key, colon, value = term.partition(":")
+            key = key.strip().lower()
+            values = {v.strip() for v in value.split(",") if v.strip()}
+            if not colon or not values:
+                raise FilterError(f"--filter {term!r}: write key:value, e.g. opt:muon")
+            if key not in FILTER_KEYS:
+                raise FilterError(f"--filter {term!r}: unknown key {key!r}; known: "
+                                  f"{', '.join(sorted(FILTER_KEYS))}")
+            if key == "status":
+                bad = sorted(values - {s.value for s in Status})
+                if bad:
+                    raise FilterError(f"--filter {term!r}: unknown status {bad[0]!r}; known: "
+                                      f"{', '.join(s.value for s in Status)}")
+            wanted[FILTER_KEYS[key]] |= values
+        return cls({k: frozenset(v) for k, v in wanted.items()})
+
+    def matches(self, run: Run) -> bool:
+        for attribute, values in self.terms.items():
+            if attribute == "tags":
+                if not values & set(run.tags):
+                    return False
+            elif attribute == "status":
+                if run.status.value not in values:
+                    return False
+            elif getattr(run, attribute) not in values:
+                return False
+        return True
+
+    def __str__(self) -> str:
+        return " ".join(f"{k}:{','.join(sorted(v))}" for k, v in sorted(self.terms.items()))
+
+
+# ----------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One validated epoch: cumulative training time (steps only) and the fixed-noise loss."""
+
+    epoch: int
+    train_s: float
+    loss: float
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What the report needs of one run."""
+
+    id: int
+    status: str
+    preset: str
+    optimizer: str
+    schedule: str
+    lr: float
+    weight_decay: float
+    seed: int
+    epochs: int | None
+    overrides: str  # canonical JSON, "" when none
+    tags: tuple[str, ...]
+    device: str | None  # "cuda · NVIDIA H100 80GB HBM3", "cpu · x86_64"
+    ms_per_step: float | None
+    train_s: float | None
+    quality: dict[str, Any] | None
+    curve: tuple[CurvePoint, ...] = ()
+    error: str | None = None
+
+    @property
+    def final_loss(self) -> float | None:
+        return self.curve[-1].loss if self.curve else None
+
+    @property
+    def setting(self) -> tuple[Any, ...]:
+        return (*self.row, self.lr, self.weight_decay, self.overrides)
+
+    @property
+    def row(self) -> tuple[str, str, str, int | None]:
+        return (self.preset, self.optimizer, self.schedule, self.epochs)
+
+
+def device_label(provenance: dict[str, Any] | None) -> str | None:
+    """Device kind and name, without the index (two identical GPUs are one device)."""
+    if not provenance or not provenance.get("device"):
+        return None
+    kind = str(provenance["device"]).split(":")[0]
+    name = provenance.get("device_name")
+    return f"{kind} · {name}" if name else kind
+
+
+def _epochs(run: Run) -> int | None:
+    if run.epochs is not None:
+        return run.epochs
+    try:
+        return int(run.config["preset"]["train"]["epochs"])  # type: ignore[index]
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def _number(summary: dict[str, Any], key: str) -> float | None:
+    value = summary.get(key)
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def load_runs(db: Database, run_filter: RunFilter | None = None) -> list[RunResult]:
+    """Every run the filter admits (any status); curves for the ``done`` ones, read in one
+    query of the epoch table (never the step table)."""
+    run_filter = run_filter or RunFilter()
+    runs = [r for r in list_runs(db) if run_filter.matches(r)]
+    done = [r.id for r in runs if r.status == Status.DONE]
+    curves: dict[int, list[CurvePoint]] = defaultdict(list)
+    with db.session() as session:
+        for chunk in range(0, len(done), 500):
+            rows = session.execute(
+                sa.select(EpochMetricRow.run_id, EpochMetricRow.epoch, EpochMetricRow.train_s,
+                          EpochMetricRow.fixed_valid_loss, EpochMetricRow.fixed_valid_loss_kind)
+                .where(EpochMetricRow.run_id.in_(done[chunk:chunk + 500]))
+                .order_by(EpochMetricRow.run_id, EpochMetricRow.epoch, EpochMetricRow.id))
+            for run_id, epoch, train_s, loss, kind in rows:
+                value = join_float(loss, kind)
+                if value is not None:
+                    curves[run_id].append(CurvePoint(epoch, float(train_s or 0.0), value))
+    out = []
+    for run in runs:
+        summary = run.summary or {}
+        quality = summary.get("quality")
+        out.append(RunResult(
+            id=run.id, status=run.status.value, preset=run.preset, optimizer=run.optimizer,
+            schedule=run.schedule, lr=run.lr, weight_decay=run.weight_decay, seed=run.seed,
+            epochs=_epochs(run),
+            overrides=json.dumps(run.overrides, sort_keys=True) if run.overrides else "",
+            tags=run.tags, device=device_label(run.provenance),
+            ms_per_step=_number(summary, "ms_per_step"), train_s=_number(summary, "train_s"),
+            quality=quality if isinstance(quality, dict) else None,
+            curve=tuple(curves.get(run.id, ())), error=run.error))
+    return out
+
+
+def last_sample_ids(db: Database, run_ids: Sequence[int], name: str = "vorticity"
+                    ) -> dict[int, int]:
+    """The newest stored sample of each run (``queue.get_sample`` fetches its array)."""
+    if not run_ids:
+        return {}
+    with db.session() as session:
+        rows = session.execute(
+            sa.select(SampleRow.run_id, sa.func.max(SampleRow.id))
+            .where(SampleRow.run_id.in_(list(run_ids)), SampleRow.name == name)
+            .group_by(SampleRow.run_id))
+        return {run_id: sample_id for run_id, sample_id in rows}
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (ddof 1; None for a single value)."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.size == 0:
+        raise ValueError("mean_std of no values")
+    return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else None
+
+
+def mean_curve(runs: Sequence[RunResult]) -> tuple[CurvePoint, ...]:
+    """The seeds' mean curve over the epochs every seed validated (time and loss means)."""
+    if not runs:
+        return ()
+    common = set.intersection(*({p.epoch for p in r.curve} for r in runs))
+    by_epoch: dict[int, list[CurvePoint]] = defaultdict(list)
+    for run in runs:
+        for point in run.curve:
+            if point.epoch in common:
+                by_epoch[point.epoch].append(point)
+    return tuple(CurvePoint(e, float(np.mean([p.train_s for p in by_epoch[e]])),
+                            float(np.mean([p.loss for p in by_epoch[e]])))
+                 for e in sorted(common))
+
+
+def time_to_target(curve: Sequence[CurvePoint], target: float) -> float:
+    """Training time of the first point at or below ``target``; ∞ if none is."""
+    return next((p.train_s for p in curve if p.loss <= target), math.inf)
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+
+@dataclass(frozen=True)
+class SettingStats:
+    """One setting's finished seeds."""
+
+    runs: tuple[RunResult, ...]
+    mean: float
+    std: float | None
+
+    @property
+    def first(self) -> RunResult:
+        return self.runs[0]
+
+    @property
+    def seeds(self) -> int:
+        return len(self.runs)
+
+    def label(self) -> str:
+        run = self.first
+        text = f"lr {run.lr:g}, wd {run.weight_decay:g}"
+        return f"{text}, {run.overrides}" if run.overrides else text
+
+
+def settings(runs: Iterable[RunResult]) -> list[SettingStats]:
+    """Done runs with a final loss, grouped by setting (first-seen order)."""
+    groups: dict[tuple[Any, ...], list[RunResult]] = {}
+    for run in runs:
+        if run.status == Status.DONE.value and run.final_loss is not None:
+            groups.setdefault(run.setting, []).append(run)
+    out = []
+    for members in groups.values():
+        members.sort(key=lambda r: (r.seed, r.id))
+        finals = [r.final_loss for r in members]
+        if all(math.isfinite(f) for f in finals):
+            out.append(SettingStats(tuple(members), *mean_std(finals)))
+    return out
+
+
+@dataclass(frozen=True)
+class Row:
+    """One preset × optimizer × schedule × epochs: its best setting against the baseline."""
+
+    preset: str
+    optimizer: str
+    schedule: str
+    epochs: int | None
+    best: SettingStats
+    settings: tuple[SettingStats, ...]
+    baseline: SettingStats | None = None
+    vs_baseline_pct: float | None = None
+    step_ratio: float | None = None  # ms per step / the baseline's, same device; else None
+    step_device: str | None = None
+    time_to_target_s: float | None = None  # None without a baseline; ∞ if never reached
+    quality: dict[str, float] = field(default_factory=dict)  # means over measured seeds
+    quality_seeds: int = 0
+
+    @property
+    def key(self) -> tuple[str, str, str, int | None]:
+        return (self.preset, self.optimizer, self.schedule, self.epochs)
+
+    @property
+    def curve(self) -> tuple[CurvePoint, ...]:
+        return mean_curve(self.best.runs)
+
+
+def step_ratio(runs: Sequence[RunResult], baseline: Sequence[RunResult]
+               ) -> tuple[float | None, str | None]:
+    """Mean ms per step over the baseline's, on the device both ran on most (ratio, device);
+    (None, None) when they share no device."""
+    def per_device(group: Sequence[RunResult]) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = defaultdict(list)
+        for run in group:
+            if run.device is not None and run.ms_per_step is not None:
+                out[run.device].append(run.ms_per_step)
+        return out
+
+    mine, theirs = per_device(runs), per_device(baseline)
+    shared = sorted(set(mine) & set(theirs), key=lambda d: (-len(mine[d]), d))
+    if not shared:
+        return None, None
+    device = shared[0]
+    return float(np.mean(mine[device]) / np.mean(theirs[device])), device
+
+
+def _quality(runs: Sequence[RunResult]) -> tuple[dict[str, float], int]:
+    measured = [r.quality for r in runs if r.quality]
+    means = {}
+    for key in QUALITY_KEYS:
+        values = [float(q[key]) for q in measured
+                  if isinstance(q.get(key), int | float)]
+        if values:
+            means[key] = float(np.mean(values))
+    return means, len(measured)
+
+
+def _pick_baseline(row: Row, rows: Sequence[Row]) -> Row | None:
+    candidates = [r for r in rows if r.optimizer == BASELINE and r.preset == row.preset]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda r: (abs((r.epochs or 0) - (row.epochs or 0)),
+                                          r.schedule != "linear",
+                                          r.best.mean))
+
+
+def summarize(runs: Iterable[RunResult]) -> list[Row]:
+    """The report's main table: one `Row` per preset × optimizer × schedule × epochs that
+    has a finished setting, in preset, optimizer (AdamW first), schedule, epochs order."""
+    grouped: dict[tuple[Any, ...], list[SettingStats]] = defaultdict(list)
+    for stats in settings(runs):
+        grouped[stats.first.row].append(stats)
+    plain = []
+    for members in grouped.values():
+        run = members[0].first
+        members.sort(key=lambda s: (s.first.lr, s.first.weight_decay, s.first.overrides))
+        best = min(members, key=lambda s: s.mean)
+        quality, measured = _quality(best.runs)
+        plain.append(Row(run.preset, run.optimizer, run.schedule, run.epochs, best,
+                         tuple(members), quality=quality, quality_seeds=measured))
+    rows = []
+    for row in plain:
+        base = _pick_baseline(row, plain)
+        if base is None:
+            rows.append(row)
+            continue
+        ratio, device = step_ratio(row.best.runs, base.best.runs)
+        rows.append(Row(
+            row.preset, row.optimizer, row.schedule, row.epochs, row.best, row.settings,
+            baseline=base.best, vs_baseline_pct=100.0 * (row.best.mean / base.best.mean - 1.0),
+            step_ratio=ratio, step_device=device,
+            time_to_target_s=time_to_target(row.curve, base.best.mean),
+            quality=row.quality, quality_seeds=row.quality_seeds))
+    return sorted(rows, key=lambda r: (r.preset, r.optimizer != BASELINE, r.optimizer,
+                                       r.schedule, r.epochs or 0))
+
+
+# ----------------------------------------------------------------------------- caveats
+
+
+@dataclass(frozen=True)
+class Caveats:
+    """What a reader must know before trusting the table."""
+
+    statuses: dict[str, int]  # every filtered run by status
+    seeds: tuple[int, int]  # fewest and most finished seeds of a best setting
+    devices: tuple[str, ...]  # devices of the finished runs
+    unknown_device: int  # finished runs without a recorded device
+    presets: tuple[str, ...]
+    not_done: tuple[RunResult, ...]  # failed, diverged, cancelled, queued, running
+
+    @property
+    def mixed_devices(self) -> bool:
+        return len(self.devices) > 1
+
+
+def caveats(runs: Sequence[RunResult], rows: Sequence[Row]) -> Caveats:
+    done = [r for r in runs if r.status == Status.DONE.value]
+    seeds = [r.best.seeds for r in rows] or [0]
+    return Caveats(
+        statuses=dict(Counter(r.status for r in runs)),
+        seeds=(min(seeds), max(seeds)),
+        devices=tuple(sorted({r.device for r in done if r.device})),
+        unknown_device=sum(r.device is None for r in done),
+        presets=tuple(sorted({r.preset for r in runs})),
+        not_done=tuple(r for r in runs if r.status != Status.DONE.value))
+
+
+# ----------------------------------------------------------------------------- the paper
+
+
+PAPER_PRESET = "paper"
+PAPER_EPOCHS = 1024  # spec §7: the published losses are after 1024 epochs
+_SERIES = re.compile(r"^(?P<name>[A-Za-z]+)(?:\((?P<params>[^)]*)\))?(?P<rest>.*)$")
+
+
+@dataclass(frozen=True)
+class Published:
+    """One published number (a row of presets/paper_results.csv)."""
+
+    figure: str
+    series: str
+    key: str
+    value: float
+
+
+@dataclass(frozen=True)
+class Compared:
+    """A published number beside diffbench's (None: no matching finished runs)."""
+
+    published: Published
+    ours: float | None
+    seeds: int
+    setting: str
+
+
+def load_published() -> tuple[list[Published], str]:
+    """The published figures shipped in ``presets/paper_results.csv`` and its source line."""
+    text = resources.files("diffbench.presets").joinpath("paper_results.csv").read_text()
+    comments = [line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")]
+    rows = csv.DictReader(io.StringIO("\n".join(
+        line for line in text.splitlines() if line and not line.startswith("#"))))
+    values = [Published(r["figure"], r["series"], r["key"], float(r["value"])) for r in rows]
+    return values, comments[0] if comments else ""
+
+
+def _series(series: str) -> tuple[str, dict[str, float], int | None]:
+    """``AdamW(lr2e-4,wd1e-2,2048ep)`` → ("adamw", {lr, wd, epochs}, rank of "topN" or None)."""
+    match = _SERIES.match(series.strip())
+    if match is None:
+        raise ValueError(f"unreadable series {series!r}")
+    params: dict[str, float] = {}
+    for token in filter(None, (t.strip() for t in (match["params"] or "").split(","))):
+        if token.startswith(("lr", "wd")):
+            params[token[:2]] = float(token[2:])
+        elif token.endswith("ep"):
+            params["epochs"] = float(token[:-2])
+    rank = re.search(r"top(\d+)", match["rest"])
+    return match["name"].lower(), params, int(rank[1]) if rank else None
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-6)
+
+
+def compare_published(stats: Sequence[SettingStats], published: Sequence[Published]
+                      ) -> list[Compared]:
+    """Each published number beside the matching ``paper``-preset setting: same optimizer,
+    linear decay (ScheduleFree: constant), 1024 epochs unless the series says otherwise,
+    the lr and wd the series or key names, else the best one (``topN``: the N-th best lr)."""
+    paper = [s for s in stats if s.first.preset == PAPER_PRESET]
+    out = []
+    for item in published:
+        name, params, rank = _series(item.series)
+        schedule = "constant" if name == "schedulefree" else "linear"
+        lr = params.get("lr")
+        if lr is None and re.fullmatch(r"[0-9.]+e-?[0-9]+", item.key):
+            lr = float(item.key)
+        pool = [s for s in paper if s.first.optimizer == name and s.first.schedule == schedule
+                and s.first.epochs == int(params.get("epochs", PAPER_EPOCHS))
+                and (lr is None or _close(s.first.lr, lr))
+                and ("wd" not in params or _close(s.first.weight_decay, params["wd"]))]
+        pool.sort(key=lambda s: s.mean)
+        if rank is not None:  # the best setting of each lr, ranked
+            best_per_lr: dict[float, SettingStats] = {}
+            for s in pool:
+                best_per_lr.setdefault(s.first.lr, s)
+            pool = list(best_per_lr.values())[rank - 1:rank]
+        if not pool:
+            out.append(Compared(item, None, 0, ""))
+            continue
+        chosen = pool[0]
+        if item.key == "end_time_min":
+            values = [r.train_s / 60 for r in chosen.runs if r.train_s is not None]
+            ours = float(np.mean(values)) if values else None
+        elif item.key == "min_val_on_curve":
+            ours = float(np.mean([min(p.loss for p in r.curve) for r in chosen.runs]))
+        else:
+            ours = chosen.mean
+        out.append(Compared(item, ours, chosen.seeds, chosen.label()))
+    return out

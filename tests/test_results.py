@@ -1,0 +1,189 @@
+"""storage/results.py: the report's aggregation on a hand-built database with known answers
+(tests/results_db.py), and its pure functions on constructed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from diffbench.storage import results
+from diffbench.storage.db import open_database
+from diffbench.storage.results import (
+    CurvePoint,
+    FilterError,
+    Published,
+    RunFilter,
+    RunResult,
+    compare_published,
+    mean_curve,
+    mean_std,
+    settings,
+    time_to_target,
+)
+from tests.results_db import build_study
+
+
+@pytest.fixture
+def study(tmp_path):
+    db = open_database(f"sqlite:///{tmp_path / 'jobs.db'}")
+    ids = build_study(db)
+    yield db, ids
+    db.dispose()
+
+
+def by_optimizer(rows):
+    return {(r.optimizer, r.schedule): r for r in rows}
+
+
+def test_best_setting_mean_std_and_baseline(study):
+    db, ids = study
+    rows = by_optimizer(results.summarize(results.load_runs(db)))
+    assert set(rows) == {("adamw", "linear"), ("muon", "linear"), ("sgd", "linear")}
+    adamw, muon, sgd = rows["adamw", "linear"], rows["muon", "linear"], rows["sgd", "linear"]
+    assert adamw.best.first.lr == pytest.approx(4.5e-4)
+    assert [r.id for r in adamw.best.runs] == [ids["adamw_0"], ids["adamw_1"]]
+    assert adamw.best.mean == pytest.approx(0.09)
+    assert adamw.best.std == pytest.approx(math.sqrt(2) * 0.01)
+    assert len(adamw.settings) == 2  # both lrs kept for the lr figure
+    assert muon.best.mean == pytest.approx(0.075)
+    assert muon.vs_baseline_pct == pytest.approx(100 * (0.075 / 0.09 - 1))
+    assert adamw.vs_baseline_pct == pytest.approx(0.0)
+    assert sgd.best.seeds == 1 and sgd.best.std is None
+    assert muon.baseline == adamw.best
+
+
+def test_step_ratio_only_on_the_same_device(study):
+    db, _ = study
+    rows = by_optimizer(results.summarize(results.load_runs(db)))
+    assert rows["muon", "linear"].step_ratio == pytest.approx(1.5)
+    assert rows["muon", "linear"].step_device == "cpu · x86_64"
+    assert rows["adamw", "linear"].step_ratio == pytest.approx(1.0)
+    assert rows["sgd", "linear"].step_ratio is None  # ran on cuda, AdamW on cpu
+
+
+def test_time_to_adamw_final_loss(study):
+    db, _ = study
+    rows = by_optimizer(results.summarize(results.load_runs(db)))
+    assert rows["muon", "linear"].time_to_target_s == pytest.approx(20.0)
+    assert rows["adamw", "linear"].time_to_target_s == pytest.approx(30.0)
+    assert rows["sgd", "linear"].time_to_target_s == math.inf
+
+
+def test_quality_means_over_measured_seeds(study):
+    db, _ = study
+    rows = by_optimizer(results.summarize(results.load_runs(db)))
+    muon = rows["muon", "linear"]
+    assert muon.quality_seeds == 1
+    assert muon.quality == {"spectrum_error": 0.2, "vorticity_w1": 0.05,
+                            "divergence_ratio": 1.1, "dynamics_error": 1.3}
+    assert rows["adamw", "linear"].quality == {}
+
+
+def test_caveats_count_runs_and_see_mixed_devices(study):
+    db, ids = study
+    runs = results.load_runs(db)
+    rows = results.summarize(runs)
+    caveats = results.caveats(runs, rows)
+    assert caveats.statuses == {"done": 7, "diverged": 1, "failed": 1, "queued": 1}
+    assert caveats.mixed_devices
+    assert caveats.devices == ("cpu · x86_64", "cuda · NVIDIA H100")
+    assert caveats.seeds == (1, 2)
+    assert {r.id for r in caveats.not_done} == {ids["muon_diverged"], ids["sgd_failed"],
+                                                ids["adamw_queued"]}
+    # the diverged run's NaN survives the database and keeps it out of the table
+    diverged = next(r for r in runs if r.id == ids["muon_diverged"])
+    assert diverged.curve == ()  # curves are read for done runs only
+    assert all(s.first.lr != 2e-3 for s in settings(runs))
+
+
+def test_one_device_is_not_mixed(study):
+    db, _ = study
+    runs = results.load_runs(db, RunFilter.parse(["opt:adamw,muon"]))
+    assert not results.caveats(runs, results.summarize(runs)).mixed_devices
+
+
+def test_filters_combine(study):
+    db, ids = study
+    assert {r.id for r in results.load_runs(db, RunFilter.parse(["opt:sgd"]))} == {
+        ids["sgd_0"], ids["sgd_failed"]}
+    chosen = results.load_runs(db, RunFilter.parse(["opt:adamw", "opt:sgd", "status:done"]))
+    assert {r.optimizer for r in chosen} == {"adamw", "sgd"}
+    assert {r.status for r in chosen} == {"done"}
+    assert results.load_runs(db, RunFilter.parse(["preset:paper"])) == []
+    assert len(results.load_runs(db, RunFilter.parse(["schedule:cosine"]))) == 1
+
+
+@pytest.mark.parametrize("term,fragment", [
+    ("color:red", "unknown key 'color'"), ("opt", "write key:value"), ("opt:", "key:value"),
+    ("status:finished", "unknown status 'finished'")])
+def test_bad_filter_terms(term, fragment):
+    with pytest.raises(FilterError, match=fragment):
+        RunFilter.parse([term])
+
+
+def test_last_sample_ids(study):
+    db, ids = study
+    found = results.last_sample_ids(db, [ids["adamw_0"], ids["muon_0"], ids["sgd_0"]])
+    assert set(found) == {ids["adamw_0"], ids["muon_0"]}
+
+
+# ----------------------------------------------------------------------------- pure parts
+
+
+def test_mean_std_uses_the_sample_std():
+    assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)))
+    assert mean_std([4.0]) == (4.0, None)
+    with pytest.raises(ValueError):
+        mean_std([])
+
+
+def test_time_to_target_and_mean_curve():
+    curve = [CurvePoint(0, 1.0, 0.5), CurvePoint(1, 2.0, 0.3), CurvePoint(2, 3.0, 0.2)]
+    assert time_to_target(curve, 0.3) == 2.0
+    assert time_to_target(curve, 0.1) == math.inf
+    a = run(1, curve=curve)
+    b = run(2, curve=[CurvePoint(0, 3.0, 0.7), CurvePoint(2, 5.0, 0.4)])  # epoch 1 missing
+    assert mean_curve([a, b]) == (CurvePoint(0, 2.0, 0.6), CurvePoint(2, 4.0, pytest.approx(0.3)))
+
+
+def run(run_id: int, *, optimizer: str = "adamw", lr: float = 1e-3, wd: float = 0.01,
+        seed: int = 0, preset: str = "paper", epochs: int = 1024, schedule: str = "linear",
+        final: float = 0.01, curve=None, train_s: float = 600.0) -> RunResult:
+    curve = curve or [CurvePoint(0, train_s / 2, final * 2), CurvePoint(1, train_s, final)]
+    return RunResult(id=run_id, status="done", preset=preset, optimizer=optimizer,
+                     schedule=schedule, lr=lr, weight_decay=wd, seed=seed, epochs=epochs,
+                     overrides="", tags=(), device="cpu", ms_per_step=1.0, train_s=train_s,
+                     quality=None, curve=tuple(curve))
+
+
+def test_paper_comparison_matches_lr_epochs_and_rank():
+    stats = settings([
+        run(1, lr=4.5e-4, final=0.0090), run(2, lr=4.5e-4, seed=1, final=0.0092),
+        run(3, lr=2e-4, final=0.0095), run(4, lr=1e-3, final=0.0120),
+        run(5, lr=2e-4, epochs=2048, final=0.0086),
+        run(6, optimizer="schedulefree", schedule="constant", lr=4.5e-4, final=0.0097),
+        run(7, optimizer="muon", preset="tiny", final=0.5),  # not the paper preset
+    ])
+    published = [Published("fig2L", "AdamW", "4.5e-4", 0.00907),
+                 Published("fig2L", "Muon", "1e-3", 0.00744),
+                 Published("fig2L", "ScheduleFree", "4.5e-4", 0.00969),
+                 Published("fig2R", "AdamW(lr4.5e-4,wd1e-2)", "end_time_min", 46.7),
+                 Published("fig3L", "AdamW(lr2e-4,wd1e-2,2048ep)", "last_val", 0.00863),
+                 Published("fig3R", "AdamW top2 LR", "final", 0.00954)]
+    got = compare_published(stats, published)
+    assert got[0].ours == pytest.approx(0.0091) and got[0].seeds == 2
+    assert got[1].ours is None and got[1].setting == ""  # Muon ran on tiny only
+    assert got[2].ours == pytest.approx(0.0097)
+    assert got[3].ours == pytest.approx(10.0)  # 600 s of training
+    assert got[4].ours == pytest.approx(0.0086)
+    assert got[5].ours == pytest.approx(0.0095) and "lr 0.0002" in got[5].setting
+
+
+def test_the_shipped_published_figures_load():
+    values, source = results.load_published()
+    assert source.startswith("Source: arXiv 2510.19376")
+    assert len(values) == 39
+    assert {v.figure for v in values} == {"fig2L", "fig2R", "fig3L", "fig3R"}
+    assert Published("fig2L", "SOAP", "2e-3", 0.00728) in values
+    assert Published("fig2R", "Muon(lr1e-3,wd3.2e-2)", "end_time_min", 68.0) in values
