@@ -1,0 +1,150 @@
+"""Read-only queries for pollers (the dashboard): narrow projections and incremental reads.
+
+`storage.queue` returns whole runs and one run's metrics; a dashboard that refreshes every
+second over 1,000 runs and 1,000,000 step rows needs less per read: the runs' columns a
+table shows (no config, provenance or traceback JSON), the steps of *every* run newer than
+one global row id (primary-key range scans), and one aggregate over the step table when it
+starts. Each function is one short read transaction, so workers never wait on a reader.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from diffbench.storage.db import Database
+from diffbench.storage.queue import EpochMetric, _epoch
+from diffbench.storage.schema import EpochMetricRow, RunRow, StepMetricRow, join_float
+from diffbench.storage.states import Status
+
+
+@dataclass(frozen=True)
+class RunLine:
+    """The columns of a run a table row shows."""
+
+    id: int
+    status: Status
+    preset: str
+    optimizer: str
+    schedule: str
+    lr: float
+    weight_decay: float
+    seed: int
+    epochs: int | None
+    steps_done: int
+    worker_id: int | None
+    cancel_requested: bool
+    error: str | None
+
+
+@dataclass(frozen=True)
+class StepTail:
+    """A step row, reduced to what live aggregates need."""
+
+    id: int
+    run_id: int
+    step: int
+    epoch: int
+    loss: float
+    ms: float  # data + compute + optimizer
+
+
+@dataclass(frozen=True)
+class StepTotals:
+    """A run's steps so far: how many, their summed ms, and the last one."""
+
+    count: int
+    ms_sum: float
+    last: StepTail
+
+
+_LINE = (RunRow.id, RunRow.status, RunRow.preset, RunRow.optimizer, RunRow.schedule,
+         RunRow.lr, RunRow.weight_decay, RunRow.seed, RunRow.epochs, RunRow.steps_done,
+         RunRow.worker_id, RunRow.cancel_requested, RunRow.error)
+_MS = (sa.func.coalesce(StepMetricRow.data_ms, 0.0)
+       + sa.func.coalesce(StepMetricRow.compute_ms, 0.0)
+       + sa.func.coalesce(StepMetricRow.optimizer_ms, 0.0))
+_TAIL = (StepMetricRow.id, StepMetricRow.run_id, StepMetricRow.step, StepMetricRow.epoch,
+         StepMetricRow.loss, StepMetricRow.loss_kind, _MS)
+
+
+def _tail(row: sa.Row) -> StepTail:
+    loss = join_float(row[4], row[5])
+    return StepTail(id=row[0], run_id=row[1], step=row[2], epoch=row[3],
+                    loss=math.nan if loss is None else loss, ms=float(row[6]))
+
+
+def run_lines(db: Database) -> list[RunLine]:
+    """Every run's table columns, by id."""
+    with db.session() as session:
+        rows = session.execute(sa.select(*_LINE).order_by(RunRow.id)).all()
+    return [RunLine(*row[:1], Status(row[1]), *row[2:]) for row in rows]
+
+
+def step_totals(db: Database, run_ids: Iterable[int] | None = None
+                ) -> tuple[dict[int, StepTotals], int]:
+    """Per run (all, or ``run_ids``): step count, summed ms and last step; and the largest
+    step row id seen, the cursor for `steps_after`. One aggregate plus one lookup of the
+    last rows by primary key."""
+    query = (sa.select(StepMetricRow.run_id, sa.func.count(), sa.func.sum(_MS),
+                       sa.func.max(StepMetricRow.id)).group_by(StepMetricRow.run_id))
+    if run_ids is not None:
+        query = query.where(StepMetricRow.run_id.in_(list(run_ids)))
+    with db.session() as session:
+        groups = session.execute(query).all()
+        last_ids = [g[3] for g in groups]
+        tails = {}
+        for chunk in range(0, len(last_ids), 500):
+            for row in session.execute(sa.select(*_TAIL).where(
+                    StepMetricRow.id.in_(last_ids[chunk:chunk + 500]))):
+                tails[row[0]] = _tail(row)
+        top = session.scalar(sa.select(sa.func.max(StepMetricRow.id))) or 0
+    totals = {run_id: StepTotals(count=n, ms_sum=float(ms or 0.0), last=tails[last])
+              for run_id, n, ms, last in groups}
+    return totals, top
+
+
+def steps_after(db: Database, after_id: int, *, limit: int = 200_000) -> list[StepTail]:
+    """Step rows of every run with an id above ``after_id``, oldest first."""
+    with db.session() as session:
+        rows = session.execute(sa.select(*_TAIL).where(StepMetricRow.id > after_id)
+                               .order_by(StepMetricRow.id).limit(limit)).all()
+    return [_tail(row) for row in rows]
+
+
+def epochs_after(db: Database, after_id: int) -> list[EpochMetric]:
+    """Epoch rows of every run with an id above ``after_id``, oldest first."""
+    with db.session() as session:
+        return [_epoch(r) for r in session.scalars(
+            sa.select(EpochMetricRow).where(EpochMetricRow.id > after_id)
+            .order_by(EpochMetricRow.id))]
+
+
+def run_devices(db: Database, run_ids: Iterable[int]) -> dict[int, str]:
+    """The device each run trained on (GPU name, else the torch device), for runs whose
+    worker recorded provenance; for comparing step times on the same hardware only."""
+    ids = list(run_ids)
+    out: dict[int, str] = {}
+    with db.session() as session:
+        for chunk in range(0, len(ids), 500):
+            for run_id, provenance in session.execute(
+                    sa.select(RunRow.id, RunRow.provenance)
+                    .where(RunRow.id.in_(ids[chunk:chunk + 500]),
+                           RunRow.provenance.is_not(None))):
+                device = provenance.get("device_name") or provenance.get("device")
+                if device:
+                    out[run_id] = str(device)
+    return out
+
+
+def newest_sample_id(db: Database, run_id: int) -> int | None:
+    """The id of the run's latest stored sample (preview), if any."""
+    from diffbench.storage.schema import SampleRow
+
+    with db.session() as session:
+        return session.scalar(sa.select(sa.func.max(SampleRow.id))
+                              .where(SampleRow.run_id == run_id))
+

@@ -1,0 +1,40 @@
+"""`diffbench tui`: the Typer command. Textual is imported only when it runs, so
+`import diffbench.tui.cli` stays light."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ..errors import require, user_errors
+from ..output import database
+
+
+def tui(
+    ctx: typer.Context,
+    refresh: Annotated[float, typer.Option(
+        "--refresh", metavar="SECONDS", help="Seconds between reads of the database.")] = 1.0,
+    read_only: Annotated[bool, typer.Option(
+        "--read-only", help="Disable queue, cancel, retry and export.")] = False,
+    ascii: Annotated[bool, typer.Option(
+        "--ascii", help="Draw vorticity with an ASCII ramp (also with NO_COLOR or a "
+        "terminal without colour).")] = False,
+) -> None:
+    """The live dashboard: runs, loss curves, step times, vorticity previews, workers.
+
+    Reads the job database the workers write (the global --db, $DIFFBENCH_DB or
+    <home>/diffbench.db). Keys: ? help, / filter, space mark, q quit.
+
+    [bold]Examples[/]
+
+      diffbench tui
+      diffbench --db postgresql://host/bench tui --read-only --refresh 5
+    """
+    with user_errors():
+        require(refresh > 0, f"--refresh must be positive, got {refresh}")
+    from .app import DashboardApp, DashboardOptions
+
+    with database(ctx) as db:
+        DashboardApp(db, ctx.find_root().obj, DashboardOptions(
+            refresh_s=refresh, read_only=read_only, ascii=ascii)).run()

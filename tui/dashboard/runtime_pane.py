@@ -1,0 +1,74 @@
+"""Runtime per step: the selected run's forward+backward and optimizer milliseconds over
+its steps, and each optimizer's mean ms/step as a ratio to AdamW's on the same device."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Static
+from textual_plotext import PlotextPlot
+
+from .palette import optimizer_style
+from .runs_pane import number
+from .series import RunCurves
+from .state import RunView, StepCost
+
+COMPUTE_RGB = (86, 156, 214)
+OPTIMIZER_RGB = (240, 170, 60)
+NO_STEPS = "no step timings yet: the selected run has not trained (start diffbench worker)"
+
+
+def cost_table(costs: Sequence[StepCost], device: str | None) -> Text:
+    """One line per optimizer: mean ms/step, ratio to AdamW and a bar of the ratio."""
+    if device is None:
+        return Text("ratio to AdamW: select a run that has trained", style="dim")
+    out = Text(f"mean ms/step on {device}, ratio to AdamW (same device only)\n", style="bold")
+    top = max((c.ratio or 0.0 for c in costs), default=0.0) or 1.0
+    for cost in costs:
+        out.append(f"{cost.optimizer:>12} ", optimizer_style(cost.optimizer))
+        out.append(f"{number(cost.ms_per_step, 3):>7} ms  n={cost.runs:<3} ")
+        if cost.ratio is None:
+            out.append("no AdamW run on this device\n", "dim")
+            continue
+        out.append(f"{cost.ratio:5.2f}× ")
+        out.append("█" * max(1, round(12 * cost.ratio / top)) + "\n",
+                   optimizer_style(cost.optimizer))
+    out.rstrip()
+    return out
+
+
+class RuntimePane(Vertical):
+    def compose(self) -> ComposeResult:
+        yield Static("runtime per step (ms): ─ fwd+bwd  ─ optimizer", classes="pane-title",
+                     id="runtime-title")
+        yield PlotextPlot(id="runtime-plot")
+        yield Static(NO_STEPS, id="runtime-empty", classes="empty")
+        yield Static("", id="runtime-costs")
+
+    def show(self, run: RunView | None, curves: RunCurves | None,
+             costs: Sequence[StepCost]) -> None:
+        plot = self.query_one("#runtime-plot", PlotextPlot)
+        has_data = curves is not None and bool(curves.compute_ms.x)
+        title = Text("runtime per step (ms): ")
+        title.append("─ fwd+bwd", f"rgb{COMPUTE_RGB}").append("  ")
+        title.append("─ optimizer", f"rgb{OPTIMIZER_RGB}")
+        if run is not None:
+            title.append(f"   run #{run.id} {run.optimizer}")
+        self.query_one("#runtime-title", Static).update(title)
+        self.query_one("#runtime-empty", Static).display = not has_data
+        plot.display = has_data
+        self.query_one("#runtime-costs", Static).update(
+            cost_table(costs, None if run is None else run.device))
+        if not has_data:
+            return
+        plt = plot.plt
+        plt.clear_figure()
+        plt.xlabel("step")
+        plt.plot(list(curves.compute_ms.x), list(curves.compute_ms.y), color=COMPUTE_RGB,
+                 marker="braille")
+        plt.plot(list(curves.optimizer_ms.x), list(curves.optimizer_ms.y),
+                 color=OPTIMIZER_RGB, marker="braille")
+        plot.refresh()

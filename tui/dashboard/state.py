@@ -1,0 +1,271 @@
+"""What the dashboard shows, read from the job database incrementally (no Textual here).
+
+`DashboardReader.refresh()` returns a frozen `Snapshot`: one `RunView` per run, the
+workers, counts by status, and step-time ratios to AdamW per device. It reads the runs'
+table columns (a narrow projection), only the step and epoch rows added since its last
+read (global row-id cursors), and provenance once per run, so a refresh over 1,000 runs and
+1,000,000 step rows costs about what changed. Each read is its own short transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import statistics
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from diffbench.storage import queue, reads
+from diffbench.storage.db import Database
+from diffbench.storage.states import Status
+
+Clock = Callable[[], dt.datetime]
+
+
+@dataclass(frozen=True)
+class RunView:
+    """One row of the runs table."""
+
+    id: int
+    status: str
+    preset: str
+    optimizer: str
+    schedule: str
+    lr: float
+    wd: float
+    seed: int
+    epochs_done: int
+    epochs_total: int | None
+    progress: float | None  # 0..1
+    steps: int
+    train_loss: float | None  # the last step's loss
+    valid_loss: float | None  # the last validation's
+    final_loss: float | None  # fixed-noise validation loss at the end (done runs)
+    ms_per_step: float | None  # mean over the run's steps
+    eta_s: float | None  # running runs: remaining epochs × mean epoch time
+    device: str | None
+    worker_id: int | None
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    id: int
+    host: str
+    pid: int
+    device: str
+    state: str  # alive, dead or stopped
+    age_s: float  # since the last heartbeat
+    run_id: int | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    runs: tuple[RunView, ...]
+    workers: tuple[WorkerView, ...]
+    counts: dict[str, int]
+    now: dt.datetime
+
+
+@dataclass
+class _Steps:
+    count: int = 0
+    ms_sum: float = 0.0
+    step: int = 0
+    loss: float = math.nan
+
+
+@dataclass
+class _Epochs:
+    done: int = 0
+    steps_per_epoch: int | None = None
+    epoch_s: float = 0.0
+    train_loss: float | None = None
+    valid_loss: float | None = None
+    fixed_valid_loss: float | None = None
+
+
+@dataclass
+class DashboardReader:
+    """Holds the cursors and per-run aggregates between refreshes. Not thread-safe: one
+    refresh at a time (the app skips a tick while one is in flight)."""
+
+    db: Database
+    clock: Clock | None = None  # None: the database clock; tests pin a time
+    grace_s: float = 60.0  # a worker silent this long is dead
+    _steps: dict[int, _Steps] = field(default_factory=dict)
+    _epochs: dict[int, _Epochs] = field(default_factory=dict)
+    _devices: dict[int, str] = field(default_factory=dict)
+    _step_cursor: int | None = None
+    _epoch_cursor: int = 0
+
+    def refresh(self) -> Snapshot:
+        lines = reads.run_lines(self.db)
+        self._read_steps()
+        self._read_epochs()
+        self._read_devices(lines)
+        workers = queue.list_workers(self.db)
+        now = self.clock() if self.clock is not None else queue.database_now(self.db)
+        counts = {s.value: 0 for s in Status}
+        for line in lines:
+            counts[line.status.value] += 1
+        return Snapshot(runs=tuple(self._view(line) for line in lines),
+                        workers=tuple(self._worker(w, lines, now) for w in workers),
+                        counts=counts, now=now)
+
+    # ------------------------------------------------------------------ reads
+
+    def _read_steps(self) -> None:
+        if self._step_cursor is None:  # first read: one aggregate over the table
+            totals, self._step_cursor = reads.step_totals(self.db)
+            for run_id, t in totals.items():
+                self._steps[run_id] = _Steps(t.count, t.ms_sum, t.last.step, t.last.loss)
+            return
+        tails = reads.steps_after(self.db, self._step_cursor)
+        rewound: set[int] = set()
+        for tail in tails:
+            agg = self._steps.setdefault(tail.run_id, _Steps())
+            if tail.step <= agg.step:  # a resumed run rewrote its steps: recount it
+                rewound.add(tail.run_id)
+            agg.count += 1
+            agg.ms_sum += tail.ms
+            agg.step, agg.loss = tail.step, tail.loss
+        if tails:
+            self._step_cursor = tails[-1].id
+        if rewound:
+            totals, _ = reads.step_totals(self.db, rewound)
+            for run_id in rewound:
+                t = totals.get(run_id)
+                self._steps[run_id] = (_Steps() if t is None else
+                                       _Steps(t.count, t.ms_sum, t.last.step, t.last.loss))
+
+    def _read_epochs(self) -> None:
+        rows = reads.epochs_after(self.db, self._epoch_cursor)
+        for e in rows:
+            agg = self._epochs.setdefault(e.run_id, _Epochs())
+            if e.epoch + 1 <= agg.done:  # rewound by a resume
+                agg.done, agg.epoch_s = e.epoch, agg.epoch_s * e.epoch / agg.done
+            agg.done = e.epoch + 1
+            if e.epoch == 0:
+                agg.steps_per_epoch = e.step
+            agg.epoch_s += _finite(e.epoch_s) or 0.0
+            agg.train_loss = _finite(e.train_loss)
+            if e.valid_loss is not None:
+                agg.valid_loss = e.valid_loss
+            if e.fixed_valid_loss is not None:
+                agg.fixed_valid_loss = e.fixed_valid_loss
+        if rows:
+            self._epoch_cursor = rows[-1].id
+
+    def _read_devices(self, lines: Iterable[reads.RunLine]) -> None:
+        unknown = [line.id for line in lines
+                   if line.id not in self._devices and line.id in self._steps]
+        if unknown:
+            self._devices.update(reads.run_devices(self.db, unknown))
+
+    # ------------------------------------------------------------------ views
+
+    def _view(self, line: reads.RunLine) -> RunView:
+        steps = self._steps.get(line.id, _Steps())
+        epochs = self._epochs.get(line.id, _Epochs())
+        total = line.epochs
+        status = line.status.value
+        progress = None
+        if status == Status.DONE:
+            progress = 1.0
+        elif total:
+            if epochs.steps_per_epoch:
+                progress = min(1.0, steps.step / (epochs.steps_per_epoch * total))
+            else:
+                progress = min(1.0, epochs.done / total)
+        eta = None
+        if status == Status.RUNNING and total and epochs.done and progress is not None:
+            eta = (1.0 - progress) * total * epochs.epoch_s / epochs.done
+        final = None
+        if status == Status.DONE:
+            final = (epochs.fixed_valid_loss if epochs.fixed_valid_loss is not None
+                     else epochs.valid_loss)
+        return RunView(
+            id=line.id, status=status, preset=line.preset, optimizer=line.optimizer,
+            schedule=line.schedule, lr=line.lr, wd=line.weight_decay, seed=line.seed,
+            epochs_done=epochs.done, epochs_total=total, progress=progress,
+            steps=max(steps.step, line.steps_done),
+            train_loss=steps.loss if steps.count else epochs.train_loss,
+            valid_loss=epochs.valid_loss, final_loss=final,
+            ms_per_step=steps.ms_sum / steps.count if steps.count else None,
+            eta_s=eta, device=self._devices.get(line.id), worker_id=line.worker_id)
+
+    def _worker(self, worker: queue.Worker, lines: list[reads.RunLine],
+                now: dt.datetime) -> WorkerView:
+        if worker.stopped_at is not None:
+            state = "stopped"
+        else:
+            state = "alive" if worker.alive(now, self.grace_s) else "dead"
+        run_id = next((line.id for line in lines if line.worker_id == worker.id
+                       and line.status == Status.RUNNING), None)
+        return WorkerView(id=worker.id, host=worker.host, pid=worker.pid,
+                          device=worker.device, state=state,
+                          age_s=max(0.0, (now - worker.heartbeat_at).total_seconds()),
+                          run_id=run_id)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+# ----------------------------------------------------------------------------- derived
+
+
+@dataclass(frozen=True)
+class GroupView:
+    """Runs that differ only in their seed: the final loss as mean ± std over seeds."""
+
+    optimizer: str
+    schedule: str
+    lr: float
+    wd: float
+    runs: int
+    done: int
+    mean: float | None
+    std: float | None
+    ms_per_step: float | None
+    run_ids: tuple[int, ...]
+
+
+def group_runs(runs: Iterable[RunView]) -> list[GroupView]:
+    """Group by (optimizer, schedule, lr, wd), ordered by optimizer then mean final loss."""
+    groups: dict[tuple[str, str, float, float], list[RunView]] = {}
+    for run in runs:
+        groups.setdefault((run.optimizer, run.schedule, run.lr, run.wd), []).append(run)
+    out = []
+    for (optimizer, schedule, lr, wd), members in groups.items():
+        finals = [r.final_loss for r in members
+                  if r.final_loss is not None and math.isfinite(r.final_loss)]
+        times = [r.ms_per_step for r in members if r.ms_per_step is not None]
+        out.append(GroupView(
+            optimizer=optimizer, schedule=schedule, lr=lr, wd=wd, runs=len(members),
+            done=sum(r.status == Status.DONE for r in members),
+            mean=statistics.fmean(finals) if finals else None,
+            std=statistics.stdev(finals) if len(finals) > 1 else (0.0 if finals else None),
+            ms_per_step=statistics.fmean(times) if times else None,
+            run_ids=tuple(r.id for r in members)))
+    return sorted(out, key=lambda g: (g.optimizer, g.mean is None, g.mean or 0.0, g.lr))
+
+
+@dataclass(frozen=True)
+class StepCost:
+    optimizer: str
+    ms_per_step: float
+    runs: int
+    ratio: float | None  # to AdamW on the same device; None without an AdamW run there
+
+
+def step_costs(runs: Iterable[RunView], device: str) -> list[StepCost]:
+    """Mean ms/step per optimizer over the runs on ``device``, and its ratio to AdamW's."""
+    by_optimizer: dict[str, list[float]] = {}
+    for run in runs:
+        if run.device == device and run.ms_per_step is not None:
+            by_optimizer.setdefault(run.optimizer, []).append(run.ms_per_step)
+    means = {name: statistics.fmean(ms) for name, ms in by_optimizer.items()}
+    base = means.get("adamw")
+    return [StepCost(name, ms, len(by_optimizer[name]), ms / base if base else None)
+            for name, ms in sorted(means.items(), key=lambda item: item[1])]
