@@ -12,6 +12,13 @@ keys on. Pysqlite's own transaction handling is switched off and transactions ar
 explicitly: ``BEGIN IMMEDIATE`` for writing sessions, so a read-then-write transaction takes
 the write lock up front and never fails half way with "database is locked"; plain
 ``BEGIN`` for reading sessions.
+
+PostgreSQL (one database for workers on several machines): ``postgresql://`` and
+``postgres://`` URLs mean psycopg 3 (the ``postgres`` extra), not SQLAlchemy's default
+psycopg2; a driver named in the URL (``postgresql+psycopg2://``) is kept. Connections time
+out after `CONNECT_TIMEOUT_S` unless the URL sets ``connect_timeout``. Read-then-write
+functions of `storage.queue` lock the rows they change (``SELECT … FOR UPDATE``, claims
+``SKIP LOCKED``), which is what ``BEGIN IMMEDIATE`` gives them on SQLite.
 """
 
 from __future__ import annotations
@@ -24,13 +31,15 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 ENV_VAR = "DIFFBENCH_DB"
 FILENAME = "diffbench.db"
 BUSY_TIMEOUT_MS = 30_000
+CONNECT_TIMEOUT_S = 10
+POSTGRES_DRIVER = "postgresql+psycopg"
 
 
 class StorageError(Exception):
@@ -65,15 +74,37 @@ def _is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+def normalize_url(url: str) -> URL:
+    """``url`` parsed, with a driverless PostgreSQL URL pointed at psycopg 3."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername=POSTGRES_DRIVER)
+    return parsed
+
+
+def describe(error: BaseException) -> str:
+    """A database error in one line, without SQLAlchemy's SQL echo and help link: the
+    driver's own message (e.g. psycopg's "connection failed: …") where there is one."""
+    cause = getattr(error, "orig", None) if isinstance(error, DBAPIError) else None
+    text = str(cause if cause is not None and str(cause).strip() else error)
+    text = text.split("\n(Background on this error", 1)[0].split("\n[SQL:", 1)[0]
+    return " ".join(text.split())
+
+
 def create_engine(url: str, *, echo: bool = False) -> Engine:
     """An engine for any SQLAlchemy URL, with the concurrency settings for SQLite.
 
     A SQLite file's directory is created if missing; in-memory SQLite is refused (each
     connection would see its own empty database).
     """
-    parsed = make_url(url)
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        connect_args = {} if "connect_timeout" in parsed.query \
+            else {"connect_timeout": CONNECT_TIMEOUT_S}
+        return sa.create_engine(parsed, echo=echo, pool_pre_ping=True,
+                                connect_args=connect_args)
     if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(url, echo=echo, pool_pre_ping=True)
+        return sa.create_engine(parsed, echo=echo, pool_pre_ping=True)
     database = parsed.database or ""
     if database in ("", ":memory:") or database.startswith("file::memory:"):
         raise StorageError("an in-memory SQLite database cannot be shared; give a file path")
@@ -97,6 +128,13 @@ def create_engine(url: str, *, echo: bool = False) -> Engine:
         connection.exec_driver_sql(f"BEGIN {mode}".strip())
 
     return engine
+
+
+def _hide_password(url: str) -> str:
+    try:
+        return repr(make_url(url).render_as_string(hide_password=True))
+    except (SQLAlchemyError, ValueError):  # not even a URL: say what was given
+        return repr(url)
 
 
 @dataclass(frozen=True)
@@ -129,7 +167,7 @@ class Database:
             session.commit()
         except SQLAlchemyError as error:
             session.rollback()
-            raise StorageError(f"database error ({self.url}): {error}") from error
+            raise StorageError(f"database error ({self.url}): {describe(error)}") from error
         except BaseException:
             session.rollback()
             raise
@@ -152,10 +190,14 @@ def open_database(url: str | None = None, *, home: str | os.PathLike[str] | None
     resolved = resolve_url(url, home)
     try:
         engine = create_engine(resolved, echo=echo)
-    except SQLAlchemyError as error:
-        raise StorageError(f"cannot open database {resolved!r}: {error}") from error
-    except OSError as error:
-        raise StorageError(f"cannot open database {resolved!r}: {error}") from error
+    except ImportError as error:  # the URL's driver is not installed
+        hint = " (pip install 'diffbench[postgres]')" \
+            if getattr(error, "name", None) == "psycopg" else ""
+        raise StorageError(f"cannot open database {_hide_password(resolved)}: "
+                           f"{error}{hint}") from error
+    except (SQLAlchemyError, OSError, ValueError) as error:
+        raise StorageError(f"cannot open database {_hide_password(resolved)}: "
+                           f"{describe(error)}") from error
     try:
         migrations.ensure_current(engine, upgrade=upgrade)
     except BaseException:

@@ -23,6 +23,13 @@ A worker's life, in calls::
 
 Somebody (every worker before it claims, or the CLI) calls `requeue_stale` to put runs
 whose lease expired back in the queue.
+
+Locks: on SQLite a writing session holds the whole database (``BEGIN IMMEDIATE``). On
+PostgreSQL a function that reads rows and then changes them locks them first
+(``FOR NO KEY UPDATE``, which metric inserts' foreign-key checks do not wait for); claims
+and `requeue_stale` skip rows another transaction holds (``SKIP LOCKED``), and `enqueue`
+takes an advisory lock so two callers cannot both queue the same run. SQLite ignores
+``FOR UPDATE``.
 """
 
 from __future__ import annotations
@@ -51,6 +58,9 @@ from diffbench.storage.schema import (
     split_float,
 )
 from diffbench.storage.states import IllegalTransition, Status
+
+#: PostgreSQL advisory lock held by `enqueue` (duplicate check then insert).
+ENQUEUE_LOCK = 0x6469666671  # "diffq"
 
 # ----------------------------------------------------------------------------- values
 
@@ -237,17 +247,26 @@ def _stamp(now: dt.datetime | None, seconds: float = 0.0) -> Any:
     return now + dt.timedelta(seconds=seconds)
 
 
-def _row(session: Session, run_id: int) -> RunRow:
-    row = session.get(RunRow, run_id)
+def _row(session: Session, run_id: int, *, lock: bool = False) -> RunRow:
+    """The run; with ``lock``, row-locked until the transaction ends (PostgreSQL)."""
+    query = sa.select(RunRow).where(RunRow.id == run_id)
+    if lock:
+        query = query.with_for_update(key_share=True)
+    row = session.scalars(query).one_or_none()
     if row is None:
         raise NotFound(f"no run with id {run_id}")
     return row
 
 
-def _rows(session: Session, run_ids: Iterable[int]) -> list[RunRow]:
-    """The runs, in the order given; `NotFound` naming every missing id (nothing changed)."""
+def _rows(session: Session, run_ids: Iterable[int], *, key_share: bool = True
+          ) -> list[RunRow]:
+    """The runs, row-locked (in id order: no deadlock between two callers), in the order
+    given; `NotFound` naming every missing id (nothing changed). ``key_share=False`` locks
+    them for a delete."""
     ids = list(dict.fromkeys(int(i) for i in run_ids))
-    found = {r.id: r for r in session.scalars(sa.select(RunRow).where(RunRow.id.in_(ids)))}
+    found = {r.id: r for r in session.scalars(
+        sa.select(RunRow).where(RunRow.id.in_(ids)).order_by(RunRow.id)
+        .with_for_update(key_share=key_share))}
     missing = [i for i in ids if i not in found]
     if missing:
         raise NotFound(f"no run with id {', '.join(map(str, missing))}")
@@ -280,6 +299,8 @@ def enqueue(db: Database, specs: Iterable[RunSpec], *, allow_duplicates: bool = 
     ids: list[int] = []
     skipped: list[tuple[RunSpec, int]] = []
     with db.session(write=True) as session:
+        if db.dialect == "postgresql":
+            session.execute(sa.select(sa.func.pg_advisory_xact_lock(ENQUEUE_LOCK)))
         seen: dict[str, int] = {}
         if not allow_duplicates:
             keys = list({s.identity for s in specs})
@@ -319,17 +340,17 @@ def claim_next(db: Database, worker_id: int, *, lease_s: float = 60.0,
 
     The move is ``UPDATE runs … WHERE id = :id AND status = 'queued'``: if another worker
     won the race the row count is 0 and the next candidate is tried. On PostgreSQL the
-    candidate is selected ``FOR UPDATE SKIP LOCKED``, so concurrent workers pick different
-    rows; on SQLite the write transaction (``BEGIN IMMEDIATE``) already serializes them.
+    candidate is selected ``FOR NO KEY UPDATE SKIP LOCKED``, so concurrent workers pick
+    different rows without waiting for each other; on SQLite the write transaction
+    (``BEGIN IMMEDIATE``) already serializes them.
     """
     states.check_transition(Status.QUEUED, Status.RUNNING)
     for _ in range(tries):
         with db.session(write=True) as session:
-            query = (sa.select(RunRow.id).where(RunRow.status == Status.QUEUED.value)
-                     .order_by(RunRow.priority.desc(), RunRow.id).limit(1))
-            if db.dialect == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            run_id = session.scalar(query)
+            run_id = session.scalar(
+                sa.select(RunRow.id).where(RunRow.status == Status.QUEUED.value)
+                .order_by(RunRow.priority.desc(), RunRow.id).limit(1)
+                .with_for_update(skip_locked=True, key_share=True))
             if run_id is None:
                 return None
             stamp = _stamp(now)
@@ -372,7 +393,7 @@ def heartbeat(db: Database, worker_id: int, run_id: int | None = None, *,
 
 
 def _owned_running(session: Session, run_id: int, worker_id: int | None) -> RunRow:
-    row = _row(session, run_id)
+    row = _row(session, run_id, lock=True)
     if row.status != Status.RUNNING.value:
         raise IllegalTransition(f"run {run_id} is {row.status}, not running")
     if worker_id is not None and row.worker_id != worker_id:
@@ -432,10 +453,10 @@ def requeue_stale(db: Database, *, now: dt.datetime | None = None,
     ``max_attempts``, a run already claimed that often fails instead. The ids moved."""
     moved: list[int] = []
     with db.session(write=True) as session:
-        stale = session.scalars(
+        stale = session.scalars(  # rows another caller is moving are its business
             sa.select(RunRow).where(RunRow.status == Status.RUNNING.value,
                                     RunRow.lease_expires_at < _stamp(now))
-            .order_by(RunRow.id)).all()
+            .order_by(RunRow.id).with_for_update(skip_locked=True, key_share=True)).all()
         for row in stale:
             if max_attempts is not None and row.attempts >= max_attempts:
                 states.check_transition(row.status, Status.FAILED, run_id=row.id)
@@ -487,7 +508,7 @@ def retry(db: Database, run_ids: Iterable[int]) -> tuple[int, ...]:
 def remove(db: Database, run_ids: Iterable[int]) -> tuple[int, ...]:
     """Delete runs and their metrics (all or none); a running run is refused."""
     with db.session(write=True) as session:
-        rows = _rows(session, run_ids)
+        rows = _rows(session, run_ids, key_share=False)
         for row in rows:
             if row.status == Status.RUNNING.value:
                 raise IllegalTransition(f"run {row.id} is running; cancel it first")

@@ -1,5 +1,7 @@
-"""The queue's functions on real SQLite files: claims, leases (explicit times, no sleeps),
-cancel/retry/remove, duplicates, non-finite metrics, polling, and real concurrent claims."""
+"""The queue's functions on a real SQLite file and a real PostgreSQL database (see
+tests/postgres_db.py; skipped without a server): claims, leases (explicit times, no
+sleeps), cancel/retry/remove, duplicates, non-finite metrics, polling, and real concurrent
+claims."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pytest
 from diffbench.storage import queue as q
 from diffbench.storage.db import NotFound, open_database
 from diffbench.storage.states import IllegalTransition, Status
+from tests.postgres_db import KINDS, database_url
 
 T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -28,9 +31,15 @@ def spec(seed: int = 0, **changes) -> q.RunSpec:
     return q.RunSpec(**values)
 
 
+@pytest.fixture(params=KINDS)
+def url(request, tmp_path):
+    with database_url(request.param, tmp_path) as url:
+        yield url
+
+
 @pytest.fixture
-def db(tmp_path):
-    database = open_database(f"sqlite:///{tmp_path / 'jobs.db'}")
+def db(url):
+    database = open_database(url)
     yield database
     database.dispose()
 
@@ -256,8 +265,7 @@ def _claim_all(url: str, name: str, results) -> None:
     db.dispose()
 
 
-def test_concurrent_processes_never_claim_a_run_twice(tmp_path):
-    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+def test_concurrent_processes_never_claim_a_run_twice(url):
     db = open_database(url)
     q.enqueue(db, [spec(seed) for seed in range(60)])
     context = multiprocessing.get_context("spawn")

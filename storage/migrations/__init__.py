@@ -21,7 +21,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from diffbench.storage.db import SchemaOutdated, SchemaTooNew, StorageError
+from diffbench.storage.db import SchemaOutdated, SchemaTooNew, StorageError, describe
 
 HERE = Path(__file__).resolve().parent
 VERSION_TABLE = "alembic_version"
@@ -73,13 +73,19 @@ def _check(connection: Connection, *, upgrade: bool, url: str) -> bool:
     return False
 
 
+#: The PostgreSQL advisory lock (any constant) held while checking and migrating.
+MIGRATION_LOCK = 0x646966666265  # "diffbe"
+
+
 def ensure_current(engine: Engine, *, upgrade: bool = False) -> None:
     """Check the schema; migrate a fresh database (or any older one with ``upgrade``).
 
-    On SQLite the check and the migration share one ``BEGIN IMMEDIATE`` transaction, so
-    several workers opening a fresh file at once migrate it exactly once.
+    The check and the migration share one transaction that holds the database's write
+    lock (``BEGIN IMMEDIATE`` on SQLite, a transaction-level advisory lock on PostgreSQL),
+    so several workers opening a fresh database at once migrate it exactly once.
     """
     url = engine.url.render_as_string(hide_password=True)
+    postgres = engine.dialect.name == "postgresql"
     bind = engine.execution_options(sqlite_begin="IMMEDIATE") \
         if engine.dialect.name == "sqlite" else engine
     try:
@@ -87,10 +93,12 @@ def ensure_current(engine: Engine, *, upgrade: bool = False) -> None:
             if not _check(connection, upgrade=True, url=url):
                 return  # at head: the common case, one read
         with bind.begin() as connection:
+            if postgres:
+                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
             if _check(connection, upgrade=upgrade, url=url):
                 command.upgrade(_config(connection), "head")
     except SQLAlchemyError as error:
-        raise StorageError(f"cannot use database {url}: {error}") from error
+        raise StorageError(f"cannot use database {url}: {describe(error)}") from error
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str]:
