@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from rich.markup import escape
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -185,7 +186,7 @@ class DashboardApp(App[None]):
 
     def _failed(self, message: str) -> None:
         self._reading = False
-        self.query_one("#header", Static).update(f"[b]diffbench[/] · [red]{message}[/]")
+        self.query_one("#header", Static).update(f"[b]diffbench[/] · [red]{escape(message)}[/]")
 
     def _apply(self, snapshot: Snapshot, curves: dict[int, RunCurves],
                pictures: Pictures | None) -> None:
@@ -204,8 +205,7 @@ class DashboardApp(App[None]):
 
     def _show_header(self) -> None:
         assert self.snapshot is not None
-        location = self.options.location or self.db.url
-        parts = [f"[b]diffbench[/] · {location}"]
+        parts = ["[b]diffbench[/]"]
         for status, count in self.snapshot.counts.items():
             if count:
                 parts.append(f"[{STATUS_COLOR[status]}]{STATUS_SYMBOL[status]} {count} "
@@ -214,6 +214,7 @@ class DashboardApp(App[None]):
             parts.append("no runs")
         if self.options.read_only:
             parts.append("[b]read-only[/]")
+        parts.append(escape(self.options.location or self.db.url))
         self.query_one("#header", Static).update(" · ".join(parts))
 
     def visible_runs(self) -> list[RunView]:

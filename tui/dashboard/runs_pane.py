@@ -22,7 +22,7 @@ from .state import GroupView, RunView
 GROUP_COLUMNS = (("optimizer", "optimizer"), ("schedule", "schedule"), ("lr", "lr"),
                  ("wd", "wd"), ("seeds", "seeds"), ("done", "done"),
                  ("final", "final loss (mean ± std)"), ("ms", "ms/step"))
-BAR = 6
+BAR = 5
 EMPTY = ("no runs yet: queue some with  diffbench queue add -p tiny -O adamw,muon --seeds 0-2"
          "  (or press a), then start  diffbench worker")
 
@@ -49,7 +49,7 @@ def duration(seconds: float | None) -> str:
 def progress(run: RunView) -> Text:
     total = "?" if run.epochs_total is None else str(run.epochs_total)
     done = run.epochs_total if run.status == "done" and run.epochs_total else run.epochs_done
-    out = Text(f"{done}/{total} ".rjust(7))
+    out = Text(f"{done}/{total} ".rjust(6))
     fraction = run.progress or 0.0
     filled = round(fraction * BAR)
     out.append("█" * filled, STATUS_COLOR.get(run.status, ""))

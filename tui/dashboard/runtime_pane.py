@@ -21,6 +21,10 @@ OPTIMIZER_RGB = (240, 170, 60)
 NO_STEPS = "no step timings yet: the selected run has not trained (start diffbench worker)"
 
 
+def _style(rgb: tuple[int, int, int]) -> str:
+    return "rgb({},{},{})".format(*rgb)
+
+
 def cost_table(costs: Sequence[StepCost], device: str | None) -> Text:
     """One line per optimizer: mean ms/step, ratio to AdamW and a bar of the ratio."""
     if device is None:
@@ -53,8 +57,8 @@ class RuntimePane(Vertical):
         plot = self.query_one("#runtime-plot", PlotextPlot)
         has_data = curves is not None and bool(curves.compute_ms.x)
         title = Text("runtime per step (ms): ")
-        title.append("─ fwd+bwd", f"rgb{COMPUTE_RGB}").append("  ")
-        title.append("─ optimizer", f"rgb{OPTIMIZER_RGB}")
+        title.append("─ fwd+bwd", _style(COMPUTE_RGB)).append("  ")
+        title.append("─ optimizer", _style(OPTIMIZER_RGB))
         if run is not None:
             title.append(f"   run #{run.id} {run.optimizer}")
         self.query_one("#runtime-title", Static).update(title)
