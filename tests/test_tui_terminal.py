@@ -1,0 +1,76 @@
+"""`diffbench tui` in a real terminal: tmux runs it against a workspace whose runs a real
+worker trained; `capture-pane` shows what a user would see, `q` exits with status 0."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.tui_db import trained_workspace
+
+TMUX = shutil.which("tmux")
+pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed (apt install tmux)")
+BRAILLE = {chr(c) for c in range(0x2801, 0x2900)}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return trained_workspace(tmp_path_factory.getbasetemp() / "tui-trained")
+
+
+def tmux(socket: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([TMUX, "-L", socket, *args], capture_output=True, text=True)
+
+
+def wait_for(predicate, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    return predicate()
+
+
+@pytest.mark.parametrize("size", [(160, 48), (80, 24)])
+def test_tui_in_tmux_shows_runs_curves_vorticity_and_quits(trained, tmp_path, size):
+    socket = f"diffbench-test-{os.getpid()}-{size[0]}"
+    status = tmp_path / "status"
+    command = (f"{Path(sys.executable).with_name('diffbench')} --home {trained.home} tui; "
+               f"echo $? > {status}")
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "DIFFBENCH_DB",
+                                                             "TMUX")}
+    subprocess.run([TMUX, "-L", socket, "-f", "/dev/null", "new-session", "-d", "-x",
+                    str(size[0]), "-y", str(size[1]), "sh", "-c", command],
+                   check=True, env={**env, "TERM": "xterm-256color", "COLORTERM": "truecolor"})
+    try:
+        def screen() -> str:
+            return tmux(socket, "capture-pane", "-p", "-t", "0").stdout
+
+        wide = size[0] >= 120
+        first = wait_for(lambda: (text := screen()) and "done" in text
+                         and (not wide or ("▀" in text and BRAILLE & set(text))) and text)
+        assert first, screen()
+        text = first
+        if not wide:  # one pane at a time: visit the curves and the vorticity tabs
+            tmux(socket, "send-keys", "-t", "0", "2")
+            text += wait_for(lambda: BRAILLE & set(screen()) and screen())
+            tmux(socket, "send-keys", "-t", "0", "4")
+            text += wait_for(lambda: "▀" in screen() and screen())
+        for run_id in (*trained.done, trained.queued):
+            assert f" {run_id} " in first, first
+        assert "adamw" in first and "muon" in first and "soap" in first
+        assert BRAILLE & set(text), text  # a plotted curve
+        assert "▀" in text, text  # half-block vorticity
+        tmux(socket, "send-keys", "-t", "0", "q")
+        assert wait_for(lambda: status.exists() and status.read_text().strip() == "0",
+                        timeout=15), screen()
+        assert wait_for(lambda: tmux(socket, "has-session").returncode != 0, timeout=10)
+    finally:
+        tmux(socket, "kill-server")
