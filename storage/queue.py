@@ -334,9 +334,10 @@ def enqueue(db: Database, specs: Iterable[RunSpec], *, allow_duplicates: bool = 
 
 
 def claim_next(db: Database, worker_id: int, *, lease_s: float = 60.0,
-               now: dt.datetime | None = None, tries: int = 8) -> Run | None:
-    """Move the next queued run (highest priority, then oldest) to running for
-    ``worker_id``, atomically; None if the queue is empty.
+               now: dt.datetime | None = None, tries: int = 8,
+               ids: Iterable[int] | None = None) -> Run | None:
+    """Move the next queued run (highest priority, then oldest; only among ``ids`` if
+    given) to running for ``worker_id``, atomically; None if the queue is empty.
 
     The move is ``UPDATE runs … WHERE id = :id AND status = 'queued'``: if another worker
     won the race the row count is 0 and the next candidate is tried. On PostgreSQL the
@@ -345,10 +346,13 @@ def claim_next(db: Database, worker_id: int, *, lease_s: float = 60.0,
     (``BEGIN IMMEDIATE``) already serializes them.
     """
     states.check_transition(Status.QUEUED, Status.RUNNING)
+    candidates = sa.select(RunRow.id).where(RunRow.status == Status.QUEUED.value)
+    if ids is not None:
+        candidates = candidates.where(RunRow.id.in_(list(ids)))
     for _ in range(tries):
         with db.session(write=True) as session:
             run_id = session.scalar(
-                sa.select(RunRow.id).where(RunRow.status == Status.QUEUED.value)
+                candidates
                 .order_by(RunRow.priority.desc(), RunRow.id).limit(1)
                 .with_for_update(skip_locked=True, key_share=True))
             if run_id is None:

@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -160,9 +161,11 @@ class Worker:
     a signal arrives; the exit code."""
 
     def __init__(self, db: Any, workspace: Workspace, *, device: str = "auto",
-                 lease_s: float = 60.0, poll_s: float = 1.0) -> None:
+                 lease_s: float = 60.0, poll_s: float = 1.0,
+                 runs: Iterable[int] | None = None) -> None:
         self.db, self.workspace, self.device = db, workspace, device
         self.lease_s, self.poll_s = lease_s, poll_s
+        self.runs = None if runs is None else tuple(runs)  # only these (diffbench demo)
         self.signal: int | None = None
         self.wake = threading.Event()
         self.trainer: Any = None
@@ -194,7 +197,7 @@ class Worker:
             done, idle_since, beat = 0, time.monotonic(), 0.0
             while self.signal is None and (max_runs is None or done < max_runs):
                 queue.requeue_stale(self.db)
-                run = queue.claim_next(self.db, me.id, lease_s=self.lease_s)
+                run = queue.claim_next(self.db, me.id, lease_s=self.lease_s, ids=self.runs)
                 if run is None:
                     now = time.monotonic()
                     if idle_exit is not None and now - idle_since >= idle_exit:
