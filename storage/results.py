@@ -217,6 +217,14 @@ def last_sample_ids(db: Database, run_ids: Sequence[int], name: str = "vorticity
 # ----------------------------------------------------------------------------- statistics
 
 
+def short(value: float) -> str:
+    """A hyperparameter as people write it: ``4.5e-4``, ``1e-3``, ``0.01``, ``0.032``."""
+    mantissa, exponent = f"{value:.3e}".split("e")
+    if -3 < int(exponent) < 3:
+        return f"{value:g}"
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
     """Mean and sample standard deviation (ddof 1; None for a single value)."""
     array = np.asarray(values, dtype=np.float64)
@@ -266,7 +274,7 @@ class SettingStats:
 
     def label(self) -> str:
         run = self.first
-        text = f"lr {run.lr:g}, wd {run.weight_decay:g}"
+        text = f"lr {short(run.lr)}, wd {short(run.weight_decay)}"
         return f"{text}, {run.overrides}" if run.overrides else text
 
 

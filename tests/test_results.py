@@ -177,7 +177,7 @@ def test_paper_comparison_matches_lr_epochs_and_rank():
     assert got[2].ours == pytest.approx(0.0097)
     assert got[3].ours == pytest.approx(10.0)  # 600 s of training
     assert got[4].ours == pytest.approx(0.0086)
-    assert got[5].ours == pytest.approx(0.0095) and "lr 0.0002" in got[5].setting
+    assert got[5].ours == pytest.approx(0.0095) and "lr 2e-4" in got[5].setting
 
 
 def test_the_shipped_published_figures_load():
@@ -187,3 +187,8 @@ def test_the_shipped_published_figures_load():
     assert {v.figure for v in values} == {"fig2L", "fig2R", "fig3L", "fig3R"}
     assert Published("fig2L", "SOAP", "2e-3", 0.00728) in values
     assert Published("fig2R", "Muon(lr1e-3,wd3.2e-2)", "end_time_min", 68.0) in values
+
+
+def test_hyperparameters_print_as_people_write_them():
+    assert [results.short(x) for x in (4.5e-4, 1e-3, 0.032, 0.01, 1.0, 1e6, 0.0)] == [
+        "4.5e-4", "1e-3", "0.032", "0.01", "1", "1e6", "0"]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from .errors import UserError, require, user_errors
-from .output import database, notice
+from .output import database
 from .train import OPTIMIZERS, SCHEDULES
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ def report(
         try:
             write_report(db, target, filters=terms)
         except NoRuns as message:
-            notice(str(message))
+            typer.echo(str(message), err=True)
 
 
 def write_report(db: Database, out: Path, *, filters: Sequence[str] = (),
@@ -160,10 +160,12 @@ def _next_steps(db: Database, run_filter: RunFilter) -> str:
     if total:
         return (f"no runs match {run_filter} ({total} runs in the database); "
                 "see `diffbench runs ls`, or drop the filter")
-    return ("no runs in the database yet. Queue some and train them, e.g. "
-            "`diffbench data generate --preset tiny`, `diffbench queue add -p tiny -O adamw,muon "
-            "--seeds 0-1`, `diffbench worker --idle-exit 5`, then `diffbench report` "
-            "(or run `diffbench demo`, which does all of it)")
+    return ("no runs in the database yet. To make some and report on them:\n"
+            "  diffbench data generate --preset tiny\n"
+            "  diffbench queue add -p tiny -O adamw,muon --seeds 0-1\n"
+            "  diffbench worker --idle-exit 5\n"
+            "  diffbench report\n"
+            "or run `diffbench demo`, which does all of it.")
 
 
 # ----------------------------------------------------------------------------- numbers
@@ -180,6 +182,8 @@ def fmt_pct(value: float | None) -> str:
 def fmt_ratio(row: Row) -> str:
     if row.baseline is None:
         return "—"
+    if row.baseline == row.best:
+        return "baseline"
     return "other device" if row.step_ratio is None else f"{row.step_ratio:.2f}×"
 
 
@@ -213,13 +217,17 @@ def main_table(rows: Sequence[Row]) -> tuple[tuple[str, ...], list[tuple[str, ..
         values = {"preset": row.preset, "epochs": str(row.epochs)}
         cells.append((*(values[c] for c in lead), row.optimizer, row.schedule,
                       row.best.label(), str(row.best.seeds),
-                      fmt_loss(row.best.mean, row.best.std), fmt_pct(row.vs_baseline_pct),
+                      fmt_loss(row.best.mean, row.best.std),
+                      "baseline" if row.baseline == row.best else fmt_pct(row.vs_baseline_pct),
                       fmt_ratio(row), fmt_duration(row.time_to_target_s), fmt_quality(row)))
     return columns, cells, len(lead) + 3
 
 
 def caveat_lines(caveats: Caveats, rows: Sequence[Row]) -> list[str]:
     """What a reader must know before trusting the table, as sentences."""
+    from diffbench.storage.results import short
+    from diffbench.storage.states import Status
+
     lines = []
     low, high = caveats.seeds
     if high == 0:
@@ -237,12 +245,14 @@ def caveat_lines(caveats: Caveats, rows: Sequence[Row]) -> list[str]:
         lines.append(f"All finished runs ran on one device: {caveats.devices[0]}.")
     if caveats.unknown_device:
         lines.append(f"{caveats.unknown_device} finished runs recorded no device.")
-    counts = ", ".join(f"{n} {s}" for s, n in sorted(caveats.statuses.items()))
+    order = [Status.DONE, *(s for s in Status if s != Status.DONE)]
+    counts = ", ".join(f"{caveats.statuses[s.value]} {s.value}" for s in order
+                       if s.value in caveats.statuses)
     lines.append(f"Runs: {counts}; only done runs are aggregated.")
     for run in caveats.not_done[:12]:
         reason = f": {run.error}" if run.error and run.status != "cancelled" else ""
-        lines.append(f"Run {run.id} ({run.optimizer} · {run.schedule}, lr {run.lr:g}, "
-                     f"wd {run.weight_decay:g}, seed {run.seed}) is {run.status}{reason}.")
+        lines.append(f"Run {run.id} ({run.optimizer} · {run.schedule}, lr {short(run.lr)}, "
+                     f"wd {short(run.weight_decay)}, seed {run.seed}) is {run.status}{reason}.")
     if len(caveats.not_done) > 12:
         lines.append(f"… and {len(caveats.not_done) - 12} more not done "
                      "(`diffbench runs ls --status failed,diverged,queued,running`).")

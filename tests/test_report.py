@@ -1,0 +1,166 @@
+"""`diffbench report`: Markdown, self-contained HTML and PNG figures from a real SQLite file
+(the hand-built study of tests/results_db.py, and a study trained by a real worker); bad
+input exits 2 and writes nothing; an empty database says what to do next."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from diffbench.storage import queue
+from diffbench.storage.db import open_database
+from diffbench.storage.queue import RunSpec
+from diffbench.tui.cli import app
+from diffbench.tui.report import NoRuns, write_report
+from tests.cli_checks import assert_one_line_error
+from tests.results_db import add_run, build_study
+
+FIGURES = ("lr_sweep", "loss_vs_time", "schedules", "samples", "spectra", "quality_vs_loss")
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner(env={"NO_COLOR": "1", "COLUMNS": "240", "DIFFBENCH_DB": None})
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A workspace whose database holds the hand-built study."""
+    db = open_database(f"sqlite:///{tmp_path / 'diffbench.db'}")
+    build_study(db)
+    db.dispose()
+    return tmp_path
+
+
+def report(runner: CliRunner, home: Path, *args: str):
+    return runner.invoke(app, ["--home", str(home), "report", *args])
+
+
+def test_report_writes_markdown_html_and_every_figure(runner, home):
+    out = home / "out"
+    result = report(runner, home, "--out", str(out))
+    assert result.exit_code == 0, result.stderr
+    # the terminal table: best settings, % vs AdamW, same-device ratio, ∞, quality
+    for text in ("lr 4.5e-4, wd 0.01", "0.09 ± 0.014", "−16.7 %", "1.50×", "other device",
+                 "∞ (never)", "20.0 s", "spec 0.2 · W1 0.05", "not measured", "Devices mixed"):
+        assert text in result.stdout, text
+    markdown = (out / "report.md").read_text()
+    for name in FIGURES:
+        png = (out / "figures" / f"{name}.png").read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 5000
+        assert f"](figures/{name}.png)" in markdown
+    assert "| muon | linear | lr 1e-3, wd 0.01 | 2 | 0.075 ± 0.0071 | −16.7 % |" in markdown
+    assert "Run 9 (sgd · linear, lr 0.1, wd 0.01, seed 0) is failed: boom." in markdown
+    assert "Runs: 7 done, 1 queued, 1 failed, 1 diverged;" in markdown
+    assert "Not measured: adamw · linear, sgd · linear." in markdown
+    assert "No finished runs on the `paper` preset" in markdown
+    page = (out / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == len(FIGURES)
+    assert 'src="figures/' not in page and "<td class=\"num\">−16.7 %</td>" in page
+
+
+def test_filter_narrows_the_study(runner, home):
+    out = home / "out"
+    result = report(runner, home, "--out", str(out), "--filter", "opt:adamw,muon",
+                    "-f", "status:done")
+    assert result.exit_code == 0, result.stderr
+    markdown = (out / "report.md").read_text()
+    assert "| sgd |" not in markdown and "filter `optimizer:adamw,muon status:done`" in markdown
+    assert "All finished runs ran on one device: cpu · x86_64." in markdown
+    assert "Runs: 6 done; only done runs are aggregated." in markdown
+
+
+def test_paper_runs_are_set_beside_the_published_numbers(tmp_path):
+    db = open_database(f"sqlite:///{tmp_path / 'diffbench.db'}")
+    worker = queue.register_worker(db, host="t", pid=1, device="cpu").id
+    for seed, final in ((0, 0.0100), (1, 0.0102)):
+        add_run(db, worker, optimizer="adamw", lr=4.5e-4, seed=seed, preset="paper",
+                epochs=1024, losses=[0.02, final])
+    console = Console(file=io.StringIO(), width=200)
+    path = write_report(db, tmp_path / "r", console=console)
+    db.dispose()
+    assert path == tmp_path / "r" / "report.md"
+    markdown = path.read_text()
+    assert "Source: arXiv 2510.19376" in markdown
+    assert "| fig2L | AdamW | 4.5e-4 | 0.00907 | 0.0101 | +11.4 % | 2 | lr 4.5e-4" in markdown
+    assert "| fig2L | Muon | 1e-3 | 0.00744 | — | — | 0 | no matching runs |" in markdown
+    assert "Best setting per optimizer" in console.file.getvalue()
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--filter", "color:red"], "unknown key 'color'"),
+    (["--filter", "opt:lion"], "unknown optimizer 'lion'"),
+    (["--filter", "schedule:step"], "unknown schedule 'step'"),
+    (["--filter", "status:finished"], "unknown status 'finished'"),
+    (["--filter", "preset"], "write key:value"),
+    (["--out", "{home}/diffbench.db"], "is not a folder"),
+    (["--out", "{home}/diffbench.db/report"], "cannot write in"),
+])
+def test_bad_input_exits_2_and_writes_nothing(runner, home, args, fragment):
+    before = sorted(p.name for p in home.iterdir())
+    args = [a.format(home=home) for a in args]
+    result = report(runner, home, *args)
+    assert_one_line_error(result, fragment)
+    assert sorted(p.name for p in home.iterdir()) == before  # no report folder
+
+
+def test_empty_database_says_what_to_do_next(runner, tmp_path):
+    result = report(runner, tmp_path, "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.stderr
+    assert "no runs in the database yet" in result.stderr
+    assert "diffbench queue add" in result.stderr and "diffbench demo" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_filter_matching_nothing_is_reported(runner, home):
+    result = report(runner, home, "--out", str(home / "out"), "-f", "preset:paper")
+    assert result.exit_code == 0
+    assert "no runs match preset:paper (10 runs in the database)" in result.stderr
+    assert not (home / "out").exists()
+    db = open_database(f"sqlite:///{home / 'diffbench.db'}")
+    with pytest.raises(NoRuns):
+        write_report(db, home / "out", filters=["preset:paper"])
+    db.dispose()
+
+
+def test_cli_import_loads_no_matplotlib():
+    code = ("import sys, diffbench.tui.cli\n"
+            "bad = [m for m in ('matplotlib', 'numpy', 'torch') if m in sys.modules]\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_report_from_a_study_trained_by_a_real_worker(runner, tmp_path):
+    """Two optimizers trained by `diffbench worker` on a 10-trajectory preset, then the
+    report: every figure that needs no quality scores is drawn from the stored runs."""
+    from tests.test_cli_train import preset_toml, quick
+
+    toml = tmp_path / "rquick.toml"
+    toml.write_text(preset_toml(quick(**{"train.epochs": 2, "train.samples_every": 1})))
+    db = open_database(f"sqlite:///{tmp_path / 'diffbench.db'}")
+    queue.enqueue(db, [RunSpec(str(toml), o, "linear", 1e-3, 0.01, 0, epochs=2)
+                       for o in ("adamw", "muon")])
+    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
+    worker = subprocess.run(
+        [str(Path(sys.executable).with_name("diffbench")), "--home", str(tmp_path), "worker",
+         "--device", "cpu", "--idle-exit", "0.5"], capture_output=True, text=True, env=env,
+        timeout=120)
+    assert worker.returncode == 0, worker.stderr
+    assert [r.status.value for r in queue.list_runs(db)] == ["done", "done"]
+    db.dispose()
+    result = report(runner, tmp_path)
+    assert result.exit_code == 0, result.stderr
+    assert "adamw" in result.stdout and "muon" in result.stdout and "baseline" in result.stdout
+    out = tmp_path / "report"
+    drawn = {p.stem for p in (out / "figures").glob("*.png")}
+    assert drawn >= {"lr_sweep", "loss_vs_time", "schedules", "samples"}
+    markdown = (out / "report.md").read_text()
+    assert "One seed per setting" in markdown and "All finished runs ran on one device: cpu" \
+        in markdown
