@@ -16,6 +16,7 @@ import typer
 
 from diffbench.storage.workspace import Workspace, dataset_name
 
+from . import output
 from .errors import EXIT_INTERRUPTED, UserError, require, user_errors
 
 if TYPE_CHECKING:
@@ -28,17 +29,6 @@ app = typer.Typer(
 )
 
 SPLITS = ("train", "valid", "test")
-
-
-def _console(stderr: bool = False) -> Console:
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False)
-
-
-def no_color() -> bool:
-    """NO_COLOR is honoured when set to anything non-empty (https://no-color.org)."""
-    return bool(os.environ.get("NO_COLOR"))
 
 
 # --------------------------------------------------------------------------- generate
@@ -148,14 +138,14 @@ def _generate(workspace: Workspace, *, preset: str, out: Path | None, trajectori
             made_with = open_dataset(path).preset["data"]
             require(made_with == config.to_dict()["data"],
                     f"{path} holds a data set of another recipe; remove it or choose another --out")
-        _console().print(f"{path} already holds this data set; nothing to do.",
+        output.console().print(f"{path} already holds this data set; nothing to do.",
                          soft_wrap=True, markup=False)
         return
 
     data = config.data
     if compile is None:
         compile = compile_pays_off(data, torch_device)
-    err = _console(stderr=True)
+    err = output.console(stderr=True)
     err.print(f"generating [bold]{escape(config.name)}[/]: {data.trajectories} trajectories, "
               f"{data.size}² → {data.resolution}², {data.kept} states each, on {torch_device}"
               f"{' (compiled solver)' if compile else ''}")
@@ -214,7 +204,7 @@ def _print_written(path: Path, elapsed: float) -> None:
     info = open_dataset(path)
     layout = ", ".join(f"{name} {info.shapes[name]}" for name in SPLITS)
     size = path.stat().st_size / 1e6
-    _console().print(f"wrote {path} ({size:.1f} MB) in {elapsed:.1f} s\n  {layout}",
+    output.console().print(f"wrote {path} ({size:.1f} MB) in {elapsed:.1f} s\n  {layout}",
                      soft_wrap=True, markup=False)
 
 
@@ -289,7 +279,7 @@ def _info(workspace: Workspace, dataset: str, *, as_json: bool, split: str) -> N
     else:
         from .tables import info_tables
 
-        _console().print(*info_tables(report))
+        output.console().print(*info_tables(report))
 
 
 # --------------------------------------------------------------------------- preview
@@ -326,8 +316,8 @@ def preview(
       diffbench data preview tiny --split test --index 3 --states 8
       NO_COLOR=1 diffbench data preview ./tiny10.h5     # or --ascii
     """
-    _preview(ctx.obj, dataset, split=split, index=index, states=states, ascii=ascii or no_color(),
-             width=width)
+    _preview(ctx.obj, dataset, split=split, index=index, states=states,
+             ascii=ascii or output.no_color(), width=width)
 
 
 def _preview(workspace: Workspace, dataset: str, *, split: str, index: int, states: int,
@@ -339,7 +329,7 @@ def _preview(workspace: Workspace, dataset: str, *, split: str, index: int, stat
 
     from .render import legend, render_row
 
-    console = _console()
+    console = output.console()
     with user_errors(DatasetError):
         require(width is None or width > 0, f"--width must be positive, got {width}")
         if width is not None:

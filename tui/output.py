@@ -31,6 +31,11 @@ JsonOption = Annotated[bool, typer.Option(
     "--json", help="Print JSON on stdout instead of a table.")]
 
 
+def no_color() -> bool:
+    """NO_COLOR is honoured when set to anything non-empty (https://no-color.org)."""
+    return bool(os.environ.get("NO_COLOR"))
+
+
 def console(stderr: bool = False) -> Console:
     import sys
 
@@ -39,7 +44,7 @@ def console(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() or os.environ.get("COLUMNS") else 200  # pipes: no cuts
     return Console(stderr=stderr, highlight=False, width=width,
-                   no_color=bool(os.environ.get("NO_COLOR")) or None)
+                   no_color=no_color() or None)
 
 
 def notice(message: str) -> None:
