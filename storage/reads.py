@@ -54,10 +54,12 @@ class StepTail:
 
 @dataclass(frozen=True)
 class StepTotals:
-    """A run's steps so far: how many, their summed ms, and the last one."""
+    """A run's steps (since a cursor): how many, their summed ms, the first step number and
+    the last row."""
 
     count: int
     ms_sum: float
+    first_step: int
     last: StepTail
 
 
@@ -84,13 +86,18 @@ def run_lines(db: Database) -> list[RunLine]:
     return [RunLine(*row[:1], Status(row[1]), *row[2:]) for row in rows]
 
 
-def step_totals(db: Database, run_ids: Iterable[int] | None = None
+def step_totals(db: Database, run_ids: Iterable[int] | None = None, *, after_id: int = 0
                 ) -> tuple[dict[int, StepTotals], int]:
-    """Per run (all, or ``run_ids``): step count, summed ms and last step; and the largest
-    step row id seen, the cursor for `steps_after`. One aggregate plus one lookup of the
-    last rows by primary key."""
-    query = (sa.select(StepMetricRow.run_id, sa.func.count(), sa.func.sum(_MS),
-                       sa.func.max(StepMetricRow.id)).group_by(StepMetricRow.run_id))
+    """Per run (all, or ``run_ids``), over its step rows with an id above ``after_id``:
+    their count, summed ms, first step and last row; and the largest step row id, the
+    cursor for the next call. One aggregate (a primary-key range scan when ``after_id`` is
+    recent) plus one lookup of the last rows by primary key."""
+    # Grouped by ``run_id + 0`` past a cursor: SQLite would otherwise walk the whole
+    # (run_id, id) index to group, instead of the few new rows of the primary-key range.
+    run = (StepMetricRow.run_id + 0 if after_id else StepMetricRow.run_id).label("run")
+    query = (sa.select(run, sa.func.count(), sa.func.sum(_MS),
+                       sa.func.max(StepMetricRow.id), sa.func.min(StepMetricRow.step))
+             .where(StepMetricRow.id > after_id).group_by(run))
     if run_ids is not None:
         query = query.where(StepMetricRow.run_id.in_(list(run_ids)))
     with db.session() as session:
@@ -101,18 +108,11 @@ def step_totals(db: Database, run_ids: Iterable[int] | None = None
             for row in session.execute(sa.select(*_TAIL).where(
                     StepMetricRow.id.in_(last_ids[chunk:chunk + 500]))):
                 tails[row[0]] = _tail(row)
-        top = session.scalar(sa.select(sa.func.max(StepMetricRow.id))) or 0
-    totals = {run_id: StepTotals(count=n, ms_sum=float(ms or 0.0), last=tails[last])
-              for run_id, n, ms, last in groups}
+    top = max(last_ids, default=after_id)
+    totals = {run_id: StepTotals(count=n, ms_sum=float(ms or 0.0), first_step=first,
+                                 last=tails[last])
+              for run_id, n, ms, last, first in groups}
     return totals, top
-
-
-def steps_after(db: Database, after_id: int, *, limit: int = 200_000) -> list[StepTail]:
-    """Step rows of every run with an id above ``after_id``, oldest first."""
-    with db.session() as session:
-        rows = session.execute(sa.select(*_TAIL).where(StepMetricRow.id > after_id)
-                               .order_by(StepMetricRow.id).limit(limit)).all()
-    return [_tail(row) for row in rows]
 
 
 def epochs_after(db: Database, after_id: int) -> list[EpochMetric]:

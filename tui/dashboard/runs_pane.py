@@ -151,7 +151,7 @@ class RunsPane(Vertical):
                 old = self._cells.get(key)
                 for index, (cell, text) in enumerate(zip(cells, plain[key], strict=True)):
                     if old is None or old[index] != text:
-                        table.update_cell(key, keys[index], cell, update_width=True)
+                        table.update_cell(key, keys[index], cell)
         self._cells = plain
 
     def _current_key(self) -> str | None:

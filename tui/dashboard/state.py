@@ -115,23 +115,20 @@ class DashboardReader:
     # ------------------------------------------------------------------ reads
 
     def _read_steps(self) -> None:
-        if self._step_cursor is None:  # first read: one aggregate over the table
-            totals, self._step_cursor = reads.step_totals(self.db)
-            for run_id, t in totals.items():
-                self._steps[run_id] = _Steps(t.count, t.ms_sum, t.last.step, t.last.loss)
-            return
-        tails = reads.steps_after(self.db, self._step_cursor)
-        rewound: set[int] = set()
-        for tail in tails:
-            agg = self._steps.setdefault(tail.run_id, _Steps())
-            if tail.step <= agg.step:  # a resumed run rewrote its steps: recount it
-                rewound.add(tail.run_id)
-            agg.count += 1
-            agg.ms_sum += tail.ms
-            agg.step, agg.loss = tail.step, tail.loss
-        if tails:
-            self._step_cursor = tails[-1].id
-        if rewound:
+        """Fold the step rows added since the cursor into each run's aggregates (one
+        grouped query: the rows themselves never cross into Python)."""
+        first = self._step_cursor is None
+        totals, top = reads.step_totals(self.db, after_id=self._step_cursor or 0)
+        rewound = set()
+        for run_id, t in totals.items():
+            agg = self._steps.setdefault(run_id, _Steps())
+            if not first and t.first_step <= agg.step:  # a resumed run rewrote steps
+                rewound.add(run_id)
+            agg.count += t.count
+            agg.ms_sum += t.ms_sum
+            agg.step, agg.loss = t.last.step, t.last.loss
+        self._step_cursor = max(top, self._step_cursor or 0)
+        if rewound:  # recount those runs from scratch
             totals, _ = reads.step_totals(self.db, rewound)
             for run_id in rewound:
                 t = totals.get(run_id)
