@@ -344,7 +344,7 @@ def _quality(runs: Sequence[RunResult]) -> tuple[dict[str, float], int]:
     means = {}
     for key in QUALITY_KEYS:
         values = [float(q[key]) for q in measured
-                  if isinstance(q.get(key), int | float)]
+                  if isinstance(q.get(key), int | float) and math.isfinite(q[key])]
         if values:
             means[key] = float(np.mean(values))
     return means, len(measured)

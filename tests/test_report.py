@@ -66,15 +66,19 @@ def test_report_writes_markdown_html_and_every_figure(runner, home):
     assert 'src="figures/' not in page and "<td class=\"num\">−16.7 %</td>" in page
 
 
-def test_filter_narrows_the_study(runner, home):
+def test_filter_narrows_the_study_and_leaves_no_stale_figure(runner, home):
     out = home / "out"
-    result = report(runner, home, "--out", str(out), "--filter", "opt:adamw,muon",
-                    "-f", "status:done")
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "spectra.png").write_bytes(b"from an earlier report")
+    result = report(runner, home, "--out", str(out), "--filter", "opt:adamw,sgd",
+                    "-f", "status:done", "-f", "opt:adamw")
     assert result.exit_code == 0, result.stderr
     markdown = (out / "report.md").read_text()
-    assert "| sgd |" not in markdown and "filter `optimizer:adamw,muon status:done`" in markdown
-    assert "All finished runs ran on one device: cpu · x86_64." in markdown
-    assert "Runs: 6 done; only done runs are aggregated." in markdown
+    assert "| muon |" not in markdown and "| sgd |" in markdown
+    assert "filter `optimizer:adamw,sgd status:done`" in markdown
+    assert "Runs: 5 done; only done runs are aggregated." in markdown
+    assert "Not drawn: sample quality not measured for any run here." in markdown
+    assert not (out / "figures" / "spectra.png").exists()
 
 
 def test_paper_runs_are_set_beside_the_published_numbers(tmp_path):

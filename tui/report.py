@@ -140,9 +140,12 @@ def write_report(db: Database, out: Path, *, filters: Sequence[str] = (),
     drawn = _figures(db, runs, rows)
     blocks = _document(db, run_filter, runs, rows, caveats, drawn)
     (out / FIGURES).mkdir(parents=True, exist_ok=True)
-    for figure in drawn:
+    for figure in drawn:  # a figure not drawn this time leaves no stale file behind
+        path = out / FIGURES / f"{figure.name}.png"
         if figure.png is not None:
-            (out / FIGURES / f"{figure.name}.png").write_bytes(figure.png)
+            path.write_bytes(figure.png)
+        else:
+            path.unlink(missing_ok=True)
     markdown = out / MARKDOWN
     markdown.write_text(document.to_markdown(blocks))
     (out / HTML).write_text(document.to_html(blocks, TITLE))
