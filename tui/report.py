@@ -124,7 +124,8 @@ def write_report(db: Database, out: Path, *, filters: Sequence[str] = (),
     """Build everything, print the main table on ``console`` (stdout by default), write
     ``out``/report.md, report.html and figures/*.png; the Markdown file's path.
 
-    Raises `UserError` for a bad filter, `NoRuns` when no run matches.
+    Raises `UserError` for a bad filter or an unwritable ``out``, `NoRuns` when no run
+    matches.
     """
     from diffbench.storage import results
 
@@ -132,6 +133,7 @@ def write_report(db: Database, out: Path, *, filters: Sequence[str] = (),
     from .output import console as stdout_console
 
     run_filter = check_filters(filters)
+    check_out(out)
     runs = results.load_runs(db, run_filter)
     if not runs:
         raise NoRuns(_next_steps(db, run_filter))
