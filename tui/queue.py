@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from .errors import UserError, require, user_errors
-from .output import JsonOption, database, notice, print_json, print_table, run_dict
+from .output import JsonOption, console, database, notice, print_json, print_table, run_dict
 from .train import OPTIMIZERS, SCHEDULES
 
 if TYPE_CHECKING:
@@ -174,6 +174,28 @@ def _spec_row(spec: RunSpec, run_id: Any) -> list[Any]:
 
 SWEEP_KEYS = ("preset", "optimizer", "schedule", "lr", "wd", "seeds", "epochs", "set",
               "priority", "tag")
+SWEEP_SUFFIXES = (".toml", ".yaml", ".yml")
+SWEEPS_FOLDER = "sweeps"  # inside diffbench.presets: the shipped sweeps
+
+
+def shipped_sweeps() -> dict[str, Path]:
+    """The sweeps shipped in ``diffbench.presets/sweeps`` by name (``paper-best`` …)."""
+    from importlib import resources
+
+    folder = resources.files("diffbench.presets").joinpath(SWEEPS_FOLDER)
+    return {f.name.removesuffix(".toml"): Path(str(f)) for f in sorted(
+        folder.iterdir(), key=lambda f: f.name) if f.name.endswith(".toml")}
+
+
+def sweep_path(name_or_file: str) -> Path:
+    """A shipped sweep by name, or a sweep file: a value with a suffix or a ``/`` is a
+    path (as with presets), anything else a name."""
+    if Path(name_or_file).suffix.lower() in SWEEP_SUFFIXES or "/" in name_or_file:
+        return Path(name_or_file).expanduser()
+    sweeps = shipped_sweeps()
+    require(name_or_file in sweeps, f"unknown sweep {name_or_file!r}; shipped: "
+            f"{', '.join(sweeps)} (or a path to a .toml/.yaml sweep file)")
+    return sweeps[name_or_file]
 
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -197,18 +219,24 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return table
 
 
-def load_sweep(path: Path) -> list[dict[str, Any]]:
-    """A TOML or YAML (``.yaml``/``.yml``) sweep file: its keys (`SWEEP_KEYS`, each a value
-    or a list) make one grid; or ``[[grid]]`` tables (YAML: a ``grid:`` list of mappings)
-    make a union of grids, each inheriting the top-level keys."""
+def read_sweep(path: Path) -> dict[str, Any]:
+    """A TOML or YAML (``.yaml``/``.yml``) sweep file's top-level table, as written."""
     require(path.is_file(), f"sweep file {str(path)!r} does not exist")
     if path.suffix.lower() in YAML_SUFFIXES:
-        table = _read_yaml(path)
-    else:
-        try:
-            table = tomllib.loads(path.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-            raise UserError(f"{path}: invalid TOML: {error}") from None
+        return _read_yaml(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: invalid TOML: {error}") from None
+
+
+def load_sweep(path: Path) -> list[dict[str, Any]]:
+    """A sweep file's grids: its keys (`SWEEP_KEYS`, each a value or a list) make one grid;
+    or ``[[grid]]`` tables (YAML: a ``grid:`` list of mappings) make a union of grids, each
+    inheriting the top-level keys. A top-level ``description`` (one line) is for people."""
+    table = read_sweep(path)
+    description = table.pop("description", "")
+    require(isinstance(description, str), f"{path}: description must be a string")
     grids = table.pop("grid", [{}])
     require(isinstance(grids, list) and all(isinstance(g, dict) for g in grids) and grids,
             f"{path}: grid must be a list of tables ([[grid]], or a YAML list of mappings)")
@@ -262,6 +290,12 @@ def sweep_grids(path: Path, cli: dict[str, Any]) -> list[Grid]:
     return grids
 
 
+def sweep_specs(path: Path, cli: dict[str, Any] | None = None) -> list[RunSpec]:
+    """Every run of a sweep file, in order (``cli``: command-line defaults by sweep key)."""
+    defaults = {key: None for key in SWEEP_KEYS} | {"preset": "paper", "priority": 0}
+    return [s for g in sweep_grids(path, defaults | (cli or {})) for s in resolve_specs(g)]
+
+
 # ----------------------------------------------------------------------------- add
 
 
@@ -306,11 +340,11 @@ def add(
     allow_duplicates: Annotated[bool, typer.Option(
         "--allow-duplicates", help="Queue runs identical to a queued, running or done "
         "one (skipped with a notice otherwise).")] = False,
-    sweep: Annotated[Path | None, typer.Option(
-        "--sweep", metavar="FILE", help="A TOML or YAML (.yaml/.yml) sweep: keys preset, "
-        "optimizer, schedule, lr, wd, seeds, epochs, set, priority, tag (values or lists) "
-        "make one grid; [[grid]] tables (YAML: a grid: list) make a union of grids. "
-        "Command-line options are its defaults.",
+    sweep: Annotated[str | None, typer.Option(
+        "--sweep", metavar="NAME|FILE", help="A shipped sweep (diffbench queue sweeps) or a "
+        "TOML or YAML (.yaml/.yml) sweep file: keys preset, optimizer, schedule, lr, wd, "
+        "seeds, epochs, set, priority, tag (values or lists) make one grid; [[grid]] tables "
+        "(YAML: a grid: list) make a union of grids. Command-line options are its defaults.",
         show_default=False)] = None,
     json_: JsonOption = False,
 ) -> None:
@@ -321,7 +355,8 @@ def add(
       diffbench queue add -p tiny -O adamw,muon --seeds 0-2
       diffbench queue add -O soap --schedule cosine,wsd --lr 1e-3,3e-3 --wd 0,0.032
       diffbench queue add -p small -O sgd --set train.batch_size=16 --tag bs16 --dry-run
-      diffbench queue add --sweep sweeps/paper.toml --dry-run
+      diffbench queue add --sweep paper-best --dry-run
+      diffbench queue add --sweep my-sweep.toml --dry-run
       diffbench queue add --sweep sweeps/paper.yaml --dry-run
     """
     if sweep is not None:
@@ -329,7 +364,7 @@ def add(
                "wd": wd, "seeds": seeds, "epochs": epochs, "set": set_,
                "priority": priority, "tag": tag}
         with user_errors():
-            specs = [s for g in sweep_grids(sweep, cli) for s in resolve_specs(g)]
+            specs = sweep_specs(sweep_path(sweep), cli)
         _add(ctx, specs, dry_run=dry_run, allow_duplicates=allow_duplicates, as_json=json_)
         return
     with user_errors():
@@ -372,6 +407,42 @@ def _add(ctx: typer.Context, specs: list[RunSpec], *, dry_run: bool, allow_dupli
             typer.echo(run_id)
     notice(f"queued {len(result.ids)} runs"
            + (f", skipped {len(result.skipped)} duplicates" if result.skipped else ""))
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+
+@app.command()
+def sweeps(json_: JsonOption = False) -> None:
+    """List the shipped sweeps: what each queues, and its file (copy it to make your own).
+
+    [bold]Examples[/]
+
+      diffbench queue sweeps
+      diffbench queue add --sweep paper-best --dry-run
+    """
+    rows = []
+    with user_errors():
+        for name, path in shipped_sweeps().items():
+            specs = sweep_specs(path)
+            rows.append({"name": name, "runs": len(specs),
+                         "presets": sorted({s.preset for s in specs}),
+                         "optimizers": list(dict.fromkeys(s.optimizer for s in specs)),
+                         "description": read_sweep(path).get("description", ""),
+                         "path": str(path)})
+    if json_:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title="shipped sweeps (diffbench queue add --sweep NAME)",
+                  title_justify="left")
+    for column in ("name", "runs", "preset", "description", "file"):
+        table.add_column(column, justify="right" if column == "runs" else "left")
+    for row in rows:
+        table.add_row(row["name"], str(row["runs"]), ",".join(row["presets"]),
+                      row["description"], row["path"])
+    console().print(table)
 
 
 # ----------------------------------------------------------------------------- ls
