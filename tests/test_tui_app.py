@@ -301,3 +301,15 @@ async def test_empty_database_says_what_to_do(tmp_path):
     assert "no runs yet" in text and "diffbench queue add" in text
     assert "no workers yet" in text and "diffbench worker" in text
     assert "no run selected" in text
+
+
+def test_cli_rejects_a_bad_refresh_with_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from diffbench.tui.cli import app as cli
+    from tests.cli_checks import assert_one_line_error
+
+    result = CliRunner(env={"NO_COLOR": "1"}).invoke(
+        cli, ["--home", str(tmp_path), "tui", "--refresh", "0"])
+    assert_one_line_error(result, "--refresh must be positive")
+    assert not (tmp_path / "diffbench.db").exists()
