@@ -296,6 +296,12 @@ def enqueue(db: Database, specs: Iterable[RunSpec], *, allow_duplicates: bool = 
             raise StorageError(f"weight decay must be ≥ 0, not {spec.weight_decay!r}")
         if spec.epochs is not None and spec.epochs < 1:
             raise StorageError(f"epochs must be ≥ 1, not {spec.epochs!r}")
+        if db.dialect != "sqlite":  # SQLite keeps any length; PostgreSQL refuses, unnamed
+            for name in ("preset", "optimizer", "schedule"):
+                limit = RunRow.__table__.c[name].type.length
+                if len(getattr(spec, name)) > limit:
+                    raise StorageError(f"{name} {getattr(spec, name)!r} is longer than the "
+                                       f"{limit} characters the job database holds")
     ids: list[int] = []
     skipped: list[tuple[RunSpec, int]] = []
     with db.session(write=True) as session:

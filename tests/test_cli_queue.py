@@ -135,6 +135,9 @@ def test_unreachable_database_exits_2(runner, tmp_path):
     result = runner.invoke(app, ["--db", f"sqlite:///{blocker}/x.db", "queue", "ls"])
     assert_one_line_error(result, "cannot open database")
     assert_one_line_error(runner.invoke(app, ["--db", "nosuchdb://x", "queue", "ls"]))
+    nobody = runner.invoke(app, ["--db", "postgresql://nobody@127.0.0.1:1/x", "queue", "ls"])
+    assert_one_line_error(nobody, "cannot use database", "127.0.0.1", "port 1")
+    assert "sqlalche.me" not in nobody.stderr  # the driver's reason, not SQLAlchemy's link
 
 
 # ----------------------------------------------------------------------- ls, cancel, retry, rm

@@ -1,4 +1,5 @@
-"""The engine factory, the schema revision check and migrations, on real SQLite files."""
+"""The engine factory, the schema revision check and migrations, on real SQLite files and
+(where tests/postgres_db.py has a server) real PostgreSQL databases."""
 
 from __future__ import annotations
 
@@ -14,22 +15,29 @@ from diffbench.storage.db import (
     open_database,
     resolve_url,
 )
+from tests.postgres_db import KINDS, database_url
 
 TABLES = {"runs", "workers", "step_metrics", "epoch_metrics", "samples"}
 
 
-def test_fresh_database_is_migrated_to_head(tmp_path):
-    db = open_database(f"sqlite:///{tmp_path / 'sub' / 'jobs.db'}")
+@pytest.fixture(params=KINDS)
+def url(request, tmp_path):
+    with database_url(request.param, tmp_path) as url:
+        yield url
+
+
+def test_fresh_database_is_migrated_to_head(url):
+    db = open_database(url)
     with db.engine.connect() as connection:
         assert migrations.current(connection) == migrations.head() == "0001"
         assert set(sa.inspect(connection).get_table_names()) >= TABLES
     db.dispose()
-    again = open_database(f"sqlite:///{tmp_path / 'sub' / 'jobs.db'}")  # at head: no-op
+    again = open_database(url)  # at head: no-op
     again.dispose()
 
 
 def test_sqlite_settings(tmp_path):
-    db = open_database(f"sqlite:///{tmp_path / 'jobs.db'}")
+    db = open_database(f"sqlite:///{tmp_path / 'sub' / 'jobs.db'}")  # makes the folder
     with db.engine.connect() as connection:
         pragma = lambda name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()  # noqa: E731
         assert pragma("journal_mode") == "wal"
@@ -38,10 +46,9 @@ def test_sqlite_settings(tmp_path):
     db.dispose()
 
 
-def test_newer_revision_is_refused(tmp_path):
-    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+def test_newer_revision_is_refused(url):
     open_database(url).dispose()
-    engine = sa.create_engine(url)
+    engine = create_engine(url)
     with engine.begin() as connection:
         connection.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
     engine.dispose()
@@ -49,9 +56,8 @@ def test_newer_revision_is_refused(tmp_path):
         open_database(url)
 
 
-def test_foreign_database_is_refused(tmp_path):
-    url = f"sqlite:///{tmp_path / 'other.db'}"
-    engine = sa.create_engine(url)
+def test_foreign_database_is_refused(url):
+    engine = create_engine(url)
     with engine.begin() as connection:
         connection.exec_driver_sql("CREATE TABLE things (id INTEGER)")
     engine.dispose()
@@ -59,14 +65,14 @@ def test_foreign_database_is_refused(tmp_path):
         open_database(url)
 
 
-def test_migration_matches_models(tmp_path):
-    """The initial revision creates what the models describe (no autogenerate diff)."""
+def test_migration_matches_models(url):
+    """The revisions create what the models describe (no autogenerate diff)."""
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
     from diffbench.storage.schema import Base
 
-    db = open_database(f"sqlite:///{tmp_path / 'jobs.db'}")
+    db = open_database(url)
     with db.engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     db.dispose()
