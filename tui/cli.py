@@ -13,7 +13,7 @@ import typer
 
 from diffbench.storage.workspace import ENV_VAR, Workspace
 
-from . import data, db, queue, report, runs, train, worker, workers
+from . import data, db, demo, queue, report, runs, train, worker, workers
 from .dashboard.command import tui
 from .output import DB_KEY
 
@@ -40,6 +40,7 @@ app.command(name="worker")(worker.worker)
 app.add_typer(workers.app, name="workers")
 app.command(name="tui")(tui)
 app.command(name="report")(report.report)
+app.command(name="demo")(demo.demo)
 
 
 @app.callback()

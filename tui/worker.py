@@ -371,9 +371,10 @@ def dataset_stem(preset: Any) -> str:
     return name
 
 
-def ensure_dataset(preset: Any, path: Path, device: str) -> None:
+def ensure_dataset(preset: Any, path: Path, device: str, progress: Any = None) -> None:
     """Generate ``path`` unless it exists, holding ``<path>.lock`` (fcntl) meanwhile, so of
-    several workers one generates and the rest wait and then load it."""
+    several workers one generates and the rest wait and then load it (``progress``: as
+    `generate_dataset` takes it)."""
     import fcntl
 
     from diffbench.engine.dataset import compile_pays_off, generate_dataset
@@ -389,7 +390,8 @@ def ensure_dataset(preset: Any, path: Path, device: str) -> None:
             _log(f"data set {path} is missing; generating it "
                  f"({preset.data.trajectories} trajectories)")
             generate_dataset(preset, path, device=torch_device,
-                             compile=compile_pays_off(preset.data, torch_device))
+                             compile=compile_pays_off(preset.data, torch_device),
+                             progress=progress)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 

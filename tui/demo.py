@@ -1,0 +1,321 @@
+"""`diffbench demo`: the whole study in one command, sized for a laptop (2 CPU cores).
+
+    data set     generated once if missing (the worker's file lock, a progress bar)
+    queue        the `demo` sweep (presets/sweeps/demo.toml), tagged ``demo``; a run already
+                 queued, running or done is not queued again, so a re-run reuses it
+    worker       `tui.worker.Worker` in this process, claiming only the demo's runs
+    display      a poller thread reads the job database (as the dashboard does) and draws
+                 one line per run and the overall progress with an ETA on stderr
+    report       `tui.report.write_report` on the demo's runs: table on stdout, files in --out
+
+Ctrl-C checkpoints the current run and puts it back in the queue (exit 130); running the
+demo again continues it from that checkpoint.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from .errors import EXIT_INTERRUPTED, require, user_errors
+from .output import database
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+    from diffbench.storage.db import Database
+    from diffbench.storage.queue import RunSpec
+    from diffbench.storage.workspace import Workspace
+
+DEMO_TAG = "demo"
+FINISHED = ("done", "diverged", "failed", "cancelled")
+
+
+def demo(
+    ctx: typer.Context,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", metavar="DIR", help="Folder for the report (report.md, report.html, "
+        "figures/). Default: <home>/report.", show_default=False)] = None,
+    device: Annotated[str, typer.Option(
+        "--device", "-d", envvar="DIFFBENCH_DEVICE",
+        help="auto (CUDA when present), cpu, cuda or cuda:N.")] = "auto",
+    epochs: Annotated[int | None, typer.Option(
+        "--epochs", "-e", help="Override the sweep's epochs (fewer: a quicker look; the "
+        "runs differ from the default demo's, so none are reused).",
+        show_default=False)] = None,
+    sweep: Annotated[str, typer.Option(
+        "--sweep", metavar="NAME|FILE", help="Run this sweep instead (a shipped name or a "
+        "sweep file, see diffbench queue sweeps); its runs are tagged demo too.")] = "demo",
+) -> None:
+    """Run the demo study end to end: make the tiny data set, queue six optimizers, train
+    them here with a live display, then print the comparison and write the report.
+
+    About 6 minutes on 2 CPU cores. Runs already done are reused: run it again after
+    Ctrl-C (which checkpoints the current run) and it goes on where it stopped.
+
+    [bold]Examples[/]
+
+      diffbench demo
+      diffbench --home /tmp/demo demo --out /tmp/demo/report
+      diffbench demo --epochs 5
+    """
+    from .queue import sweep_path, sweep_specs
+    from .report import check_out
+
+    workspace: Workspace = ctx.obj
+    target = (out if out is not None else workspace.root / "report").expanduser().absolute()
+    with user_errors():
+        require(epochs is None or epochs > 0, f"--epochs must be positive, got {epochs}")
+        specs = sweep_specs(sweep_path(sweep), {"epochs": epochs, "tag": [DEMO_TAG]})
+        require(bool(specs), f"sweep {sweep!r} holds no runs")
+        check_out(target)
+    _demo(ctx, workspace, specs, target, device)
+
+
+def _demo(ctx: typer.Context, workspace: Workspace, specs: Sequence[RunSpec], out: Path,
+          device: str) -> None:
+    from diffbench.engine.config import PresetError
+    from diffbench.engine.dataset import DatasetError
+    from diffbench.engine.device import DeviceError, resolve_device
+    from diffbench.engine.run import RunError
+
+    from .output import console
+    from .worker import dataset_stem, run_config
+
+    err = console(stderr=True)
+    specs = [_tagged(s) for s in specs]
+    with user_errors(DeviceError, PresetError, RunError):
+        resolve_device(device)  # and every run's settings, before anything is written:
+        presets = {dataset_stem(c.preset): c.preset for c in (run_config(s, device)
+                                                              for s in specs)}
+    with database(ctx) as db:
+        try:
+            with user_errors(DatasetError):
+                for stem, preset in sorted(presets.items()):
+                    _ensure_data(workspace.dataset_path(stem), preset, device, err)
+            ids, reused = _queue(db, specs)
+            err.print(f"demo: {len(ids)} runs ({_describe(specs)}) on "
+                      f"{resolve_device(device)}; {reused} of them queued or finished before",
+                      markup=False)
+            code = _train(db, workspace, ids, device, err) if _unfinished(db, ids) else 0
+        except KeyboardInterrupt:
+            code = EXIT_INTERRUPTED
+        if code == EXIT_INTERRUPTED:
+            err.print("interrupted: a run in training is checkpointed and back in the queue; "
+                      "run diffbench demo again to go on", markup=False)
+            raise typer.Exit(EXIT_INTERRUPTED)
+        _report(db, out, specs)
+
+
+def _train(db: Database, workspace: Workspace, ids: Sequence[int], device: str,
+           err: Console) -> int:
+    """Train the demo's unfinished runs in this process with the live display; the worker's
+    exit code."""
+    from .worker import Worker
+
+    started = time.monotonic()
+    with Progress(db, ids, err):
+        code = Worker(db, workspace, device=device, runs=ids).serve(idle_exit=0)
+    left = _unfinished(db, ids)
+    err.print(f"demo: {len(ids) - len(left)} of {len(ids)} runs finished; training took "
+              f"{_clock(time.monotonic() - started)}", markup=False)
+    return code
+
+
+def _queue(db: Database, specs: Sequence[RunSpec]) -> tuple[list[int], int]:
+    """Queue the specs; the demo's run ids and how many existed already. `enqueue` skips
+    runs queued, running or done; diverged ones are final results too, so they are reused
+    rather than queued again."""
+    from diffbench.storage.queue import enqueue, list_runs
+
+    diverged = {r.identity: r.id for r in list_runs(db, status="diverged")}
+    queued = enqueue(db, [s for s in specs if s.identity not in diverged])
+    reused = {*(run_id for _, run_id in queued.skipped),
+              *(diverged[s.identity] for s in specs if s.identity in diverged)}
+    return sorted({*queued.ids, *reused}), len(reused)
+
+
+def _tagged(spec: RunSpec) -> RunSpec:
+    import dataclasses
+
+    return dataclasses.replace(spec, tags=tuple(dict.fromkeys((*spec.tags, DEMO_TAG))))
+
+
+def _describe(specs: Sequence[RunSpec]) -> str:
+    presets = ", ".join(dict.fromkeys(s.preset for s in specs))
+    epochs = sorted({s.epochs for s in specs if s.epochs is not None})
+    span = "" if not epochs else f", {epochs[0]}" if len(epochs) == 1 else \
+        f", {epochs[0]}–{epochs[-1]}"
+    return f"{presets}{span} epochs"
+
+
+def _ensure_data(path: Path, preset: Any, device: str, err: Console) -> None:
+    """Generate the preset's data set unless it is there (under the worker's file lock)."""
+    from .data import _progress
+    from .worker import ensure_dataset
+
+    if path.exists():
+        return
+    err.print(f"generating the {preset.name} data set ({preset.data.trajectories} "
+              f"trajectories, once) → {path}", markup=False)
+    with _progress(err, preset.data.trajectories) as report:
+        ensure_dataset(preset, path, device, progress=report)
+
+
+def _unfinished(db: Database, ids: Sequence[int]) -> list[int]:
+    from diffbench.storage import states
+    from diffbench.storage.queue import list_runs
+
+    return [r.id for r in list_runs(db, ids=ids) if r.status not in states.FINAL]
+
+
+def _report(db: Database, out: Path, specs: Sequence[RunSpec]) -> None:
+    from .errors import UserError, fail
+    from .report import NoRuns, write_report
+
+    filters = [f"tag:{DEMO_TAG}", "preset:" + ",".join(dict.fromkeys(s.preset for s in specs))]
+    try:
+        write_report(db, out, filters=filters)
+    except NoRuns as message:
+        typer.echo(str(message), err=True)
+    except UserError as error:
+        raise fail(str(error)) from None
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes}:{seconds:02d}"
+
+
+# ----------------------------------------------------------------------------- display
+
+
+@dataclass
+class RunLine:
+    """What the display knows of one run, from the job database."""
+
+    label: str
+    epochs: int
+    status: str = "queued"
+    epoch: int = 0  # epochs completed
+    loss: float | None = None  # newest step's training loss
+    ms: float | None = None  # newest steps' mean time (data + compute + optimizer)
+    final: float | None = None  # final fixed-noise validation loss
+    cursor: Any = None
+    task: Any = field(default=None, repr=False)
+
+
+class Progress:
+    """The live display on stderr. A thread polls the database every ``every`` seconds
+    (step metrics come in batches, at least every 2 s) and redraws; the worker's own log
+    lines scroll above it. The ETA is the remaining epochs at this session's pace so far
+    (data loading, previews and the sample-quality assessment included)."""
+
+    def __init__(self, db: Database, ids: Sequence[int], console: Console,
+                 every: float = 0.5) -> None:
+        from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as Bars
+
+        from diffbench.storage.queue import list_runs
+
+        self.db, self.ids, self.console, self.every = db, list(ids), console, every
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._poll, name="demo-display", daemon=True)
+        self.runs = {r.id: RunLine(f"#{r.id} {r.optimizer} {r.schedule} lr {r.lr:g}",
+                                   r.epochs or 1) for r in list_runs(db, ids=self.ids)}
+        self.lines = Bars(TextColumn("{task.description}"), BarColumn(bar_width=20),
+                          TextColumn("{task.fields[info]}"), console=console)
+        for line in self.runs.values():
+            line.task = self.lines.add_task(line.label, total=line.epochs, info="queued")
+        self.epochs = sum(line.epochs for line in self.runs.values())
+        self.total = Bars(TextColumn("[bold]{task.description}"), BarColumn(bar_width=20),
+                          TextColumn("{task.fields[info]} · elapsed"), TimeElapsedColumn(),
+                          TextColumn("· eta {task.fields[eta]}"), console=console)
+        self.overall = self.total.add_task("demo", total=self.epochs, info="", eta="…")
+        self.start: tuple[float, int] | None = None  # (time, epochs done) when shown first
+        self.live: Any = None
+
+    def __enter__(self) -> Progress:
+        from rich.live import Live
+
+        self._refresh()
+        self.live = Live(self._renderable(), console=self.console, refresh_per_second=4,
+                         transient=False)
+        self.live.start()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        self.thread.join()
+        self._refresh()
+        self.live.update(self._renderable(), refresh=True)
+        self.live.stop()
+        if not self.console.is_terminal:  # Live ends a terminal's last line, not a pipe's
+            self.console.line()
+
+    def _poll(self) -> None:
+        from diffbench.storage.db import StorageError
+
+        while not self.stopped.wait(self.every):
+            try:
+                self._refresh()
+            except StorageError:  # a busy database: the next poll catches up
+                continue
+            self.live.update(self._renderable())
+
+    def _renderable(self) -> RenderableType:
+        from rich.console import Group
+
+        return Group(self.lines, self.total)
+
+    def _refresh(self) -> None:
+        """Read the runs' states and their newest metrics; update the bars."""
+        from diffbench.storage.queue import list_runs, metrics_since
+
+        for run in list_runs(self.db, ids=self.ids):
+            line = self.runs[run.id]
+            line.status = run.status.value
+            if line.status != "queued" or line.cursor is not None:
+                batch = metrics_since(self.db, run.id, line.cursor)
+                line.cursor = batch.cursor
+                if batch.epochs:
+                    line.epoch = batch.epochs[-1].epoch + 1
+                if batch.steps:
+                    newest = batch.steps[-16:]
+                    line.loss = newest[-1].loss
+                    line.ms = sum(s.data_ms + s.compute_ms + s.optimizer_ms
+                                  for s in newest) / len(newest)
+            if line.status in FINISHED and run.summary:
+                line.final = run.summary.get("final_fixed_valid_loss")
+            self.lines.update(line.task, completed=line.epoch, info=_info(line))
+        lines = self.runs.values()
+        done = sum(line.status in FINISHED for line in lines)
+        epochs = sum(line.epochs if line.status in FINISHED else line.epoch for line in lines)
+        now = time.monotonic()
+        self.start = self.start or (now, epochs)
+        since, before = self.start
+        eta = "…" if epochs == before else \
+            _clock((now - since) / (epochs - before) * (self.epochs - epochs))
+        self.total.update(self.overall, completed=epochs, eta=eta,
+                          description=f"demo {done}/{len(self.runs)} runs",
+                          info=f"epochs {epochs}/{self.epochs}")
+
+
+def _info(line: RunLine) -> str:
+    parts = [f"epoch {line.epoch}/{line.epochs}"]
+    if line.status == "running" and line.loss is not None:
+        parts.append(f"loss {line.loss:.4f}")
+    if line.status == "running" and line.ms is not None:
+        parts.append(f"{line.ms:.0f} ms/step")
+    if line.status != "running":
+        parts.append(line.status)
+    if line.final is not None:
+        parts.append(f"valid {line.final:.4f}")
+    return "  ".join(parts)
