@@ -253,31 +253,36 @@ def test_record_start_list_and_workers(db, worker):
 # ----------------------------------------------------------------------------- concurrency
 
 
-def _claim_all(url: str, name: str, results) -> None:
+def _enqueue_and_claim_all(url: str, name: str, barrier, results) -> None:
     db = open_database(url)
     worker = q.register_worker(db, host=name, pid=0, device="cpu")
+    barrier.wait(timeout=60)  # all four queue the same grid at once, then drain the queue
+    queued = q.enqueue(db, [spec(seed) for seed in range(60)]).ids
     claimed = []
     while (run := q.claim_next(db, worker.id, lease_s=60)) is not None:
         claimed.append(run.id)
         q.add_step_metrics(db, run.id, [_step(1)])
         q.finish(db, run.id, worker.id, "done")
-    results.put((name, claimed))
+    results.put((name, queued, claimed))
     db.dispose()
 
 
-def test_concurrent_processes_never_claim_a_run_twice(url):
+def test_concurrent_processes_never_queue_or_claim_a_run_twice(url):
     db = open_database(url)
-    q.enqueue(db, [spec(seed) for seed in range(60)])
     context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    processes = [context.Process(target=_claim_all, args=(url, f"w{i}", results))
+    barrier, results = context.Barrier(4), context.Queue()
+    processes = [context.Process(target=_enqueue_and_claim_all,
+                                 args=(url, f"w{i}", barrier, results))
                  for i in range(4)]
     for process in processes:
         process.start()
-    claimed = dict(results.get(timeout=60) for _ in processes)
+    outcomes = [results.get(timeout=60) for _ in processes]
     for process in processes:
         process.join(timeout=30)
         assert process.exitcode == 0
+    queued = [run_id for _, ids, _ in outcomes for run_id in ids]
+    assert sorted(queued) == list(range(1, 61))  # the duplicates of the others skipped
+    claimed = {name: runs for name, _, runs in outcomes}
     ids = [run_id for runs in claimed.values() for run_id in runs]
     assert sorted(ids) == list(range(1, 61))  # each exactly once
     assert sum(1 for runs in claimed.values() if runs) >= 2  # they really competed
