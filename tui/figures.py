@@ -199,7 +199,8 @@ def quality_vs_loss(runs: Sequence[RunResult]) -> bytes | None:
         ax = figure.add_subplot(2, 2, index + 1)
         for optimizer in dict.fromkeys(r.optimizer for r in measured):
             points = [(r.final_loss, r.quality[key]) for r in measured
-                      if r.optimizer == optimizer and isinstance(r.quality.get(key), int | float)]
+                      if r.optimizer == optimizer and isinstance(r.quality.get(key), int | float)
+                      and math.isfinite(r.quality[key])]  # NaN: not measured, not a point
             if points:
                 x, y = zip(*points, strict=True)
                 ax.scatter(x, y, color=_color(optimizer), label=optimizer, s=18)
