@@ -1,36 +1,43 @@
 """Step time of each optimizer as a ratio to AdamW, measured by the trainer itself.
 
-Each optimizer trains the preset's U-Net for a few epochs on random windows of the preset's
-shape (the data's values do not change the time of a step) through `Trainer`, whose step
-records split every step into data, forward+backward (with gradient norm and clipping) and
-optimizer step, timed with CUDA events on a GPU. The first epoch is a warm-up (cuDNN
-autotuning, first preconditioners) and is left out; SOAP refreshes its eigenbases every 10
-steps, so the timed steps span several refreshes. Medians per phase, and the wall-clock time
-per step of the timed epochs (what a run costs, Python overhead included).
+Each optimizer trains the preset's U-Net on random windows of the preset's shape (the data's
+values do not change the time of a step) through `Trainer`, whose step records split every
+step into data, forward+backward (with gradient norm and clipping) and optimizer step, timed
+with CUDA events on a GPU. All optimizers train side by side, one epoch each in turn (A B C A B
+C …), so that drift of the machine (clocks, other load) falls on all of them alike. The first
+epoch of each is a warm-up (cuDNN autotuning, torch.compile, CUDA graph capture, first
+preconditioners) and is left out. Per phase the median over the timed steps, and two honest
+figures over all of them: the mean of forward+backward + optimizer (SOAP's eigenbasis refresh
+every 10 steps included) and the wall-clock time per step (Python and launch gaps included).
 
 On CUDA the model FLOPs of one step (forward + backward, counted by torch's FlopCounterMode;
 the spec's figure is ≈ 2.4 TFLOP at batch 32 for `paper`) give the model FLOP utilisation
 against the GPU's dense peak for the precision (TF32 for fp32, bf16 for bf16).
 
+An optimizer is a name with options after a colon, one row each:
+
     python benchmarks/step_time.py                       # CPU: tiny and small, fp32
     python benchmarks/step_time.py --preset paper        # CUDA: paper in fp32 and bf16
-    python benchmarks/step_time.py --preset paper --precision bf16 --epochs 4
-    python benchmarks/step_time.py --optimizers adamw soap   # SOAP: ours and pytorch-optimizer's
-    python benchmarks/step_time.py --optimizers adamw soap --soap batched --soap-compile both
+    python benchmarks/step_time.py --preset paper --precision bf16 --epochs 8
+    python benchmarks/step_time.py --optimizers adamw soap soap:implementation=pytorch_optimizer
+    python benchmarks/step_time.py --optimizers adamw muon muon:cuda_graph=false \
+        soap soap:compile=false,cuda_graph=false
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import statistics
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from diffbench.engine.config import Preset, load_preset, override
-from diffbench.engine.metrics import EpochRecord, StartRecord, Steps
-from diffbench.engine.optimizers import OPTIMIZERS, SOAP_IMPLEMENTATIONS
+from diffbench.engine.metrics import EpochRecord, StartRecord, StepRecord, Steps
+from diffbench.engine.optimizers import OPTIMIZERS
 from diffbench.engine.run import RunConfig, TrainingData
 from diffbench.engine.training import Trainer
 from diffbench.engine.unet import build_model
@@ -69,52 +76,76 @@ def peak(device: torch.device, precision: str) -> float | None:
     return next((p[precision] for fragment, p in PEAKS if fragment in name), None)
 
 
-def measure(preset: Preset, optimizer: str, device: str, precision: str, epochs: int,
-            steps_per_epoch: int, options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Median ms per phase over epochs 2…, and wall ms per step of those epochs."""
+def parse_row(spec: str) -> tuple[str, str, dict[str, Any]]:
+    """`name[:key=value,…]` → (label, name, options); values are Python literals or
+    true/false/none."""
+    name, _, rest = spec.partition(":")
+    options: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        key, equals, value = item.partition("=")
+        if not equals:
+            raise SystemExit(f"bad optimizer option {item!r} in {spec!r}: use key=value")
+        words = {"true": True, "false": False, "none": None}
+        try:
+            options[key] = words.get(value.lower(), ast.literal_eval(value))
+        except (ValueError, SyntaxError):
+            options[key] = value
+    if name not in OPTIMIZERS:
+        raise SystemExit(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+    return spec, name, options
+
+
+@dataclass
+class Timing:
+    """What one optimizer's trainer reported over its timed epochs."""
+
+    implementation: str = ""
+    steps: list[StepRecord] = field(default_factory=list)
+    epoch_s: list[float] = field(default_factory=list)
+
+    def median(self, phase: str) -> float:
+        return statistics.median(getattr(s, f"{phase}_ms") for s in self.steps)
+
+    def mean_step(self) -> float:
+        """Mean forward+backward + optimizer ms over every timed step (refreshes included)."""
+        return statistics.fmean(s.compute_ms + s.optimizer_ms for s in self.steps)
+
+    def wall(self) -> float:
+        return 1e3 * sum(self.epoch_s) / len(self.steps)
+
+
+def measure(preset: Preset, rows: list[tuple[str, str, dict[str, Any]]], device: str,
+            precision: str, epochs: int, steps_per_epoch: int) -> list[Timing]:
+    """Every row's trainer, one epoch each in turn; epochs 2… timed."""
     preset = override(preset, {"train.epochs": epochs, "train.warmup_epochs": 1,
                                "train.valid_every": epochs, "train.samples_every": 0})
-    defaults = preset.optimizers[optimizer]
-    config = RunConfig(preset=preset, optimizer=optimizer, lr=defaults.lr,
-                       weight_decay=defaults.weight_decay, device=device, precision=precision,
-                       options=options or {})
-    trainer = Trainer(config, synthetic(preset, steps_per_epoch), flush_every=10**9)
-    steps, epoch_s, implementation = [], [], ""
-    for record in trainer:
-        if isinstance(record, StartRecord):
-            implementation = record.provenance["optimizer_implementation"]
-        elif isinstance(record, Steps):
-            steps += [s for s in record.records if s.epoch > 0]
-        elif isinstance(record, EpochRecord) and record.epoch > 0:
-            epoch_s.append(record.epoch_s)
-        elif getattr(record, "state", "done") != "done":
-            raise RuntimeError(f"{optimizer}: {record}")
-    phase = {k: statistics.median(getattr(s, f"{k}_ms") for s in steps)
-             for k in ("data", "compute", "optimizer")}
-    return {**phase, "wall": 1e3 * sum(epoch_s) / len(steps), "implementation": implementation}
-
-
-def rows(optimizers: list[str], soap: list[str],
-         compile: str = "auto") -> list[tuple[str, str, dict[str, Any]]]:
-    """(label, optimizer, options) per row: SOAP once per implementation in `soap`; the batched
-    one with `compile` auto (compiled on CUDA), on, off, or both (two rows)."""
-    modes = {"auto": [None], "on": [True], "off": [False], "both": [False, True]}[compile]
-    out = []
-    for name in optimizers:
-        if name == "soap":
-            for i in soap:
-                if i != "batched":
-                    out.append((f"soap[{i}]", name, {"implementation": i}))
-                    continue
-                out += [("soap" + {None: "", False: "[eager]", True: "[compiled]"}[c], name,
-                         {"implementation": i, "compile": c}) for c in modes]
-        else:
-            out.append((name, name, {}))
-    return out
+    data = synthetic(preset, steps_per_epoch)
+    runs = []
+    for _, name, options in rows:
+        defaults = preset.optimizers[name]
+        config = RunConfig(preset=preset, optimizer=name, lr=defaults.lr,
+                           weight_decay=defaults.weight_decay, device=device,
+                           precision=precision, options=options)
+        runs.append(iter(Trainer(config, data, flush_every=10**9)))
+    timings = [Timing() for _ in rows]
+    for _ in range(epochs):
+        for (label, _, _), records, timing in zip(rows, runs, timings, strict=True):
+            for record in records:
+                if isinstance(record, StartRecord):
+                    timing.implementation = record.provenance["optimizer_implementation"]
+                elif isinstance(record, Steps):
+                    timing.steps += [s for s in record.records if s.epoch > 0]
+                elif isinstance(record, EpochRecord):
+                    if record.epoch > 0:
+                        timing.epoch_s.append(record.epoch_s)
+                    break
+                elif getattr(record, "state", "done") != "done":
+                    raise RuntimeError(f"{label}: {record}")
+    return timings
 
 
 def run(preset_name: str, device: str, precision: str, epochs: int, steps_per_epoch: int,
-        optimizers: list[tuple[str, str, dict[str, Any]]]) -> None:
+        rows: list[tuple[str, str, dict[str, Any]]]) -> None:
     preset = load_preset(preset_name)
     torch_device = torch.device("cuda" if device.startswith("cuda") else "cpu")
     flops = step_flops(preset, torch_device) if torch_device.type == "cuda" else None
@@ -122,23 +153,25 @@ def run(preset_name: str, device: str, precision: str, epochs: int, steps_per_ep
     print(f"\n{preset_name} ({preset.model.channels} × {preset.model.blocks} blocks, "
           f"{preset.data.resolution}², batch {preset.train.batch_size}), {precision}, "
           f"{torch.cuda.get_device_name(torch_device) if flops else 'CPU'}"
-          + (f", {flops / 1e12:.2f} TFLOP per step (fwd+bwd)" if flops else ""))
-    print(f"{'optimizer':<22} {'data':>6} {'fwd+bwd':>8} {'opt':>7} {'wall':>7}   "
-          f"{'× AdamW':>7} {'opt × AdamW':>11}" + ("   MFU" if top else "")
-          + "   (ms per step; medians)")
-    base = None
-    for label, name, options in optimizers:
-        started = time.perf_counter()
-        m = measure(preset, name, device, precision, epochs, steps_per_epoch, options)
-        if base is None:
-            base = m
-        ratio = (m["compute"] + m["optimizer"]) / (base["compute"] + base["optimizer"])
-        line = (f"{label:<22} {m['data']:6.2f} {m['compute']:8.2f} {m['optimizer']:7.2f} "
-                f"{m['wall']:7.2f}   {ratio:7.3f} {m['optimizer'] / base['optimizer']:11.2f}")
+          + (f", {flops / 1e12:.2f} TFLOP per step (fwd+bwd)" if flops else "")
+          + f"; {(epochs - 1) * steps_per_epoch} timed steps each")
+    print(f"{'optimizer':<34} {'data':>5} {'fwd+bwd':>7} {'opt':>6} {'mean':>6} {'wall':>6}  "
+          f"{'×AdamW':>6} {'mean×':>6} {'wall×':>6}" + ("   MFU" if top else "")
+          + "   (ms per step; medians, then means)")
+    started = time.perf_counter()
+    timings = measure(preset, rows, device, precision, epochs, steps_per_epoch)
+    base = timings[0]
+    for (label, _, _), m in zip(rows, timings, strict=True):
+        ratio = (m.median("compute") + m.median("optimizer")) / (
+            base.median("compute") + base.median("optimizer"))
+        line = (f"{label:<34} {m.median('data'):5.2f} {m.median('compute'):7.2f} "
+                f"{m.median('optimizer'):6.2f} {m.mean_step():6.2f} {m.wall():6.2f}  "
+                f"{ratio:6.3f} {m.mean_step() / base.mean_step():6.3f} "
+                f"{m.wall() / base.wall():6.3f}")
         if top and flops:
-            line += f"   {flops / (m['wall'] * 1e-3) / (top * 1e12):5.1%}"
-        print(line + f"   [{m['implementation']}; {time.perf_counter() - started:.0f} s]",
-              flush=True)
+            line += f"   {flops / (m.wall() * 1e-3) / (top * 1e12):5.1%}"
+        print(line + f"   [{m.implementation}]")
+    print(f"({time.perf_counter() - started:.0f} s)", flush=True)
 
 
 def main() -> None:
@@ -147,26 +180,20 @@ def main() -> None:
     parser.add_argument("--preset", nargs="+", default=["paper"] if cuda else ["tiny", "small"])
     parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"] if cuda else ["fp32"])
     parser.add_argument("--device", default="cuda" if cuda else "cpu")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per optimizer; the first "
+    parser.add_argument("--epochs", type=int, default=6, help="epochs per optimizer; the first "
                         "is a warm-up")
     parser.add_argument("--steps", type=int, default=None,
-                        help="steps per epoch (default: 30 on CUDA, 10 on CPU)")
+                        help="steps per epoch (default: 20 on CUDA, 10 on CPU)")
     parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS),
-                        help="AdamW first: the ratios are to the first one")
-    parser.add_argument("--soap", nargs="+", default=list(SOAP_IMPLEMENTATIONS),
-                        choices=SOAP_IMPLEMENTATIONS,
-                        help="SOAP implementations to time, one row each")
-    parser.add_argument("--soap-compile", default="auto", choices=["auto", "on", "off", "both"],
-                        help="the batched SOAP's torch.compile: auto (on CUDA only), on, off, "
-                        "or both (one row each)")
+                        help="name[:key=value,…] per row; the ratios are to the first row")
     args = parser.parse_args()
-    steps = args.steps or (30 if args.device.startswith("cuda") else 10)
+    rows = [parse_row(spec) for spec in args.optimizers]
+    steps = args.steps or (20 if args.device.startswith("cuda") else 10)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device "
           f"{args.device}; {args.epochs} epochs of {steps} steps per optimizer, first dropped")
     for name in args.preset:
         for precision in args.precision:
-            run(name, args.device, precision, args.epochs, steps,
-                rows(args.optimizers, args.soap, args.soap_compile))
+            run(name, args.device, precision, args.epochs, steps, rows)
 
 
 if __name__ == "__main__":

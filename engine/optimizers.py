@@ -110,7 +110,9 @@ _NS_DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16
 
 def _muon(model: nn.Module, lr: float, weight_decay: float, *, momentum: float = 0.95,
           nesterov: bool = True, ns_steps: int = 5, adam_betas: Sequence[float] = (0.95, 0.95),
-          eps: float = 1e-8, ns_dtype: str = "auto") -> torch.optim.Optimizer:
+          eps: float = 1e-8, ns_dtype: str = "auto",
+          cuda_graph: bool | None = None) -> torch.optim.Optimizer:
+    """`cuda_graph`: replay the update as one CUDA graph; None: on CUDA (docs/OPTIMIZERS.md)."""
     if ns_dtype not in _NS_DTYPES:
         raise OptimizerError(f"unknown ns_dtype {ns_dtype!r}; known: {', '.join(_NS_DTYPES)}")
     muon, adam = muon_split(model)
@@ -118,7 +120,7 @@ def _muon(model: nn.Module, lr: float, weight_decay: float, *, momentum: float =
               for params, use_muon in ((muon, True), (adam, False)) if params]
     return Muon(groups, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                 ns_steps=ns_steps, adam_betas=_pair(adam_betas, "adam_betas"), eps=eps,
-                ns_dtype=_NS_DTYPES[ns_dtype])
+                ns_dtype=_NS_DTYPES[ns_dtype], cuda_graph=cuda_graph)
 
 
 SOAP_IMPLEMENTATIONS = ("batched", "pytorch_optimizer")
@@ -127,10 +129,12 @@ SOAP_IMPLEMENTATIONS = ("batched", "pytorch_optimizer")
 def _soap(model: nn.Module, lr: float, weight_decay: float, *,
           betas: Sequence[float] = (0.95, 0.95), precondition_frequency: int = 10,
           max_precond_dim: int = 10000, eps: float = 1e-8,
-          implementation: str = "batched", compile: bool | None = None) -> torch.optim.Optimizer:
+          implementation: str = "batched", compile: bool | None = None,
+          cuda_graph: bool | None = None) -> torch.optim.Optimizer:
     """`batched` is ours (`diffbench.engine.soap`); `pytorch_optimizer` its reference.
 
-    `compile` (batched only): `torch.compile` the update outside the refreshes; None: on CUDA.
+    Batched only: `compile` runs the update outside the refreshes through `torch.compile`,
+    `cuda_graph` replays it as one CUDA graph; None: on CUDA.
     """
     if implementation not in SOAP_IMPLEMENTATIONS:
         raise OptimizerError(f"unknown implementation {implementation!r}; "
@@ -138,9 +142,10 @@ def _soap(model: nn.Module, lr: float, weight_decay: float, *,
     extra: dict[str, Any] = {}
     if implementation == "batched":
         soap: type[torch.optim.Optimizer] = SOAP
-        extra["compile"] = compile
-    elif compile:
-        raise OptimizerError("compile=True is an option of the batched SOAP only")
+        extra.update(compile=compile, cuda_graph=cuda_graph)
+    elif compile or cuda_graph:
+        option = "compile" if compile else "cuda_graph"
+        raise OptimizerError(f"{option}=True is an option of the batched SOAP only")
     else:
         from pytorch_optimizer import SOAP as soap  # 1.5 s of imports: only when asked for
 
@@ -263,12 +268,16 @@ def optimizer_implementation(optimizer: torch.optim.Optimizer) -> str:
         return "foreach" if group.get("foreach") else "for-loop"
     if isinstance(optimizer, Muon):
         devices = [p.device for g in optimizer.param_groups if g["use_muon"] for p in g["params"]]
-        dtype = optimizer.newton_schulz_dtype(devices[0] if devices else torch.device("cpu"))
-        return f"diffbench.muon (NS {'bf16' if dtype == torch.bfloat16 else 'fp32'})"
+        device = devices[0] if devices else torch.device("cpu")
+        dtype = optimizer.newton_schulz_dtype(device)
+        graph = ", CUDA graph" if optimizer.graphed(device) else ""
+        return f"diffbench.muon (NS {'bf16' if dtype == torch.bfloat16 else 'fp32'}{graph})"
     if isinstance(optimizer, SOAP):
         params = [p for g in optimizer.param_groups for p in g["params"]]
-        compiled = bool(params) and optimizer._compiled(params[0]) is not None
-        return f"diffbench.soap (batched{', compiled' if compiled else ''})"
+        device = params[0].device if params else torch.device("cpu")
+        compiled = ", compiled" if optimizer._compiled(device) is not None else ""
+        graph = ", CUDA graph" if optimizer.graphed(device) else ""
+        return f"diffbench.soap (batched{compiled}{graph})"
     module = type(optimizer).__module__.split(".")[0]
     package = {"pytorch_optimizer": "pytorch-optimizer"}.get(module, module)
     detail = ""

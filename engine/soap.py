@@ -35,10 +35,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from .step_graph import StepGraph, device_scalars
 
 Factors = list[Tensor | None]  # per dim: (n, s, s) stacked, or None (dim not preconditioned)
 
@@ -46,26 +49,45 @@ Factors = list[Tensor | None]  # per dim: (n, s, s) stacked, or None (dim not pr
 # ---------------------------------------------------------------------------- pure functions
 
 
+SMALL_DIM = 4  # dims up to this size (the 3×3 kernels) are contracted elementwise
+
+
+def contract(x: Tensor, m: Tensor) -> Tensor:
+    """x (n, s, *rest) times m (n, s, s') over dim 1, the new dim last: (n, *rest, s').
+
+    A small s is a sum of s scaled slices rather than a matrix product of inner size 3:
+    compiled, it fuses with the elementwise work around it instead of a cuBLAS call per dim
+    that reads and writes the whole stack for 9 multiply-adds per element.
+    """
+    n, s = x.size(0), x.size(1)
+    if s <= SMALL_DIM:
+        shape = (n,) + (1,) * (x.ndim - 2) + (m.size(-1),)
+        out = x[:, 0].unsqueeze(-1) * m[:, 0].view(shape)
+        for i in range(1, s):
+            out = out + x[:, i].unsqueeze(-1) * m[:, i].view(shape)
+        return out
+    rows = x.reshape(n, s, -1).mT  # (n, R, s)
+    return (rows @ m).reshape(n, *x.shape[2:], m.size(-1))
+
+
 def project(x: Tensor, Q: Factors, back: bool = False) -> Tensor:
     """x (n, *S) rotated dim by dim: ×_k Q_kᵀ (into the eigenbasis), or ×_k Q_k when `back`."""
-    n = x.size(0)
     for q in Q:  # each pass contracts dim 1 and appends the result as the last dim
-        if q is None:
-            x = x.movedim(1, -1)
-            continue
-        rest = x.shape[2:]
-        rows = x.reshape(n, x.size(1), -1).mT  # (n, R, s)
-        x = (rows @ (q.mT if back else q)).reshape(n, *rest, q.size(-1))
+        x = x.movedim(1, -1) if q is None else contract(x, q.mT if back else q)
     return x
 
 
 def gram(x: Tensor, k: int) -> Tensor:
     """G_(k) G_(k)ᵀ per stacked member, G_(k) the mode-k unfolding (n, s_k, ∏_{j≠k} s_j).
 
-    The right operand is laid out as `torch.tensordot` lays it out (a view where one exists,
+    A small s_k is an elementwise product summed over the other dims (see `contract`). Else
+    the right operand is laid out as `torch.tensordot` lays it out (a view where one exists,
     else a contiguous copy), so that on the CPU the products are bit-identical to it.
     """
     n, s = x.size(0), x.size(k + 1)
+    if s <= SMALL_DIM:
+        rows = x.movedim(k + 1, -1)  # (n, …, s)
+        return (rows.unsqueeze(-1) * rows.unsqueeze(-2)).sum(dim=tuple(range(1, x.ndim - 1)))
     return x.movedim(k + 1, 1).reshape(n, s, -1) @ x.movedim(k + 1, -1).reshape(n, -1, s)
 
 
@@ -150,31 +172,30 @@ def apply_directions(params: list[Tensor], directions: list[Tensor], size: float
         torch._foreach_mul_(params, decay)
 
 
-def soap_update(params: list[list[Tensor]], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
-                GGs: list[Factors], Qs: list[Factors], plain: list[Tensor],
-                plain_exp_avgs: list[Tensor], plain_exp_avg_sqs: list[Tensor],
-                size: float | Tensor, decay: float | Tensor, betas: tuple[float, float],
-                shampoo_beta: float, eps: float, weight_decay: bool,
+def soap_update(grads: list[Tensor], params: list[list[Tensor]], exp_avgs: list[Tensor],
+                exp_avg_sqs: list[Tensor], GGs: list[Factors], Qs: list[Factors],
+                plain_grads: list[Tensor], plain: list[Tensor], plain_exp_avgs: list[Tensor],
+                plain_exp_avg_sqs: list[Tensor], size: float | Tensor, decay: float | Tensor,
+                betas: tuple[float, float], shampoo_beta: float, eps: float, weight_decay: bool,
                 normalize_gradient: bool) -> None:
     """One update of a parameter group without the eigenbasis refresh, everything in place.
 
-    Per bucket (`params[i]`, stacked state `exp_avgs[i]`, `exp_avg_sqs[i]`, `GGs[i]`, `Qs[i]`):
-    the SOAP direction, the weight update and decay, the Kronecker factors; then the plain
-    (unpreconditioned) weights take Adam. A pure function of tensors and constants, so that
-    `torch.compile` traces it into one graph: the numbers that change between steps (`size`,
-    `decay`) come in as tensors there, the rest are the group's constants.
+    Per bucket (stacked gradients `grads[i]` (n, *S) of the weights `params[i]`, stacked state
+    `exp_avgs[i]`, `exp_avg_sqs[i]`, `GGs[i]`, `Qs[i]`): the SOAP direction, the weight update
+    and decay, the Kronecker factors; then the plain (unpreconditioned) weights take Adam. A
+    pure function of tensors and constants, so that `torch.compile` traces it into one graph
+    and a CUDA graph can replay it: the numbers that change between steps (`size`, `decay`)
+    come in as tensors there, the rest are the group's constants.
     """
-    for members, exp_avg, exp_avg_sq, GG, Q in zip(params, exp_avgs, exp_avg_sqs, GGs, Qs,
-                                                   strict=True):
-        G = torch.stack([p.grad for p in members])
+    for G, members, exp_avg, exp_avg_sq, GG, Q in zip(grads, params, exp_avgs, exp_avg_sqs,
+                                                      GGs, Qs, strict=True):
         directions = list(soap_direction(G, exp_avg, exp_avg_sq, Q, betas, eps).unbind(0))
         if normalize_gradient:
             directions = normalize(directions, eps)
         apply_directions(members, directions, size, decay, weight_decay)
         update_factors(GG, G, shampoo_beta)
     if plain:
-        directions = adam_direction([p.grad for p in plain], plain_exp_avgs, plain_exp_avg_sqs,
-                                    betas, eps)
+        directions = adam_direction(plain_grads, plain_exp_avgs, plain_exp_avg_sqs, betas, eps)
         if normalize_gradient:
             directions = normalize(directions, eps)
         apply_directions(plain, directions, size, decay, weight_decay)
@@ -202,7 +223,8 @@ class SOAP(torch.optim.Optimizer):
                  weight_decay: float = 1e-2, precondition_frequency: int = 10,
                  max_precondition_dim: int = 10000, precondition_1d: bool = False,
                  correct_bias: bool = True, normalize_gradient: bool = False,
-                 eps: float = 1e-8, compile: bool | None = None) -> None:
+                 eps: float = 1e-8, compile: bool | None = None,
+                 cuda_graph: bool | None = None) -> None:
         if not lr > 0 or not 0 <= betas[0] < 1 or not 0 <= betas[1] < 1 or weight_decay < 0:
             raise ValueError(f"bad SOAP hyperparameters: lr={lr}, betas={betas}, "
                              f"weight_decay={weight_decay}")
@@ -219,19 +241,48 @@ class SOAP(torch.optim.Optimizer):
         # group index → (the state dict it was built from, ids of its parameters, buckets, plain)
         self._buckets: dict[int, tuple[Any, tuple[int, ...], list[_Bucket], list[Tensor]]] = {}
         self.compile = compile  # None: compiled on CUDA, eager elsewhere
+        self.cuda_graph = cuda_graph  # None: on CUDA
         self._update: Any = None
+        self._graph: StepGraph | None = None
 
-    def _compiled(self, p: Tensor) -> Any:
+    def _compiled(self, device: torch.device) -> Any:
         """`soap_update` compiled (`torch.compile`, static shapes), or None to run it eagerly.
 
         One graph per parameter group and set of shapes; the eigenbasis refresh (`eigh`, QR,
         argsort, every `precondition_frequency` updates) stays eager.
         """
-        if not (self.compile if self.compile is not None else p.is_cuda):
+        if not (self.compile if self.compile is not None else device.type == "cuda"):
             return None
         if self._update is None:
             self._update = torch.compile(soap_update, dynamic=False)
         return self._update
+
+    def graphed(self, device: torch.device) -> bool:
+        """Whether the update (all groups, refreshes aside) runs through `StepGraph`."""
+        return self.cuda_graph if self.cuda_graph is not None else device.type == "cuda"
+
+    @staticmethod
+    def _constants(group: dict[str, Any]) -> tuple[Any, ...]:
+        """The group's numbers that `soap_update` takes as constants."""
+        beta = group["shampoo_beta"] if group["shampoo_beta"] is not None else group["betas"][1]
+        return (tuple(group["betas"]), beta, group["eps"], group["weight_decay"] != 0,
+                group["normalize_gradient"])
+
+    def _update_groups(self, work: list[tuple[dict[str, Any], Any, list[float]]],
+                       stacks: list[Tensor], scalars: list[Any]) -> None:
+        """`soap_update` of each group in `work`, its gradients stacked as `step` lists them."""
+        stacks_in, scalars_in = iter(stacks), iter(scalars)
+        for group, (_, _, buckets, plain), _ in work:
+            update = self._compiled(stacks[0].device) or soap_update
+            grads = [next(stacks_in) for _ in buckets]
+            plain_grads = [next(stacks_in)[0] for _ in plain]
+            states = [self.state[p] for p in plain]
+            betas, beta, eps, weight_decay, normalize_gradient = self._constants(group)
+            update(grads, [b.params for b in buckets], [b.exp_avg for b in buckets],
+                   [b.exp_avg_sq for b in buckets], [b.GG for b in buckets],
+                   [b.Q for b in buckets], plain_grads, plain, [s["exp_avg"] for s in states],
+                   [s["exp_avg_sq"] for s in states], next(scalars_in), next(scalars_in),
+                   betas, beta, eps, weight_decay, normalize_gradient)
 
     @staticmethod
     def _preconditioned(shape: torch.Size, group: dict[str, Any]) -> list[bool]:
@@ -307,6 +358,7 @@ class SOAP(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        work = []  # (group, its bucket cache entry, [size, decay]) of the groups that update
         for index, group in enumerate(self.param_groups):
             group.setdefault("step", 0)
             params = [p for p in group["params"] if p.grad is not None]
@@ -319,24 +371,33 @@ class SOAP(torch.optim.Optimizer):
                 continue
             t = group["step"] - 1  # updates so far, this one included
             beta1, beta2 = group["betas"]
-            beta = group["shampoo_beta"] if group["shampoo_beta"] is not None else beta2
             size = group["lr"]
             if group["correct_bias"]:
                 size *= math.sqrt(1 - beta2**t) / (1 - beta1**t)
             decay = 1 - group["weight_decay"] * group["lr"]
-            buckets, plain = self._buckets_of(index, params, group)
-            states = [self.state[p] for p in plain]
-            compiled = self._compiled(params[0])
-            if compiled is not None:  # the changing numbers as tensors, one copy per group
-                size, decay = torch.tensor([size, decay], dtype=torch.float32,
-                                           device=params[0].device).unbind(0)
-            (compiled or soap_update)(
-                [b.params for b in buckets], [b.exp_avg for b in buckets],
-                [b.exp_avg_sq for b in buckets], [b.GG for b in buckets],
-                [b.Q for b in buckets], plain, [s["exp_avg"] for s in states],
-                [s["exp_avg_sq"] for s in states], size, decay, (beta1, beta2), beta,
-                group["eps"], group["weight_decay"] != 0, group["normalize_gradient"])
-            if t % group["precondition_frequency"] == 0:
+            self._buckets_of(index, params, group)
+            work.append((group, self._buckets[index], [size, decay]))
+        if not work:
+            return loss
+        grads = []  # per group: each bucket's gradients, then each plain one alone
+        for _, (_, _, buckets, plain), _ in work:
+            grads += [[p.grad for p in b.params] for b in buckets] + [[p.grad] for p in plain]
+        device = grads[0][0].device
+        scalars = [x for _, _, numbers in work for x in numbers]
+        if self.graphed(device):
+            if self._graph is None:
+                self._graph = StepGraph(capture=device.type == "cuda")
+            key = [self.state] + [entry for _, entry, _ in work]
+            constants = [(*self._constants(group), self._compiled(device) is not None)
+                         for group, _, _ in work]
+            self._graph.step(key, constants, partial(self._update_groups, work), grads, scalars)
+        else:
+            stacks = [torch.stack(members) for members in grads]
+            if self._compiled(device) is not None:  # numbers would be baked into its graph
+                scalars = device_scalars(scalars, device)
+            self._update_groups(work, stacks, scalars)
+        for group, (_, _, buckets, _), _ in work:
+            if (group["step"] - 1) % group["precondition_frequency"] == 0:
                 for bucket in buckets:
                     bucket.exp_avg_sq.copy_(refresh_eigenbases(bucket.GG, bucket.Q,
                                                                bucket.exp_avg_sq))
