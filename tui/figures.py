@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from diffbench.engine.vorticity import display_vorticity
 from diffbench.storage.results import QUALITY_KEYS, Row, RunResult
@@ -38,6 +39,14 @@ def _png(figure: Figure) -> bytes:
     figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight",
                    metadata={"Software": None})
     return buffer.getvalue()
+
+
+def _log_if_wide(ax, axis: str, values: Sequence[float]) -> None:
+    """Log scale on ``axis`` ("x" or "y") when the positive values span more than a factor
+    of 3; a narrow range reads better (and labels cleanly) on a linear axis."""
+    positive = [v for v in values if math.isfinite(v) and v > 0]
+    if positive and max(positive) > 3 * min(positive):
+        getattr(ax, f"set_{axis}scale")("log")
 
 
 def _color(optimizer: str) -> str:
@@ -81,7 +90,8 @@ def lr_sweep(rows: Sequence[Row], presets: int = 1) -> bytes | None:
         ax.errorbar(lrs, [per_lr[x][0] for x in lrs], yerr=[per_lr[x][1] for x in lrs],
                     marker="o", capsize=3, color=_color(row.optimizer),
                     linestyle=_linestyle(row.schedule, rows), label=label(row, presets))
-    ax.set(xscale="log", yscale="log", xlabel="peak learning rate",
+    _log_if_wide(ax, "y", [s.mean for r in rows for s in r.settings])
+    ax.set(xscale="log", xlabel="peak learning rate",
            ylabel="final fixed-noise validation loss")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
@@ -102,7 +112,8 @@ def loss_vs_time(rows: Sequence[Row], presets: int = 1) -> bytes | None:
         x = [p.train_s / (60 if minutes else 1) for p in curve]
         ax.plot(x, [p.loss for p in curve], color=_color(row.optimizer),
                 label=f"{label(row, presets)} ({row.best.label()})")
-    ax.set(yscale="log", xlabel=f"training time ({'min' if minutes else 's'})",
+    _log_if_wide(ax, "y", [p.loss for r in best for p in r.curve])
+    ax.set(xlabel=f"training time ({'min' if minutes else 's'})",
            ylabel="fixed-noise validation loss")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
@@ -126,7 +137,9 @@ def schedules(rows: Sequence[Row], presets: int = 1) -> bytes | None:
             ax.plot([p.epoch + 1 for p in curve], [p.loss for p in curve],
                     linestyle=_linestyle(row.schedule, rows),
                     color=_color(optimizer), label=f"{row.schedule} ({row.epochs} ep)")
-        ax.set(yscale="log", xlabel="epoch", title=optimizer if presets < 2
+        _log_if_wide(ax, "y", [p.loss for r in members for p in r.curve])
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(xlabel="epoch", title=optimizer if presets < 2
                else f"{preset} · {optimizer}")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
@@ -204,7 +217,11 @@ def quality_vs_loss(runs: Sequence[RunResult]) -> bytes | None:
             if points:
                 x, y = zip(*points, strict=True)
                 ax.scatter(x, y, color=_color(optimizer), label=optimizer, s=18)
-        ax.set(xscale="log", xlabel="final fixed-noise validation loss",
+        if not ax.collections:
+            ax.text(0.5, 0.5, "not measured", ha="center", va="center",
+                    transform=ax.transAxes, color="0.5")
+        _log_if_wide(ax, "x", [r.final_loss for r in measured])
+        ax.set(xlabel="final fixed-noise validation loss",
                ylabel=QUALITY_LABELS[key])
         ax.grid(alpha=0.3, which="both")
     figure.axes[0].legend(fontsize=7)
