@@ -142,12 +142,14 @@ def test_cli_import_loads_no_matplotlib():
 
 
 def test_report_from_a_study_trained_by_a_real_worker(runner, tmp_path):
-    """Two optimizers trained by `diffbench worker` on a 10-trajectory preset, then the
-    report: every figure that needs no quality scores is drawn from the stored runs."""
+    """Two optimizers trained (and their samples scored) by `diffbench worker` on a
+    10-trajectory preset, then the report: every figure drawn from the stored runs."""
     from tests.test_cli_train import preset_toml, quick
 
     toml = tmp_path / "rquick.toml"
-    toml.write_text(preset_toml(quick(**{"train.epochs": 2, "train.samples_every": 1})))
+    toml.write_text(preset_toml(quick(**{
+        "train.epochs": 2, "train.samples_every": 1, "quality.trajectories": 2,
+        "quality.length": 5, "quality.steps": 2, "quality.corrections": 0})))
     db = open_database(f"sqlite:///{tmp_path / 'diffbench.db'}")
     queue.enqueue(db, [RunSpec(str(toml), o, "linear", 1e-3, 0.01, 0, epochs=2)
                        for o in ("adamw", "muon")])
@@ -163,8 +165,8 @@ def test_report_from_a_study_trained_by_a_real_worker(runner, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert "adamw" in result.stdout and "muon" in result.stdout and "baseline" in result.stdout
     out = tmp_path / "report"
-    drawn = {p.stem for p in (out / "figures").glob("*.png")}
-    assert drawn >= {"lr_sweep", "loss_vs_time", "schedules", "samples"}
+    assert {p.stem for p in (out / "figures").glob("*.png")} == set(FIGURES)
     markdown = (out / "report.md").read_text()
+    assert "Not drawn" not in markdown and "not measured" not in result.stdout
     assert "One seed per setting" in markdown and "All finished runs ran on one device: cpu" \
         in markdown
