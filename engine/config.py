@@ -1,8 +1,8 @@
 """Typed presets: one frozen dataclass per TOML section, validated on load.
 
-A preset is the whole recipe of a run (data, model, training). It is written verbatim into
-data set attributes and job rows, so every key is required and every typo is an error:
-nothing falls back silently to a default.
+A preset is the whole recipe of a run (data, model, training, quality assessment). It is
+written verbatim into data set attributes and job rows, so every key is required and every
+typo is an error: nothing falls back silently to a default.
 """
 
 from __future__ import annotations
@@ -146,8 +146,29 @@ class TrainConfig:
         _require(self.samples_every >= 0, "train.samples_every must be non-negative")
 
 
-Section = DataConfig | ModelConfig | TrainConfig
-SECTIONS: tuple[type[Section], ...] = (DataConfig, ModelConfig, TrainConfig)
+@dataclass(frozen=True)
+class QualityConfig:
+    """Sample quality of a finished run (engine/quality.py, docs/QUALITY.md): whole
+    trajectories composed from window scores, compared with the test split."""
+
+    section: ClassVar[str] = "quality"
+
+    enabled: bool  # assess each finished run
+    trajectories: int  # trajectories generated
+    length: int  # states per generated trajectory (≥ model.window: composed from windows)
+    steps: int  # sampler steps (spec §3: 256 for whole trajectories)
+    corrections: int  # Langevin corrections per step (spec §3: 1)
+    tau: float  # corrector step size (spec §3: 0.5)
+
+    def __post_init__(self) -> None:
+        for key in ("trajectories", "length", "steps"):
+            _require(getattr(self, key) > 0, f"quality.{key} must be positive")
+        _require(self.corrections >= 0, "quality.corrections must be non-negative")
+        _require(self.tau > 0, "quality.tau must be positive")
+
+
+Section = DataConfig | ModelConfig | TrainConfig | QualityConfig
+SECTIONS: tuple[type[Section], ...] = (DataConfig, ModelConfig, TrainConfig, QualityConfig)
 
 # The optimizers of `diffbench.engine.optimizers.OPTIMIZERS` (kept here so that loading a
 # preset needs no torch); a test keeps the two equal.
@@ -193,18 +214,22 @@ def _parse_optimizers(table: object) -> Mapping[str, OptimizerDefaults]:
 
 @dataclass(frozen=True)
 class Preset:
-    """A named, complete recipe: data, model and training."""
+    """A named, complete recipe: data, model, training and the sample-quality assessment."""
 
     name: str
     data: DataConfig
     model: ModelConfig
     train: TrainConfig
+    quality: QualityConfig
     optimizers: Mapping[str, OptimizerDefaults]  # best lr and weight decay per optimizer
 
     def __post_init__(self) -> None:
         _require(self.model.window <= self.data.kept,
                  f"model.window ({self.model.window}) exceeds the {self.data.kept} kept states "
                  "(data.transitions - data.burn_in)")
+        _require(self.quality.length >= self.model.window,
+                 f"quality.length ({self.quality.length}) must be at least model.window "
+                 f"({self.model.window}): trajectories are composed from windows")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/TOML-ready form; `Preset.from_dict` inverts it."""
@@ -247,7 +272,11 @@ def parse_section(cls: type[Section], table: object) -> Section:
 
 
 def _coerce(key: str, value: object, kind: object) -> object:
-    """`value` as `kind` (int, float, or a tuple of either); ints are accepted as floats."""
+    """`value` as `kind` (bool, int, float, or a tuple of int or float); ints are accepted as
+    floats."""
+    if kind is bool:
+        _require(isinstance(value, bool), f"{key} must be true or false, got {value!r}")
+        return value
     if typing.get_origin(kind) is tuple:
         (item, _) = typing.get_args(kind)
         if not isinstance(value, list | tuple):

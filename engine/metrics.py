@@ -92,6 +92,17 @@ class CheckpointRecord:
 
 
 @dataclass(frozen=True)
+class QualityRecord:
+    """Sample quality of the finished run (engine/quality.py): ``scores`` is
+    `QualityScores.to_dict()`, its ``seconds`` the time of the assessment, which training
+    time leaves out."""
+
+    epoch: int  # epochs completed
+    step: int
+    scores: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class StartRecord:
     """The run begins (or resumes at ``step`` > 0): resolved config and provenance."""
 
@@ -116,7 +127,8 @@ class StatusRecord:
     message: str = ""
 
 
-Record = StartRecord | Steps | EpochRecord | SampleRecord | CheckpointRecord | StatusRecord
+Record = (StartRecord | Steps | EpochRecord | SampleRecord | CheckpointRecord | QualityRecord
+          | StatusRecord)
 
 
 class Sink(Protocol):
@@ -162,8 +174,8 @@ def _decode(value: Any) -> Any:
     return value
 
 
-def to_json(record: StepRecord | EpochRecord | CheckpointRecord | StartRecord | StatusRecord
-            ) -> str:
+def to_json(record: StepRecord | EpochRecord | CheckpointRecord | StartRecord | QualityRecord
+            | StatusRecord) -> str:
     """One line of strict JSON (non-finite floats as strings)."""
     return json.dumps(_encode(dataclasses.asdict(record)), allow_nan=False)
 
@@ -182,6 +194,7 @@ class FolderSink:
         epochs.jsonl    one line per epoch
         events.jsonl    start, checkpoint and status records, each with a "kind"
         samples/epoch-0004.npz   velocity and vorticity of the preview windows
+        quality.json    the finished run's sample-quality scores (`QualityRecord`)
 
     On resume (a `StartRecord` with step > 0), rows past that step, which the killed run
     wrote after its last checkpoint, are dropped, so the files read as one uninterrupted run.
@@ -219,6 +232,11 @@ class FolderSink:
                 np.savez_compressed(samples / f"epoch-{record.epoch:04d}.npz",
                                     velocity=record.velocity, vorticity=record.vorticity,
                                     step=record.step)
+            case QualityRecord():
+                path = self.folder / "quality.json"
+                temporary = path.with_name(path.name + ".tmp")
+                temporary.write_text(to_json(record) + "\n")
+                os.replace(temporary, path)
             case StartRecord() | CheckpointRecord() | StatusRecord():
                 if isinstance(record, StartRecord) and record.step > 0:
                     for name in ("steps.jsonl", "epochs.jsonl"):

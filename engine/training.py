@@ -18,12 +18,18 @@ validation, previews and checkpoints, which are timed apart. A non-finite loss o
 norm stops the run as ``diverged`` at that step (on CUDA it is noticed at the next read-out,
 and the records end at the first bad step).
 
+A finished run ends with its sample quality (engine/quality.py): whole trajectories generated
+from a fixed noise seed, scored against the test split, timed apart from training, drawn from
+their own generator. A run killed during the assessment resumes from its last checkpoint,
+after the last epoch, and assesses again.
+
 Resume is exact: a checkpoint (engine/checkpoint.py) holds every state a step reads, so a run
 killed at any point and resumed from its last checkpoint takes bit-identical steps on the CPU.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -37,11 +43,13 @@ from torch import Tensor
 
 from . import rng
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
+from .dataset import load_split
 from .device import resolve_device
 from .diffusion import FixedNoise, denoising_loss, fixed_noise_loss, validation_loss
 from .metrics import (
     CheckpointRecord,
     EpochRecord,
+    QualityRecord,
     Record,
     SampleRecord,
     StartRecord,
@@ -56,6 +64,7 @@ from .optimizers import (
     set_train_mode,
     uses_external_schedule,
 )
+from .quality import assess
 from .run import RunConfig, TrainingData, provenance
 from .sampling import sample_windows
 from .schedules import lr_multiplier
@@ -64,6 +73,7 @@ from .vorticity import vorticity
 from .windows import WindowSampler
 
 PREVIEW_SEED = 0  # the preview noise, the same for every run and epoch: pictures compare
+QUALITY_SEED = 1  # the assessment's noise, the same for every run: scores compare
 
 
 class Trainer:
@@ -220,6 +230,9 @@ class Trainer:
         set_eval_mode(self.optimizer)
         if self.folder is not None:
             save_weights(self.folder / "model.pt", self.model.state_dict())
+        quality = self.assess_quality()
+        if quality is not None:
+            yield quality
         yield StatusRecord("done", self.epoch, self.step, f"{self.epoch} epochs")
 
     def _take_step(self, batches: Iterator[Tensor]) -> bool:
@@ -371,6 +384,22 @@ class Trainer:
             self.model.train()
             set_train_mode(self.optimizer)
         return x.float().cpu().reshape(count, window, 2, size, size).numpy()
+
+    def assess_quality(self) -> QualityRecord | None:
+        """Sample quality against the test split (engine/quality.py), timed apart; None when
+        the preset turns it off or the data have no file to read the test split from (data
+        built in memory, as benchmarks do)."""
+        settings = self.config.preset.quality
+        if not settings.enabled or not self.data.source:
+            return None
+        began = self._sync_time()
+        reference = load_split(Path(self.data.source), "test")
+        generator = rng.seeded(QUALITY_SEED, self.device)
+        with self._autocast():
+            scores = assess(self.model, reference, self.config.preset.data, settings,
+                            generator=generator, batch_size=self.config.preset.train.batch_size)
+        scores = dataclasses.replace(scores, seconds=self._sync_time() - began)
+        return QualityRecord(epoch=self.epoch, step=self.step, scores=scores.to_dict())
 
     # ------------------------------------------------------------------ helpers
 

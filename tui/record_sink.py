@@ -8,7 +8,8 @@ lags a checkpoint: a run resumed from it truncates exactly what the killed attem
 after that checkpoint (`queue.truncate_metrics`, on a `StartRecord` with step > 0).
 
 It also keeps what the run's summary needs (final and best losses, mean step times,
-training time); on resume it seeds those from the rows already stored.
+training time, the sample-quality scores under ``"quality"``); on resume it seeds those from
+the rows already stored.
 
 Storage only here; engine records are matched by their class names' fields, imported lazily.
 """
@@ -47,6 +48,7 @@ class StorageSink:
         self.final_epoch: Any = None
         self.best_valid: float | None = None
         self.best_fixed: float | None = None
+        self.quality: dict[str, Any] | None = None  # `QualityScores.to_dict()` of a finished run
 
     # ------------------------------------------------------------------ records
 
@@ -54,6 +56,7 @@ class StorageSink:
         from diffbench.engine.metrics import (
             CheckpointRecord,
             EpochRecord,
+            QualityRecord,
             SampleRecord,
             StartRecord,
             StatusRecord,
@@ -90,6 +93,8 @@ class StorageSink:
                                  array=record.vorticity)
             case CheckpointRecord():
                 self.flush()
+            case QualityRecord():
+                self.quality = record.scores
             case StatusRecord():
                 self.flush()
                 self.status = record
@@ -124,7 +129,8 @@ class StorageSink:
             self._epoch(e)
 
     def summary(self) -> dict[str, Any]:
-        """The run's summary metrics (JSON-ready; non-finite numbers as None)."""
+        """The run's summary metrics (JSON-ready; non-finite numbers as None, except inside
+        ``"quality"``, present once the run has been assessed)."""
         n = max(self.n_steps, 1)
         data, compute, opt = (self.ms[k] / n for k in ("data_ms", "compute_ms",
                                                        "optimizer_ms"))
@@ -146,5 +152,8 @@ class StorageSink:
             "optimizer_ms": opt if self.n_steps else None,
             "train_s": None if epoch is None else epoch.train_s,
         }
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                for k, v in values.items()}
+        summary = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                   for k, v in values.items()}
+        if self.quality is not None:  # floats kept as they are: a NaN score is a result
+            summary["quality"] = self.quality
+        return summary

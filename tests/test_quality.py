@@ -1,0 +1,217 @@
+"""Sample quality (engine/quality.py) on constructed cases, and stored with every finished run.
+
+The metric tests use real solver trajectories: 8 of 10 states at 32² (64² simulated, block
+means, as the data sets store them). The end-to-end tests train a toy U-Net for one epoch on
+the shared quick data set and read the scores back from a real SQLite file (worker path) and
+from the run folder of `diffbench train`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from diffbench.engine.config import Preset, PresetError, override
+from diffbench.engine.dataset import load_split, simulate_trajectories
+from diffbench.engine.metrics import read_jsonl
+from diffbench.engine.quality import QualityScores, assess, score, wasserstein_1
+from diffbench.engine.statistics import flow_statistics
+from diffbench.engine.unet import build_model
+from diffbench.engine.vorticity import physical_vorticity
+
+KEYS = {"spectrum_error", "vorticity_w1", "divergence_ratio", "dynamics_error", "trajectories",
+        "length", "seconds", "spectrum"}
+
+
+@pytest.fixture(scope="module")
+def flow(quick_preset) -> Preset:
+    return override(quick_preset, {"data.size": 64, "data.factor": 2, "data.transitions": 14,
+                                   "data.burn_in": 4})
+
+
+@pytest.fixture(scope="module")
+def halves(flow) -> tuple[np.ndarray, np.ndarray]:
+    """Two disjoint sets of 4 trajectories (10 states at 32²) of the same flow."""
+    x = simulate_trajectories(flow.data, list(range(8)), torch.device("cpu")).numpy()
+    return x[:4], x[4:]
+
+
+def grainy(x: np.ndarray, amplitude: float = 0.1) -> np.ndarray:
+    """``x`` plus white noise kept only at wavenumbers |k| > N/4, ``amplitude`` × x's std."""
+    noise = np.random.default_rng(0).standard_normal(x.shape)
+    k = np.fft.fftfreq(x.shape[-1], 1 / x.shape[-1])
+    high = np.hypot(*np.meshgrid(k, k, indexing="ij")) > x.shape[-1] / 4
+    noise = np.fft.ifft2(np.fft.fft2(noise) * high).real
+    return (x + amplitude * x.std() / noise.std() * noise).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def test_data_against_itself_scores_like_data(flow, halves):
+    a, b = halves
+    same = score(a, a, flow.data)
+    assert same.spectrum_error == 0 and same.vorticity_w1 == 0
+    assert same.divergence_ratio == pytest.approx(1, abs=1e-12)
+    assert same.dynamics_error == pytest.approx(1, abs=1e-12)
+    other = score(a, b, flow.data)  # other trajectories of the same flow: close to "like data"
+    assert other.spectrum_error < 0.08 and other.vorticity_w1 < 0.08
+    assert 0.8 < other.divergence_ratio < 1.25 and 0.85 < other.dynamics_error < 1.15
+    assert (other.trajectories, other.length) == (4, 10)
+    assert set(other.to_dict()) == KEYS
+    assert other.spectrum["k"] == list(range(1, 17))
+    assert other.spectrum["data"] == pytest.approx(list(flow_statistics(b).spectrum))
+
+
+def test_grainy_high_wavenumber_noise_scores_worse(flow, halves):
+    a, b = halves
+    clean, noisy = score(a, b, flow.data), score(grainy(a), b, flow.data)
+    assert noisy.spectrum_error > 2.5 * clean.spectrum_error
+    assert noisy.divergence_ratio > 2 * clean.divergence_ratio
+    assert noisy.dynamics_error > 1.3
+    k = np.array(noisy.spectrum["k"])
+    excess = np.array(noisy.spectrum["generated"]) / np.array(noisy.spectrum["data"])
+    assert excess[k > 12].min() > 2 and excess[k <= 4].max() < 1.5  # grain, not large scales
+
+
+def test_time_shuffled_trajectories_fail_dynamics_only(flow, halves):
+    a, b = halves
+    order = [5, 0, 6, 1, 7, 2, 8, 3, 9, 4]  # every step jumps 5 or more states
+    clean, shuffled = score(a, b, flow.data), score(a[:, order], b, flow.data)
+    assert shuffled.dynamics_error > 4 * clean.dynamics_error
+    # the same states in another order: every other score is unchanged
+    assert shuffled.spectrum_error == pytest.approx(clean.spectrum_error, rel=1e-9)
+    assert shuffled.vorticity_w1 == pytest.approx(clean.vorticity_w1, rel=1e-9)
+    assert shuffled.divergence_ratio == pytest.approx(clean.divergence_ratio, rel=1e-9)
+
+
+def test_wasserstein_1_against_hand_computed_values():
+    # F_a jumps to ½, ¾, 1 at 0, 1, 3; F_b to ½, 1 at 1, 2: ∫|F_a − F_b| = ½ + ¼ + ¼
+    assert wasserstein_1(np.array([0.0, 0, 1, 3]), np.array([1.0, 2])) == pytest.approx(1.0)
+    assert wasserstein_1(np.array([1.0, 2]), np.array([0.0, 0, 1, 3])) == pytest.approx(1.0)
+    assert wasserstein_1(np.arange(5.0), np.arange(5.0) + 2.5) == pytest.approx(2.5)
+    assert wasserstein_1(np.zeros(3), np.ones((2, 2))) == pytest.approx(1.0)
+
+
+def test_scaled_fields_match_closed_forms(flow, halves):
+    a, _ = halves
+    doubled = score(2 * a, a, flow.data)
+    # quantile coupling of ω and 2ω moves each value by |ω|: W1 = mean|ω|, then ÷ std(ω)
+    omega = physical_vorticity(a.astype(np.float64))
+    assert doubled.vorticity_w1 == pytest.approx(np.abs(omega).mean() / omega.std(), rel=1e-5)
+    # E(k) scales by 4 everywhere: ‖log 4‖·√K / ‖log E‖
+    log_e = np.log(np.array(doubled.spectrum["data"]))
+    expected = math.log(4) * math.sqrt(len(log_e)) / np.linalg.norm(log_e)
+    assert doubled.spectrum_error == pytest.approx(expected, rel=1e-9)
+    assert doubled.divergence_ratio == pytest.approx(1, rel=1e-9)  # scale-free
+
+
+def test_score_rejects_mismatched_grids(flow, halves):
+    a, b = halves
+    with pytest.raises(ValueError, match="same grid"):
+        score(a[..., :16, :16], b, flow.data)
+    with pytest.raises(ValueError, match=r"T ≥ 2"):
+        score(a[:, :1], b, flow.data)
+
+
+# ----------------------------------------------------------------------------- assess
+
+
+def test_assess_draws_only_from_its_generator(flow, halves):
+    preset = override(flow, {"model.channels": [8, 16], "quality.trajectories": 2,
+                             "quality.length": 6, "quality.steps": 4})
+    torch.manual_seed(0)
+    model = build_model(preset.model)
+    state = torch.random.get_rng_state()
+    runs = [assess(model, halves[1], preset.data, preset.quality,
+                   generator=torch.Generator().manual_seed(5)) for _ in range(2)]
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert isinstance(runs[0], QualityScores) and (runs[0].trajectories, runs[0].length) == (2, 6)
+    assert runs[0].to_dict() | {"seconds": 0} == runs[1].to_dict() | {"seconds": 0}
+    assert runs[0].seconds > 0
+    assert runs[0].dynamics_error == math.inf  # untrained: samples the solver cannot advance
+
+
+def test_quality_section_is_validated(quick_preset):
+    with pytest.raises(PresetError, match=r"quality\.length \(3\) must be at least model\.window"):
+        override(quick_preset, {"quality.length": 3})
+    with pytest.raises(PresetError, match=r"quality\.enabled must be true or false"):
+        override(quick_preset, {"quality.enabled": 1})
+    with pytest.raises(PresetError, match=r"quality\.corrections must be non-negative"):
+        override(quick_preset, {"quality.corrections": -1})
+
+
+# ----------------------------------------------------------------------------- stored
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    """One workspace for both runs: the first one to need the data set generates it."""
+    return tmp_path_factory.mktemp("quality-home")
+
+
+@pytest.fixture(scope="module")
+def quick_toml(quick_preset, home) -> Path:
+    """The quick preset with a toy U-Net, 1 epoch, as a preset file named ``qquick``."""
+    from tests.test_cli_train import preset_toml
+
+    preset = override(quick_preset, {"model.channels": [8, 16], "train.batch_size": 4,
+                                     "train.epochs": 1, "train.samples_every": 0})
+    path = home.parent / "qquick.toml"
+    path.write_text(preset_toml(preset))
+    return path
+
+
+def assert_stored(quality: dict, preset: Preset) -> None:
+    """The report's shape. Two steps of training leave samples ~1000× the data's speed (the
+    sampler divides by μ(1) = 1e-3), which the solver cannot advance: dynamics is then +inf."""
+    assert set(quality) == KEYS
+    for key in ("spectrum_error", "vorticity_w1", "divergence_ratio", "seconds"):
+        assert isinstance(quality[key], float) and math.isfinite(quality[key]), key
+    assert isinstance(quality["dynamics_error"], float) and quality["dynamics_error"] > 0
+    assert (quality["trajectories"], quality["length"]) == (preset.quality.trajectories,
+                                                           preset.quality.length)
+    size = preset.data.resolution
+    assert quality["spectrum"]["k"] == list(range(1, size // 2 + 1))
+    assert len(quality["spectrum"]["generated"]) == len(quality["spectrum"]["data"]) == size // 2
+
+
+def test_worker_stores_quality_in_the_run_summary(quick_preset, quick_toml, home, tmp_path):
+    from diffbench.storage import queue
+    from diffbench.storage.db import open_database
+    from diffbench.storage.queue import RunSpec
+    from diffbench.storage.workspace import Workspace
+    from diffbench.tui.worker import Worker
+
+    db = open_database(f"sqlite:///{tmp_path / 'jobs.db'}")
+    try:
+        [run_id] = queue.enqueue(db, [RunSpec(preset=str(quick_toml), optimizer="adamw",
+                                              schedule="linear", lr=2e-3, weight_decay=0.0,
+                                              seed=0)]).ids
+        assert Worker(db, Workspace.resolve(home), device="cpu").serve(
+            max_runs=1) == 0
+        [run] = queue.list_runs(db)
+    finally:
+        db.dispose()
+    assert run.id == run_id and run.status == "done", run
+    assert_stored(run.summary["quality"], quick_preset)
+
+
+def test_cli_train_writes_quality_json(quick_preset, quick_toml, home, tmp_path):
+    from diffbench.tui.cli import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["--home", str(home), "train", "-p", str(quick_toml), "-O",
+                                      "muon", "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    [row] = read_jsonl(out / "quality.json")
+    assert row["epoch"] == 1 and row["step"] > 0
+    assert_stored(row["scores"], quick_preset)
+    test_split = load_split(home / "data" / "qquick.h5", "test")
+    expected = np.array(flow_statistics(test_split).spectrum)
+    assert np.array(row["scores"]["spectrum"]["data"]) == pytest.approx(expected)
