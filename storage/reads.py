@@ -2,9 +2,12 @@
 
 `storage.queue` returns whole runs and one run's metrics; a dashboard that refreshes every
 second over 1,000 runs and 1,000,000 step rows needs less per read: the runs' columns a
-table shows (no config, provenance or traceback JSON), the steps of *every* run newer than
-one global row id (primary-key range scans), and one aggregate over the step table when it
-starts. Each function is one short read transaction, so workers never wait on a reader.
+table shows (no config, provenance or traceback JSON), read in full only for runs it has not
+seen, and every tick just the columns that change (`run_marks`); the steps of *every* run
+newer than one global row id (primary-key range scans), and one aggregate over the step
+table when it starts. Each function is one short read transaction, so workers never wait on
+a reader. Query plans (SQLite): the mark and worker reads scan small tables, everything
+else searches the primary key or the ``(run_id, id)`` indexes.
 """
 
 from __future__ import annotations
@@ -16,9 +19,25 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from diffbench.storage.db import Database
-from diffbench.storage.queue import EpochMetric, _epoch
-from diffbench.storage.schema import EpochMetricRow, RunRow, StepMetricRow, join_float
+from diffbench.storage.queue import EpochMetric, Worker, _epoch
+from diffbench.storage.schema import (
+    EpochMetricRow,
+    RunRow,
+    StepMetricRow,
+    WorkerRow,
+    join_float,
+)
 from diffbench.storage.states import Status
+
+
+@dataclass(frozen=True)
+class RunMark:
+    """The columns of a run that change after it is queued (a claim, a step, a finish, a
+    retry); the rest of its `RunLine` is read once."""
+
+    status: Status
+    steps_done: int
+    worker_id: int | None
 
 
 @dataclass(frozen=True)
@@ -26,7 +45,6 @@ class RunLine:
     """The columns of a run a table row shows."""
 
     id: int
-    status: Status
     preset: str
     optimizer: str
     schedule: str
@@ -34,10 +52,7 @@ class RunLine:
     weight_decay: float
     seed: int
     epochs: int | None
-    steps_done: int
-    worker_id: int | None
-    cancel_requested: bool
-    error: str | None
+    mark: RunMark
 
 
 @dataclass(frozen=True)
@@ -63,9 +78,9 @@ class StepTotals:
     last: StepTail
 
 
-_LINE = (RunRow.id, RunRow.status, RunRow.preset, RunRow.optimizer, RunRow.schedule,
-         RunRow.lr, RunRow.weight_decay, RunRow.seed, RunRow.epochs, RunRow.steps_done,
-         RunRow.worker_id, RunRow.cancel_requested, RunRow.error)
+_MARK = (RunRow.status, RunRow.steps_done, RunRow.worker_id)
+_LINE = (RunRow.id, RunRow.preset, RunRow.optimizer, RunRow.schedule, RunRow.lr,
+         RunRow.weight_decay, RunRow.seed, RunRow.epochs, *_MARK)
 _MS = (sa.func.coalesce(StepMetricRow.data_ms, 0.0)
        + sa.func.coalesce(StepMetricRow.compute_ms, 0.0)
        + sa.func.coalesce(StepMetricRow.optimizer_ms, 0.0))
@@ -79,11 +94,37 @@ def _tail(row: sa.Row) -> StepTail:
                     loss=math.nan if loss is None else loss, ms=float(row[6]))
 
 
-def run_lines(db: Database) -> list[RunLine]:
-    """Every run's table columns, by id."""
+def run_marks(db: Database) -> dict[int, tuple[str, int, int | None]]:
+    """Every run's changing columns as plain tuples (status, steps done, worker), by id:
+    cheap enough to read every tick, and compared to the last ones to find changed runs."""
     with db.session() as session:
-        rows = session.execute(sa.select(*_LINE).order_by(RunRow.id)).all()
-    return [RunLine(*row[:1], Status(row[1]), *row[2:]) for row in rows]
+        rows = session.execute(sa.select(RunRow.id, *_MARK)).all()
+    return {row[0]: tuple(row[1:]) for row in rows}
+
+
+def mark(values: tuple[str, int, int | None]) -> RunMark:
+    return RunMark(Status(values[0]), values[1], values[2])
+
+
+def run_lines(db: Database, run_ids: Iterable[int] | None = None) -> list[RunLine]:
+    """The table columns of every run (or of ``run_ids``), by id."""
+    ids = None if run_ids is None else list(run_ids)
+    query = sa.select(*_LINE).order_by(RunRow.id)
+    rows = []
+    with db.session() as session:
+        if ids is None:
+            rows = session.execute(query).all()
+        for chunk in range(0, len(ids or ()), 500):
+            rows += session.execute(query.where(RunRow.id.in_(ids[chunk:chunk + 500]))).all()
+    return [RunLine(*row[:8], mark(row[8:])) for row in rows]
+
+
+def workers(db: Database) -> list[Worker]:
+    """Every worker, by id (a Core query: no ORM objects to build every tick)."""
+    fields = [getattr(WorkerRow, name) for name in Worker.__dataclass_fields__]
+    with db.session() as session:
+        return [Worker(*row) for row in session.execute(
+            sa.select(*fields).order_by(WorkerRow.id))]
 
 
 def step_totals(db: Database, run_ids: Iterable[int] | None = None, *, after_id: int = 0

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.tui_db import trained_workspace
+from tests.tui_db import BRAILLE, trained_workspace
 
 TMUX = shutil.which("tmux")
 pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed (apt install tmux)")
-BRAILLE = {chr(c) for c in range(0x2801, 0x2900)}
 
 
 @pytest.fixture(scope="module")

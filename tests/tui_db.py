@@ -22,6 +22,7 @@ from diffbench.storage.queue import RunSpec
 from diffbench.storage.workspace import Workspace
 
 NOW = dt.datetime(2026, 1, 2, 12, 0, 0, tzinfo=dt.UTC)
+BRAILLE = frozenset(chr(c) for c in range(0x2801, 0x2900))  # plotext's curve characters
 LOCATION = "sqlite:///~/diffbench/diffbench.db"
 
 
@@ -174,6 +175,13 @@ async def settle(pilot) -> None:
 def screen_text(app) -> str:
     """What the terminal shows, as plain text (one line per row)."""
     return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+def region_text(app, selector: str) -> str:
+    """What the terminal shows inside one widget's region."""
+    region = app.query_one(selector).region
+    lines = screen_text(app).splitlines()[region.y:region.bottom]
+    return "\n".join(line[region.x:region.right] for line in lines)
 
 
 def sync(test):

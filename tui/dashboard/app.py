@@ -108,6 +108,7 @@ class DashboardApp(App[None]):
         self.ascii = self.options.ascii
         self._reading = False
         self._again = False
+        self._shown_text: dict[str, str] = {}
 
     # ------------------------------------------------------------------ layout
 
@@ -186,7 +187,7 @@ class DashboardApp(App[None]):
 
     def _failed(self, message: str) -> None:
         self._reading = False
-        self.query_one("#header", Static).update(f"[b]diffbench[/] · [red]{escape(message)}[/]")
+        self._update("#header", f"[b]diffbench[/] · [red]{escape(message)}[/]")
 
     def _apply(self, snapshot: Snapshot, curves: dict[int, RunCurves],
                pictures: Pictures | None) -> None:
@@ -215,11 +216,17 @@ class DashboardApp(App[None]):
         if self.options.read_only:
             parts.append("[b]read-only[/]")
         parts.append(escape(self.options.location or self.db.url))
-        self.query_one("#header", Static).update(" · ".join(parts))
+        self._update("#header", " · ".join(parts))
+
+    def _update(self, selector: str, content: str) -> None:
+        """Set a Static's markup unless it is already shown (an update re-lays out)."""
+        if self._shown_text.get(selector) != content:
+            self._shown_text[selector] = content
+            self.query_one(selector, Static).update(content)
 
     def visible_runs(self) -> list[RunView]:
         runs = self.snapshot.runs if self.snapshot else ()
-        shown = [r for r in runs if self.filter.matches(r)]
+        shown = [r for r in runs if self.filter.matches(r)] if self.filter else runs
         return sort_runs(shown, self.sort_column, reverse=self.sort_reverse)
 
     def _show_runs(self) -> None:
@@ -292,7 +299,9 @@ class DashboardApp(App[None]):
         self._show_runs()
 
     def action_sort(self) -> None:
-        keys = [k for k, _ in COLUMNS]
+        keys = self.query_one(RunsPane).columns()
+        if self.sort_column not in keys:
+            keys = [k for k, _ in COLUMNS]
         self.sort_column = keys[(keys.index(self.sort_column) + 1) % len(keys)]
         self._show_runs()
 

@@ -30,6 +30,13 @@ def legend(runs: Sequence[RunView]) -> Text:
 
 
 class CurvesPane(Vertical):
+    """Redrawn only when what it shows changed: the plotted runs' curves (the same
+    `RunCurves` objects while no metric row arrives), the axes or the selection."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._shown: tuple | None = None
+
     def compose(self) -> ComposeResult:
         yield Static("loss", classes="pane-title", id="curves-title")
         yield PlotextPlot(id="loss-plot")
@@ -38,6 +45,11 @@ class CurvesPane(Vertical):
 
     def show(self, plotted: Sequence[tuple[RunView, RunCurves]], *, by_time: bool,
              log: bool, selected: RunView | None) -> None:
+        key = (tuple((r.id, r.optimizer, c) for r, c in plotted), by_time, log,
+               None if selected is None else (selected.id, selected.status))
+        if key == self._shown:
+            return
+        self._shown = key
         plot = self.query_one("#loss-plot", PlotextPlot)
         empty = self.query_one("#curves-empty", Static)
         has_data = any(c.train_by_step.x or c.valid_by_step.x for _, c in plotted)

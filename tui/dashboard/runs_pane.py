@@ -1,7 +1,7 @@
 """The runs table: one row per run (or per group of seeds), sortable, filterable.
 
-Rows are keyed by run id; when the order is unchanged a refresh only rewrites the cells
-that changed, so a second-by-second refresh over 1,000 runs stays cheap.
+A second-by-second refresh over 1,000 runs stays cheap: only the rows of runs that changed
+are formatted again, and only their changed cells are written to the table.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ GROUP_COLUMNS = (("optimizer", "optimizer"), ("schedule", "schedule"), ("lr", "l
                  ("wd", "wd"), ("seeds", "seeds"), ("done", "done"),
                  ("final", "final loss (mean ± std)"), ("ms", "ms/step"))
 BAR = 5
+COMPACT = ("id", "status", "optimizer", "progress", "train", "valid", "ms", "eta")
+SCROLLBAR = 2
 EMPTY = ("no runs yet: queue some with  diffbench queue add -p tiny -O adamw,muon --seeds 0-2"
          "  (or press a), then start  diffbench worker")
 
@@ -80,7 +82,12 @@ def group_key(group: GroupView) -> str:
 
 
 class RunsPane(Vertical):
-    """The table, its empty-state line and the `/` filter input."""
+    """The table, its empty-state line and the `/` filter input.
+
+    Rows are keyed by run id. A refresh reuses the cells of every run whose `RunView` is the
+    same object as last time (the reader rebuilds only changed runs), and when the order is
+    unchanged it only rewrites the cells that changed. When the full columns are wider than
+    the table (80 columns over SSH), schedule, lr, wd and seed are left out."""
 
     class Highlighted(Message):
         """The cursor moved to a run (a group: its first run)."""
@@ -95,6 +102,9 @@ class RunsPane(Vertical):
         self._keys: list[str] = []
         self._cells: dict[str, tuple[str, ...]] = {}
         self._group_runs: dict[str, int | None] = {}
+        self._run_rows: dict[int, _Row] = {}
+        self._widths = [len(title) for _, title in COLUMNS]  # widest cell per column
+        self._shown: tuple | None = None  # the last show_runs arguments, for a resize
 
     def compose(self) -> ComposeResult:
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
@@ -107,21 +117,58 @@ class RunsPane(Vertical):
     def table(self) -> DataTable:
         return self.query_one("#runs-table", DataTable)
 
+    def _compact(self, rows: int) -> bool:
+        """Whether the full columns (padded, one with the sort arrow, and the scrollbar if
+        ``rows`` overflow) are wider than the pane."""
+        width, height = self.content_size
+        scrollbar = SCROLLBAR if rows >= height - 1 else 0
+        return 0 < width < sum(self._widths) + 2 * len(self._widths) + 2 + scrollbar
+
+    def columns(self) -> list[str]:
+        """The keys of the columns shown (what `s` cycles through)."""
+        if self._shown is not None and self._shown[-1]:
+            return list(COMPACT)
+        return [key for key, _ in COLUMNS]
+
     def show_runs(self, runs: Sequence[RunView], *, total: int, marked: set[int],
                   sort: str, reverse: bool) -> None:
+        previous, rows = self._run_rows, {}
+        for run in runs:
+            row = previous.get(run.id)
+            is_marked = run.id in marked
+            if row is None or row.view is not run or row.marked != is_marked:
+                row = _Row(run, is_marked, str(run.id), run_cells(run, is_marked))
+                self._widths = [max(w, len(t)) for w, t in zip(self._widths, row.plain,
+                                                                strict=True)]
+            rows[run.id] = row
+        self._run_rows = rows
+        compact = self._compact(len(runs))
+        self._shown = (runs, total, frozenset(marked), sort, reverse, compact)
+        shown = [i for i, (key, _) in enumerate(COLUMNS) if not compact or key in COMPACT]
         arrow = "▼" if reverse else "▲"
-        labels = tuple(f"{title} {arrow}" if key == sort else title for key, title in COLUMNS)
-        rows = {str(r.id): run_cells(r, r.id in marked) for r in runs}
+        labels = tuple(f"{COLUMNS[i][1]} {arrow}" if COLUMNS[i][0] == sort else COLUMNS[i][1]
+                       for i in shown)
         self._group_runs = {}
-        self._fill(labels, [k for k, _ in COLUMNS], rows)
+        self._fill(labels, [COLUMNS[i][0] for i in shown],
+                   {row.key: row.select(shown) for row in rows.values()})
         self._empty(total, len(runs))
 
     def show_groups(self, groups: Sequence[GroupView], *, total: int) -> None:
-        rows = {group_key(g): group_cells(g) for g in groups}
+        rows = {}
+        for group in groups:
+            cells = group_cells(group)
+            rows[group_key(group)] = (cells, tuple(str(c) for c in cells))
         self._group_runs = {group_key(g): (g.run_ids[0] if g.run_ids else None)
                             for g in groups}
+        self._shown = None
         self._fill(tuple(t for _, t in GROUP_COLUMNS), [k for k, _ in GROUP_COLUMNS], rows)
         self._empty(total, len(groups))
+
+    def on_resize(self) -> None:
+        if self._shown is not None and self._shown[-1] != self._compact(len(self._shown[0])):
+            runs, total, marked, sort, reverse, _ = self._shown
+            self.show_runs(runs, total=total, marked=set(marked), sort=sort,
+                           reverse=reverse)
 
     def _empty(self, total: int, shown: int) -> None:
         empty = self.query_one("#runs-empty", Static)
@@ -129,30 +176,34 @@ class RunsPane(Vertical):
             empty.update(EMPTY)
         elif shown == 0:
             empty.update("no run matches the filter: press / to change it, esc to clear it")
-        empty.display = shown == 0
+        if empty.display != (shown == 0):
+            empty.display = shown == 0
 
     def _fill(self, labels: tuple[str, ...], keys: list[str],
-              rows: dict[str, tuple[Text | str, ...]]) -> None:
+              rows: dict[str, tuple[tuple[Text | str, ...], tuple[str, ...]]]) -> None:
+        """Show ``rows`` (key → (cells, their plain text)): rebuilt when the columns or the
+        order changed, else only the cells whose text changed."""
         table = self.table
-        plain = {k: tuple(str(c) for c in cells) for k, cells in rows.items()}
         if labels != self._columns or list(rows) != self._keys:
             current = self._current_key()
             table.clear(columns=labels != self._columns)
             if labels != self._columns:
                 for key, label in zip(keys, labels, strict=True):
                     table.add_column(label, key=key)
-            for key, cells in rows.items():
+            for key, (cells, _) in rows.items():
                 table.add_row(*cells, key=key)
             self._columns, self._keys = labels, list(rows)
             if current in rows:
                 table.move_cursor(row=self._keys.index(current), animate=False)
         else:
-            for key, cells in rows.items():
+            for key, (cells, plain) in rows.items():
                 old = self._cells.get(key)
-                for index, (cell, text) in enumerate(zip(cells, plain[key], strict=True)):
+                if old is plain:
+                    continue
+                for index, (cell, text) in enumerate(zip(cells, plain, strict=True)):
                     if old is None or old[index] != text:
-                        table.update_cell(key, keys[index], cell)
-        self._cells = plain
+                        table.update_cell(key, keys[index], cell, update_width=True)
+        self._cells = {key: plain for key, (_, plain) in rows.items()}
 
     def _current_key(self) -> str | None:
         table = self.table
@@ -169,3 +220,23 @@ class RunsPane(Vertical):
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
         self.post_message(self.Highlighted(self.current_run()))
+
+
+class _Row:
+    """A run's cells, kept while its `RunView` (compared by identity) and mark stay."""
+
+    __slots__ = ("cells", "key", "marked", "plain", "selections", "view")
+
+    def __init__(self, view: RunView, marked: bool, key: str,
+                 cells: tuple[Text | str, ...]) -> None:
+        self.view, self.marked, self.key, self.cells = view, marked, key, cells
+        self.plain = tuple(str(c) for c in cells)
+        self.selections: dict[tuple[int, ...], tuple] = {}
+
+    def select(self, shown: list[int]) -> tuple[tuple[Text | str, ...], tuple[str, ...]]:
+        """The cells (and their text) of the ``shown`` columns, the same tuples each time."""
+        key = tuple(shown)
+        if key not in self.selections:
+            self.selections[key] = (tuple(self.cells[i] for i in shown),
+                                    tuple(self.plain[i] for i in shown))
+        return self.selections[key]

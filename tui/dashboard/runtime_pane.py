@@ -45,6 +45,12 @@ def cost_table(costs: Sequence[StepCost], device: str | None) -> Text:
 
 
 class RuntimePane(Vertical):
+    """Redrawn only when the selected run, its curves or the cost table changed."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._shown: tuple | None = None
+
     def compose(self) -> ComposeResult:
         yield Static("runtime per step (ms): ─ fwd+bwd  ─ optimizer", classes="pane-title",
                      id="runtime-title")
@@ -54,6 +60,11 @@ class RuntimePane(Vertical):
 
     def show(self, run: RunView | None, curves: RunCurves | None,
              costs: Sequence[StepCost]) -> None:
+        key = (None if run is None else (run.id, run.optimizer, run.device), curves,
+               tuple(costs))
+        if key == self._shown:
+            return
+        self._shown = key
         plot = self.query_one("#runtime-plot", PlotextPlot)
         has_data = curves is not None and bool(curves.compute_ms.x)
         title = Text("runtime per step (ms): ")

@@ -68,6 +68,7 @@ class _Series:
     epoch_time: list[float] = field(default_factory=list)
     valid: list[float] = field(default_factory=list)
     sample_id: int | None = None
+    drawn: RunCurves | None = None  # the curves of the rows so far
 
     def add(self, batch: queue.MetricsBatch) -> None:
         if batch.steps and self.step and batch.steps[0].step <= self.step[-1]:
@@ -96,6 +97,13 @@ class _Series:
             del column[keep:]
 
     def curves(self, run_id: int) -> RunCurves:
+        """The binned curves; the same object as last time when no row came since, so the
+        plots can skip redrawing by identity."""
+        if self.drawn is None:
+            self.drawn = self._bin(run_id)
+        return self.drawn
+
+    def _bin(self, run_id: int) -> RunCurves:
         step = np.asarray(self.step, dtype=np.float64)
         wall = np.cumsum(np.asarray(self.ms, dtype=np.float64)) / 1000.0
         loss = np.asarray(self.loss, dtype=np.float64)
@@ -127,6 +135,9 @@ class SeriesCache:
         out = {}
         for run_id in wanted:
             series = self._series[run_id]
-            series.add(queue.metrics_since(self.db, run_id, series.cursor))
+            batch = queue.metrics_since(self.db, run_id, series.cursor)
+            if batch.steps or batch.epochs or batch.sample_ids:
+                series.add(batch)
+                series.drawn = None
             out[run_id] = series.curves(run_id)
         return out

@@ -1,10 +1,11 @@
 """What the dashboard shows, read from the job database incrementally (no Textual here).
 
 `DashboardReader.refresh()` returns a frozen `Snapshot`: one `RunView` per run, the
-workers, counts by status, and step-time ratios to AdamW per device. It reads the runs'
-table columns (a narrow projection), only the step and epoch rows added since its last
-read (global row-id cursors), and provenance once per run, so a refresh over 1,000 runs and
-1,000,000 step rows costs about what changed. Each read is its own short transaction.
+workers and counts by status. Each tick it reads the runs' changing columns (status, steps
+done, worker; the other table columns once per run), only the step and epoch rows added
+since its last read (global row-id cursors), and provenance once per run, and rebuilds only
+the views of runs that changed, so a refresh over 1,000 runs and 1,000,000 step rows costs
+about what changed. Each read is its own short transaction.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import datetime as dt
 import math
 import statistics
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from diffbench.storage import queue, reads
 from diffbench.storage.db import Database
@@ -86,35 +87,68 @@ class _Epochs:
 
 @dataclass
 class DashboardReader:
-    """Holds the cursors and per-run aggregates between refreshes. Not thread-safe: one
-    refresh at a time (the app skips a tick while one is in flight)."""
+    """Holds the cursors, per-run aggregates and views between refreshes. Not thread-safe:
+    one refresh at a time (the app skips a tick while one is in flight).
+
+    A refresh rebuilds the `RunView` of a run only when something it shows changed (its
+    marks, new step or epoch rows, its device); the others are the same objects as last
+    time, which lets the UI skip them by identity."""
 
     db: Database
     clock: Clock | None = None  # None: the database clock; tests pin a time
     grace_s: float = 60.0  # a worker silent this long is dead
+    _lines: dict[int, reads.RunLine] = field(default_factory=dict)
+    _marks: dict[int, tuple] = field(default_factory=dict)
+    _views: dict[int, RunView] = field(default_factory=dict)
+    _order: list[int] = field(default_factory=list)
     _steps: dict[int, _Steps] = field(default_factory=dict)
     _epochs: dict[int, _Epochs] = field(default_factory=dict)
-    _devices: dict[int, str] = field(default_factory=dict)
+    _devices: dict[int, str | None] = field(default_factory=dict)
     _step_cursor: int | None = None
     _epoch_cursor: int = 0
 
     def refresh(self) -> Snapshot:
-        lines = reads.run_lines(self.db)
-        self._read_steps()
-        self._read_epochs()
-        self._read_devices(lines)
-        workers = queue.list_workers(self.db)
+        changed = self._read_lines() | self._read_steps() | self._read_epochs()
+        self._read_devices(changed)
+        for run_id in changed & self._lines.keys():
+            self._views[run_id] = self._view(self._lines[run_id])
+        workers = reads.workers(self.db)
         now = self.clock() if self.clock is not None else queue.database_now(self.db)
         counts = {s.value: 0 for s in Status}
-        for line in lines:
-            counts[line.status.value] += 1
-        return Snapshot(runs=tuple(self._view(line) for line in lines),
-                        workers=tuple(self._worker(w, lines, now) for w in workers),
+        for status, *_ in self._marks.values():
+            counts[status] += 1
+        running = {line.mark.worker_id: line.id for line in self._lines.values()
+                   if line.mark.status == Status.RUNNING}
+        return Snapshot(runs=tuple(self._views[i] for i in self._order),
+                        workers=tuple(self._worker(w, running.get(w.id), now)
+                                      for w in workers),
                         counts=counts, now=now)
 
     # ------------------------------------------------------------------ reads
 
-    def _read_steps(self) -> None:
+    def _read_lines(self) -> set[int]:
+        """Compare every run's marks with the last ones; read whole lines of new runs only.
+        Returns the runs that are new or changed."""
+        marks = reads.run_marks(self.db)
+        gone = self._lines.keys() - marks.keys()
+        for run_id in gone:
+            for table in (self._lines, self._views, self._steps, self._epochs):
+                table.pop(run_id, None)
+        new = [run_id for run_id in marks if run_id not in self._lines]
+        if new:
+            lines = reads.run_lines(self.db, None if not self._lines else new)
+            self._lines.update((line.id, line) for line in lines)
+        changed = set(new)
+        for run_id, values in marks.items():
+            if run_id not in changed and self._marks.get(run_id) != values:
+                self._lines[run_id] = replace(self._lines[run_id], mark=reads.mark(values))
+                changed.add(run_id)
+        self._marks = marks
+        if gone or new:
+            self._order = sorted(self._lines)
+        return changed
+
+    def _read_steps(self) -> set[int]:
         """Fold the step rows added since the cursor into each run's aggregates (one
         grouped query: the rows themselves never cross into Python)."""
         first = self._step_cursor is None
@@ -129,13 +163,14 @@ class DashboardReader:
             agg.step, agg.loss = t.last.step, t.last.loss
         self._step_cursor = max(top, self._step_cursor or 0)
         if rewound:  # recount those runs from scratch
-            totals, _ = reads.step_totals(self.db, rewound)
+            again, _ = reads.step_totals(self.db, rewound)
             for run_id in rewound:
-                t = totals.get(run_id)
+                t = again.get(run_id)
                 self._steps[run_id] = (_Steps() if t is None else
                                        _Steps(t.count, t.ms_sum, t.last.step, t.last.loss))
+        return set(totals)
 
-    def _read_epochs(self) -> None:
+    def _read_epochs(self) -> set[int]:
         rows = reads.epochs_after(self.db, self._epoch_cursor)
         for e in rows:
             agg = self._epochs.setdefault(e.run_id, _Epochs())
@@ -152,12 +187,16 @@ class DashboardReader:
                 agg.fixed_valid_loss = e.fixed_valid_loss
         if rows:
             self._epoch_cursor = rows[-1].id
+        return {e.run_id for e in rows}
 
-    def _read_devices(self, lines: Iterable[reads.RunLine]) -> None:
-        unknown = [line.id for line in lines
-                   if line.id not in self._devices and line.id in self._steps]
+    def _read_devices(self, changed: set[int]) -> None:
+        """The device of each run that has steps, asked once per run (it is recorded when
+        the run starts, before its first step)."""
+        unknown = [run_id for run_id in changed
+                   if run_id not in self._devices and run_id in self._steps]
         if unknown:
-            self._devices.update(reads.run_devices(self.db, unknown))
+            found = reads.run_devices(self.db, unknown)
+            self._devices.update((run_id, found.get(run_id)) for run_id in unknown)
 
     # ------------------------------------------------------------------ views
 
@@ -165,7 +204,7 @@ class DashboardReader:
         steps = self._steps.get(line.id, _Steps())
         epochs = self._epochs.get(line.id, _Epochs())
         total = line.epochs
-        status = line.status.value
+        status = line.mark.status.value
         progress = None
         if status == Status.DONE:
             progress = 1.0
@@ -185,20 +224,18 @@ class DashboardReader:
             id=line.id, status=status, preset=line.preset, optimizer=line.optimizer,
             schedule=line.schedule, lr=line.lr, wd=line.weight_decay, seed=line.seed,
             epochs_done=epochs.done, epochs_total=total, progress=progress,
-            steps=max(steps.step, line.steps_done),
+            steps=max(steps.step, line.mark.steps_done),
             train_loss=steps.loss if steps.count else epochs.train_loss,
             valid_loss=epochs.valid_loss, final_loss=final,
             ms_per_step=steps.ms_sum / steps.count if steps.count else None,
-            eta_s=eta, device=self._devices.get(line.id), worker_id=line.worker_id)
+            eta_s=eta, device=self._devices.get(line.id), worker_id=line.mark.worker_id)
 
-    def _worker(self, worker: queue.Worker, lines: list[reads.RunLine],
+    def _worker(self, worker: queue.Worker, run_id: int | None,
                 now: dt.datetime) -> WorkerView:
         if worker.stopped_at is not None:
             state = "stopped"
         else:
             state = "alive" if worker.alive(now, self.grace_s) else "dead"
-        run_id = next((line.id for line in lines if line.worker_id == worker.id
-                       and line.status == Status.RUNNING), None)
         return WorkerView(id=worker.id, host=worker.host, pid=worker.pid,
                           device=worker.device, state=state,
                           age_s=max(0.0, (now - worker.heartbeat_at).total_seconds()),

@@ -51,6 +51,8 @@ class VorticityPane(Static):
         self.ascii = False
 
     def show(self, pictures: Pictures | None, *, ascii: bool) -> None:
+        if (pictures, ascii) == (self.pictures, self.ascii):
+            return
         self.pictures, self.ascii = pictures, ascii
         self._draw()
 

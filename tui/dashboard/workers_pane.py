@@ -15,22 +15,33 @@ STATE_STYLE = {"alive": ("●", "green"), "dead": ("✗", "bold red"), "stopped"
 EMPTY = "no workers yet: start one with  diffbench worker  (--device cuda:0, --gpus all)"
 
 
-def workers_table(workers: Sequence[WorkerView]) -> Table | Text:
-    if not workers:
+def worker_row(worker: WorkerView) -> tuple[str, ...]:
+    symbol, _ = STATE_STYLE[worker.state]
+    return (str(worker.id), f"{symbol} {worker.state}", worker.host, worker.device,
+            "—" if worker.run_id is None else f"#{worker.run_id}",
+            f"{duration(worker.age_s)} ago")
+
+
+def workers_table(rows: Sequence[tuple[str, ...]]) -> Table | Text:
+    if not rows:
         return Text(EMPTY, style="dim")
     table = Table(box=None, pad_edge=False, expand=True, header_style="bold")
     for name in ("id", "state", "host", "device", "run", "heartbeat"):
         table.add_column(name, no_wrap=True, justify="right" if name == "id" else "left")
-    for w in workers:
-        symbol, style = STATE_STYLE[w.state]
-        table.add_row(str(w.id), Text(f"{symbol} {w.state}", style=style), w.host, w.device,
-                      "—" if w.run_id is None else f"#{w.run_id}", f"{duration(w.age_s)} ago")
+    for ident, state, *rest in rows:
+        table.add_row(ident, Text(state, style=STATE_STYLE[state.split()[-1]][1]), *rest)
     return table
 
 
 class WorkersPane(Static):
+    """Redrawn only when a row's text changed (a heartbeat age shown to the second)."""
+
     def __init__(self, **kwargs) -> None:
         super().__init__(Text(EMPTY, style="dim"), **kwargs)
+        self._rows: tuple[tuple[str, ...], ...] | None = None
 
     def show(self, workers: Sequence[WorkerView]) -> None:
-        self.update(workers_table(workers))
+        rows = tuple(worker_row(w) for w in workers)
+        if rows != self._rows:
+            self._rows = rows
+            self.update(workers_table(rows))
