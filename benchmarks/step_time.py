@@ -86,8 +86,11 @@ def parse_row(spec: str) -> tuple[str, str, dict[str, Any]]:
         if not equals:
             raise SystemExit(f"bad optimizer option {item!r} in {spec!r}: use key=value")
         words = {"true": True, "false": False, "none": None}
+        if value.lower() in words:
+            options[key] = words[value.lower()]
+            continue
         try:
-            options[key] = words.get(value.lower(), ast.literal_eval(value))
+            options[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             options[key] = value
     if name not in OPTIMIZERS:
@@ -155,7 +158,8 @@ def run(preset_name: str, device: str, precision: str, epochs: int, steps_per_ep
           f"{torch.cuda.get_device_name(torch_device) if flops else 'CPU'}"
           + (f", {flops / 1e12:.2f} TFLOP per step (fwd+bwd)" if flops else "")
           + f"; {(epochs - 1) * steps_per_epoch} timed steps each")
-    print(f"{'optimizer':<34} {'data':>5} {'fwd+bwd':>7} {'opt':>6} {'mean':>6} {'wall':>6}  "
+    width = max(len(label) for label, _, _ in rows)
+    print(f"{'optimizer':<{width}} {'data':>5} {'fwd+bwd':>7} {'opt':>6} {'mean':>6} {'wall':>6}  "
           f"{'×AdamW':>6} {'mean×':>6} {'wall×':>6}" + ("   MFU" if top else "")
           + "   (ms per step; medians, then means)")
     started = time.perf_counter()
@@ -164,7 +168,7 @@ def run(preset_name: str, device: str, precision: str, epochs: int, steps_per_ep
     for (label, _, _), m in zip(rows, timings, strict=True):
         ratio = (m.median("compute") + m.median("optimizer")) / (
             base.median("compute") + base.median("optimizer"))
-        line = (f"{label:<34} {m.median('data'):5.2f} {m.median('compute'):7.2f} "
+        line = (f"{label:<{width}} {m.median('data'):5.2f} {m.median('compute'):7.2f} "
                 f"{m.median('optimizer'):6.2f} {m.mean_step():6.2f} {m.wall():6.2f}  "
                 f"{ratio:6.3f} {m.mean_step() / base.mean_step():6.3f} "
                 f"{m.wall() / base.wall():6.3f}")

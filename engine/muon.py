@@ -44,18 +44,21 @@ SCALE = 0.2  # update RMS ≈ 0.2 · √max(rows, cols) · RMS of an orthogonal 
 
 def zeropower_via_newtonschulz5(G: Tensor, steps: int = NS_STEPS,
                                 dtype: torch.dtype = torch.float32) -> Tensor:
-    """≈ U Vᵀ of a matrix G = U S Vᵀ (..., rows, cols), computed in `dtype`, returned in `dtype`."""
+    """≈ U Vᵀ of a matrix G = U S Vᵀ (..., rows, cols), computed in `dtype`, returned in `dtype`.
+
+    Each iteration is three batched products, the sums fused into them (`baddbmm`).
+    """
     a, b, c = NS_COEFFICIENTS
-    X = G.to(dtype)
+    X = G.to(dtype).reshape(-1, *G.shape[-2:])  # (n, rows, cols)
     transposed = G.size(-2) > G.size(-1)
     if transposed:
         X = X.mT  # (…, small, large): A = X Xᵀ is the small Gram matrix
     X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)  # spectral norm ≤ Frobenius norm ≤ 1
     for _ in range(steps):
         A = X @ X.mT
-        B = b * A + c * A @ A
-        X = a * X + B @ X
-    return X.mT if transposed else X
+        B = torch.baddbmm(A, A, A, beta=b, alpha=c)  # bA + cA²
+        X = torch.baddbmm(X, B, X, beta=a)  # aX + BX
+    return (X.mT if transposed else X).reshape(G.shape)
 
 
 def muon_update(grads: list[Tensor], momenta: list[Tensor], beta: float = 0.95,
@@ -76,9 +79,9 @@ def muon_update(grads: list[Tensor], momenta: list[Tensor], beta: float = 0.95,
     for (rows, cols), members in by_shape.items():
         ortho = zeropower_via_newtonschulz5(torch.stack([matrices[i] for i in members]), steps,
                                             dtype)  # (n, rows, cols)
-        ortho = ortho * (SCALE * math.sqrt(max(rows, cols)))
-        for i, o in zip(members, ortho, strict=True):
-            directions[i] = o.view_as(grads[i]).to(grads[i].dtype)
+        ortho = (ortho * (SCALE * math.sqrt(max(rows, cols)))).to(grads[members[0]].dtype)
+        for i, o in zip(members, ortho, strict=True):  # views: one cast per shape, not weight
+            directions[i] = o.view_as(grads[i])
     return directions
 
 

@@ -115,20 +115,80 @@ def eigenbases(GG: Factors) -> Factors:
     return bases
 
 
-def refresh_eigenbases(GG: Factors, Q: Factors, exp_avg_sq: Tensor) -> Tensor:
-    """One power step + QR per dim, in place on `Q`; returns `exp_avg_sq` permuted to match."""
-    n = exp_avg_sq.size(0)
-    for k, (factor, q) in enumerate(zip(GG, Q, strict=True)):
-        if factor is None or q is None:
-            continue
-        power = factor @ q  # (n, s, s)
-        order = (q * power).sum(dim=1).argsort(dim=-1, descending=True)  # (n, s)
-        shape = [n] + [1] * (exp_avg_sq.ndim - 1)
-        shape[k + 1] = order.size(-1)
-        exp_avg_sq = exp_avg_sq.gather(k + 1, order.view(shape).expand_as(exp_avg_sq))
-        power = power.gather(2, order.unsqueeze(1).expand_as(power))
-        q.copy_(torch.linalg.qr(power.to(torch.float32))[0].to(power.dtype))
-    return exp_avg_sq
+GEQRF_STREAMS = 8  # CUDA streams the one-by-one factorisations are spread over
+
+
+def _geqrf(P: Tensor) -> tuple[Tensor, Tensor]:
+    """`torch.geqrf` of a stack (n, s, s): batched for s ≤ 128, else one matrix at a time.
+
+    cuBLAS's batched `geqrf`, which torch takes for ≥ s/16 matrices of s ≤ 256, is slow for
+    s > 128 (18 ms for twelve 192² on an H100 against 6 ms one by one), and above 256 torch
+    calls cuSOLVER once per matrix anyway: about 1 ms for a 384², mostly latency. On CUDA the
+    one-by-one calls go out over `GEQRF_STREAMS` streams, so that several run at once.
+    """
+    if P.size(-1) <= 128:
+        return torch.geqrf(P)
+    if not P.is_cuda:
+        return torch.geqrf(P)  # LAPACK: one matrix at a time either way
+    main = torch.cuda.current_stream(P.device)
+    streams = [torch.cuda.Stream(P.device) for _ in range(min(GEQRF_STREAMS, P.size(0)))]
+    parts = []
+    for i, matrix in enumerate(P.split(1)):
+        stream = streams[i % len(streams)]
+        stream.wait_stream(main)
+        with torch.cuda.stream(stream):
+            parts.append(torch.geqrf(matrix))
+    for stream in streams:
+        main.wait_stream(stream)
+    for part in parts:  # made on a side stream, used and freed on the main one
+        for tensor in part:
+            tensor.record_stream(main)
+    return torch.cat([a for a, _ in parts]), torch.cat([tau for _, tau in parts])
+
+
+def householder_q(P: Tensor) -> Tensor:
+    """Q of the Householder QR of each P (n, s, s), as `torch.linalg.qr` computes it, batched.
+
+    `geqrf` gives the reflectors (V unit lower triangular, τ); Q = H₁⋯H_s is then formed at
+    once in the compact WY form Q = I − V T Vᵀ with T⁻¹ = striu(VᵀV) + diag(1/τ) (Joffrain et
+    al. 2006), two batched products and a triangular solve in float64, where
+    `householder_product` makes one cuSOLVER call per matrix. A reflector with τ = 0 is the
+    identity and drops out. The same Q as `torch.linalg.qr` to rounding (tests/test_soap.py).
+    """
+    a, tau = _geqrf(P)
+    a, tau = a.double(), tau.double()
+    eye = torch.eye(P.size(-1), device=P.device, dtype=torch.float64)
+    keep = tau != 0
+    V = (a.tril(-1) + eye) * keep.unsqueeze(-2)
+    inverse = (V.mT @ V).triu(1) + torch.diag_embed(torch.where(keep, 1 / tau, 1.0))
+    return (eye - V @ torch.linalg.solve_triangular(inverse, V.mT, upper=True)).to(P.dtype)
+
+
+def refresh_eigenbases(GGs: list[Factors], Qs: list[Factors],
+                       exp_avg_sqs: list[Tensor]) -> list[Tensor]:
+    """One power step + QR per factor of every stack, in place on `Qs`; returns the
+    `exp_avg_sqs` permuted to match. The QRs of all factors of one size run as one batch."""
+    powers: dict[int, list[tuple[Tensor, Tensor]]] = {}  # s → [(Q_k, its power step)]
+    permuted = []
+    for GG, Q, exp_avg_sq in zip(GGs, Qs, exp_avg_sqs, strict=True):
+        n = exp_avg_sq.size(0)
+        for k, (factor, q) in enumerate(zip(GG, Q, strict=True)):
+            if factor is None or q is None:
+                continue
+            power = factor @ q  # (n, s, s)
+            order = (q * power).sum(dim=1).argsort(dim=-1, descending=True)  # (n, s)
+            shape = [n] + [1] * (exp_avg_sq.ndim - 1)
+            shape[k + 1] = order.size(-1)
+            exp_avg_sq = exp_avg_sq.gather(k + 1, order.view(shape).expand_as(exp_avg_sq))
+            power = power.gather(2, order.unsqueeze(1).expand_as(power))
+            powers.setdefault(q.size(-1), []).append((q, power))
+        permuted.append(exp_avg_sq)
+    for pairs in powers.values():
+        bases = householder_q(torch.cat([power for _, power in pairs]).to(torch.float32))
+        for (q, _), basis in zip(pairs, bases.split([q.size(0) for q, _ in pairs]),
+                                 strict=True):
+            q.copy_(basis)
+    return permuted
 
 
 def soap_direction(G: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, Q: Factors,
@@ -312,7 +372,7 @@ class SOAP(torch.optim.Optimizer):
             Q = eigenbases(GG)
             exp_avg_sq = torch.zeros_like(G)
             if step > 0 and step % frequency == 0:  # a parameter first seen at a refresh step
-                exp_avg_sq = refresh_eigenbases(GG, Q, exp_avg_sq)
+                exp_avg_sq, = refresh_eigenbases([GG], [Q], [exp_avg_sq])
             for i, p in enumerate(members):
                 self.state[p].update(
                     exp_avg=torch.zeros_like(p), exp_avg_sq=exp_avg_sq[i].clone(),
@@ -398,7 +458,7 @@ class SOAP(torch.optim.Optimizer):
             self._update_groups(work, stacks, scalars)
         for group, (_, _, buckets, _), _ in work:
             if (group["step"] - 1) % group["precondition_frequency"] == 0:
-                for bucket in buckets:
-                    bucket.exp_avg_sq.copy_(refresh_eigenbases(bucket.GG, bucket.Q,
-                                                               bucket.exp_avg_sq))
+                permuted = refresh_eigenbases([b.GG for b in buckets], [b.Q for b in buckets],
+                                              [b.exp_avg_sq for b in buckets])
+                torch._foreach_copy_([b.exp_avg_sq for b in buckets], permuted)
         return loss
