@@ -297,7 +297,7 @@ def enqueue(db: Database, specs: Iterable[RunSpec], *, allow_duplicates: bool = 
         if spec.epochs is not None and spec.epochs < 1:
             raise StorageError(f"epochs must be ≥ 1, not {spec.epochs!r}")
         if db.dialect != "sqlite":  # SQLite keeps any length; PostgreSQL refuses, unnamed
-            for name in ("preset", "optimizer", "schedule"):
+            for name in ("optimizer", "schedule"):
                 limit = RunRow.__table__.c[name].type.length
                 if len(getattr(spec, name)) > limit:
                     raise StorageError(f"{name} {getattr(spec, name)!r} is longer than the "

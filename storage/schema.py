@@ -197,7 +197,9 @@ class RunRow(Base):
     status: Mapped[str] = mapped_column(sa.String(16))
     priority: Mapped[int] = mapped_column(default=0)
     # what to train (the identity's fields)
-    preset: Mapped[str] = mapped_column(sa.String(64))
+    # a name or a preset file's path: TEXT (revision 0002); SQLite's column stays as 0001
+    # made it, since SQLite keeps any length in a VARCHAR
+    preset: Mapped[str] = mapped_column(sa.Text().with_variant(sa.String(64), "sqlite"))
     optimizer: Mapped[str] = mapped_column(sa.String(64))
     schedule: Mapped[str] = mapped_column(sa.String(64))
     lr: Mapped[float] = mapped_column(sa.Float(precision=53))

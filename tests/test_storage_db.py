@@ -29,7 +29,7 @@ def url(request, tmp_path):
 def test_fresh_database_is_migrated_to_head(url):
     db = open_database(url)
     with db.engine.connect() as connection:
-        assert migrations.current(connection) == migrations.head() == "0001"
+        assert migrations.current(connection) == migrations.head() == "0002"
         assert set(sa.inspect(connection).get_table_names()) >= TABLES
     db.dispose()
     again = open_database(url)  # at head: no-op

@@ -61,15 +61,18 @@ def test_postgres_urls_mean_psycopg_3():
     assert "secret" not in str(error.value)  # the password is never echoed
 
 
-def test_values_longer_than_their_column_are_refused_by_name(url):
-    """PostgreSQL enforces VARCHAR lengths (SQLite does not): a long preset path is refused
-    before anything is written, naming the field."""
+def test_long_preset_paths_are_kept_and_long_names_refused_by_name(url):
+    """PostgreSQL enforces VARCHAR lengths (SQLite does not): a preset path of any length
+    is kept (TEXT since revision 0002), an overlong schedule is refused before anything is
+    written, naming the field."""
     db = open_database(url)
     try:
         long_path = "/" + "d" * 70 + "/p.toml"
-        with pytest.raises(StorageError, match=r"preset '/d+/p\.toml' is longer than the 64"):
-            q.enqueue(db, [spec(0), spec(1, preset=long_path)])
-        assert q.list_runs(db) == []
+        (run_id,) = q.enqueue(db, [spec(0, preset=long_path)]).ids
+        assert q.get_run(db, run_id).preset == long_path
+        with pytest.raises(StorageError, match=r"schedule 'x+' is longer than the 64"):
+            q.enqueue(db, [spec(1), spec(2, schedule="x" * 65)])
+        assert [run.id for run in q.list_runs(db)] == [run_id]
     finally:
         db.dispose()
 
