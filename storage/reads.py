@@ -5,26 +5,29 @@ second over 1,000 runs and 1,000,000 step rows needs less per read: the runs' co
 table shows (no config, provenance or traceback JSON), read in full only for runs it has not
 seen, and every tick just the columns that change (`run_marks`); the steps of *every* run
 newer than one global row id (primary-key range scans), and one aggregate over the step
-table when it starts. Each function is one short read transaction, so workers never wait on
-a reader. Query plans (SQLite): the mark and worker reads scan small tables, everything
-else searches the primary key or the ``(run_id, id)`` indexes.
+table when it starts. Each function takes the caller's session, so one tick's reads are one
+short read transaction (a consistent view; on SQLite in WAL mode workers never wait on it).
+Query plans (SQLite): the mark and worker reads scan small tables, everything else searches
+the primary key or the ``(run_id, id)`` indexes.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
-from diffbench.storage.db import Database
 from diffbench.storage.queue import EpochMetric, Worker, _epoch
 from diffbench.storage.schema import (
     EpochMetricRow,
     RunRow,
     StepMetricRow,
     WorkerRow,
+    db_now,
     join_float,
 )
 from diffbench.storage.states import Status
@@ -94,11 +97,10 @@ def _tail(row: sa.Row) -> StepTail:
                     loss=math.nan if loss is None else loss, ms=float(row[6]))
 
 
-def run_marks(db: Database) -> dict[int, tuple[str, int, int | None]]:
+def run_marks(session: Session) -> dict[int, tuple[str, int, int | None]]:
     """Every run's changing columns as plain tuples (status, steps done, worker), by id:
     cheap enough to read every tick, and compared to the last ones to find changed runs."""
-    with db.session() as session:
-        rows = session.execute(sa.select(RunRow.id, *_MARK)).all()
+    rows = session.execute(sa.select(RunRow.id, *_MARK)).all()
     return {row[0]: tuple(row[1:]) for row in rows}
 
 
@@ -106,28 +108,28 @@ def mark(values: tuple[str, int, int | None]) -> RunMark:
     return RunMark(Status(values[0]), values[1], values[2])
 
 
-def run_lines(db: Database, run_ids: Iterable[int] | None = None) -> list[RunLine]:
+def database_now(session: Session) -> dt.datetime:
+    """The database clock (aware UTC), what heartbeat ages are measured against."""
+    return session.scalar(sa.select(db_now()))
+
+
+def run_lines(session: Session, run_ids: Iterable[int] | None = None) -> list[RunLine]:
     """The table columns of every run (or of ``run_ids``), by id."""
     ids = None if run_ids is None else list(run_ids)
     query = sa.select(*_LINE).order_by(RunRow.id)
-    rows = []
-    with db.session() as session:
-        if ids is None:
-            rows = session.execute(query).all()
-        for chunk in range(0, len(ids or ()), 500):
-            rows += session.execute(query.where(RunRow.id.in_(ids[chunk:chunk + 500]))).all()
+    rows = list(session.execute(query)) if ids is None else []
+    for chunk in range(0, len(ids or ()), 500):
+        rows += session.execute(query.where(RunRow.id.in_(ids[chunk:chunk + 500]))).all()
     return [RunLine(*row[:8], mark(row[8:])) for row in rows]
 
 
-def workers(db: Database) -> list[Worker]:
+def workers(session: Session) -> list[Worker]:
     """Every worker, by id (a Core query: no ORM objects to build every tick)."""
     fields = [getattr(WorkerRow, name) for name in Worker.__dataclass_fields__]
-    with db.session() as session:
-        return [Worker(*row) for row in session.execute(
-            sa.select(*fields).order_by(WorkerRow.id))]
+    return [Worker(*row) for row in session.execute(sa.select(*fields).order_by(WorkerRow.id))]
 
 
-def step_totals(db: Database, run_ids: Iterable[int] | None = None, *, after_id: int = 0
+def step_totals(session: Session, run_ids: Iterable[int] | None = None, *, after_id: int = 0
                 ) -> tuple[dict[int, StepTotals], int]:
     """Per run (all, or ``run_ids``), over its step rows with an id above ``after_id``:
     their count, summed ms, first step and last row; and the largest step row id, the
@@ -141,14 +143,13 @@ def step_totals(db: Database, run_ids: Iterable[int] | None = None, *, after_id:
              .where(StepMetricRow.id > after_id).group_by(run))
     if run_ids is not None:
         query = query.where(StepMetricRow.run_id.in_(list(run_ids)))
-    with db.session() as session:
-        groups = session.execute(query).all()
-        last_ids = [g[3] for g in groups]
-        tails = {}
-        for chunk in range(0, len(last_ids), 500):
-            for row in session.execute(sa.select(*_TAIL).where(
-                    StepMetricRow.id.in_(last_ids[chunk:chunk + 500]))):
-                tails[row[0]] = _tail(row)
+    groups = session.execute(query).all()
+    last_ids = [g[3] for g in groups]
+    tails = {}
+    for chunk in range(0, len(last_ids), 500):
+        for row in session.execute(sa.select(*_TAIL).where(
+                StepMetricRow.id.in_(last_ids[chunk:chunk + 500]))):
+            tails[row[0]] = _tail(row)
     top = max(last_ids, default=after_id)
     totals = {run_id: StepTotals(count=n, ms_sum=float(ms or 0.0), first_step=first,
                                  last=tails[last])
@@ -156,36 +157,23 @@ def step_totals(db: Database, run_ids: Iterable[int] | None = None, *, after_id:
     return totals, top
 
 
-def epochs_after(db: Database, after_id: int) -> list[EpochMetric]:
+def epochs_after(session: Session, after_id: int) -> list[EpochMetric]:
     """Epoch rows of every run with an id above ``after_id``, oldest first."""
-    with db.session() as session:
-        return [_epoch(r) for r in session.scalars(
-            sa.select(EpochMetricRow).where(EpochMetricRow.id > after_id)
-            .order_by(EpochMetricRow.id))]
+    return [_epoch(r) for r in session.scalars(
+        sa.select(EpochMetricRow).where(EpochMetricRow.id > after_id)
+        .order_by(EpochMetricRow.id))]
 
 
-def run_devices(db: Database, run_ids: Iterable[int]) -> dict[int, str]:
+def run_devices(session: Session, run_ids: Iterable[int]) -> dict[int, str]:
     """The device each run trained on (GPU name, else the torch device), for runs whose
     worker recorded provenance; for comparing step times on the same hardware only."""
     ids = list(run_ids)
     out: dict[int, str] = {}
-    with db.session() as session:
-        for chunk in range(0, len(ids), 500):
-            for run_id, provenance in session.execute(
-                    sa.select(RunRow.id, RunRow.provenance)
-                    .where(RunRow.id.in_(ids[chunk:chunk + 500]),
-                           RunRow.provenance.is_not(None))):
-                device = provenance.get("device_name") or provenance.get("device")
-                if device:
-                    out[run_id] = str(device)
+    for chunk in range(0, len(ids), 500):
+        for run_id, provenance in session.execute(
+                sa.select(RunRow.id, RunRow.provenance)
+                .where(RunRow.id.in_(ids[chunk:chunk + 500]), RunRow.provenance.is_not(None))):
+            device = provenance.get("device_name") or provenance.get("device")
+            if device:
+                out[run_id] = str(device)
     return out
-
-
-def newest_sample_id(db: Database, run_id: int) -> int | None:
-    """The id of the run's latest stored sample (preview), if any."""
-    from diffbench.storage.schema import SampleRow
-
-    with db.session() as session:
-        return session.scalar(sa.select(sa.func.max(SampleRow.id))
-                              .where(SampleRow.run_id == run_id))
-

@@ -161,15 +161,21 @@ def _fill(db: Database) -> None:
 # ----------------------------------------------------------------------------- pilot
 
 
-async def settle(pilot) -> None:
-    """Wait until the app's reads (and the follow-up read they may start) are applied."""
+async def settle(pilot, timeout: float = 60.0) -> None:
+    """Wait until the app's actions are written and its reads (and the follow-up read they
+    may start) are applied and painted: polls the condition, however slow the machine."""
+    import time
+
     app = pilot.app
-    for _ in range(50):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         await app.workers.wait_for_complete()
         await pilot.pause()
-        if not app._reading:
+        if not app._reading and not app.workers:
+            await pilot.pause()  # the frame that shows the last apply
             return
-    raise AssertionError("the dashboard kept reading")
+        await pilot.pause(0.01)
+    raise AssertionError(f"the dashboard kept reading for {timeout} s")
 
 
 def screen_text(app) -> str:

@@ -1,6 +1,6 @@
 """The dashboard app: layout, keys, the refresh loop and the actions.
 
-Messages go up, state goes down: a thread worker reads the database (`DashboardReader`,
+Messages go up, state goes down: a reader thread reads the database (`DashboardReader`,
 `SeriesCache`, `load_pictures`) and hands the results to `_apply` on the UI thread, which
 pushes them into the panes. At most one read is in flight; a tick that finds one running
 is skipped. Actions (queue, cancel, retry, export) ask for confirmation and write from a
@@ -12,11 +12,14 @@ Layout: on a large terminal all five panes are visible in a grid; below `WIDE` c
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+from threading import Thread
 from typing import ClassVar
 
 from rich.markup import escape
+from rich.traceback import Traceback
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -29,6 +32,7 @@ from diffbench.storage.db import Database, StorageError
 from diffbench.storage.workspace import Workspace
 
 from ..output import no_color
+from .content import set_content
 from .curves_pane import CurvesPane
 from .dialogs import ConfirmDialog, ExportDialog, HelpScreen, QueueDialog
 from .filters import COLUMNS, FilterError, RunFilter, parse_filter, sort_runs
@@ -108,7 +112,6 @@ class DashboardApp(App[None]):
         self.ascii = self.options.ascii
         self._reading = False
         self._again = False
-        self._shown_text: dict[str, str] = {}
 
     # ------------------------------------------------------------------ layout
 
@@ -159,10 +162,13 @@ class DashboardApp(App[None]):
             self._again = True
             return
         self._reading, self._again = True, False
-        self._read(self.selected, tuple(sorted(self.marked)))
+        Thread(target=self._read, args=(self.selected, tuple(sorted(self.marked))),
+               name="diffbench-read", daemon=True).start()
 
-    @work(thread=True, group="refresh", description="read the job database")
     def _read(self, selected: int | None, marked: tuple[int, ...]) -> None:
+        """Read on a daemon thread, not a Textual thread worker: Python waits for those
+        (executor threads) when it exits, so `q` during a long read (the first one on a
+        large database takes seconds) would hang until it ends."""
         try:
             snapshot = self.reader.refresh()
             known = {r.id for r in snapshot.runs}
@@ -170,10 +176,13 @@ class DashboardApp(App[None]):
                 selected = None
             curves = self.series.update(i for i in (selected, *marked) if i in known)
             pictures = self._pictures(selected, curves.get(selected))
+            result: tuple = (self._apply, snapshot, curves, pictures)
         except StorageError as error:
-            self.call_from_thread(self._failed, str(error))
-            return
-        self.call_from_thread(self._apply, snapshot, curves, pictures)
+            result = (self._failed, str(error))
+        except Exception:  # a bug: end the app with the traceback, as a worker would
+            result = (self.panic, Traceback())
+        with contextlib.suppress(RuntimeError):  # the app exited meanwhile
+            self.call_from_thread(*result)
 
     def _pictures(self, run_id: int | None, curves: RunCurves | None) -> Pictures | None:
         """The preview of ``run_id``, reloaded only when its latest sample changes."""
@@ -219,10 +228,7 @@ class DashboardApp(App[None]):
         self._update("#header", " · ".join(parts))
 
     def _update(self, selector: str, content: str) -> None:
-        """Set a Static's markup unless it is already shown (an update re-lays out)."""
-        if self._shown_text.get(selector) != content:
-            self._shown_text[selector] = content
-            self.query_one(selector, Static).update(content)
+        set_content(self.query_one(selector, Static), content)
 
     def visible_runs(self) -> list[RunView]:
         runs = self.snapshot.runs if self.snapshot else ()

@@ -11,6 +11,7 @@ from textual.containers import Vertical
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
+from .content import set_content
 from .palette import optimizer_rgb, optimizer_style
 from .series import RunCurves
 from .state import RunView
@@ -55,15 +56,15 @@ class CurvesPane(Vertical):
         has_data = any(c.train_by_step.x or c.valid_by_step.x for _, c in plotted)
         axis = "training time (s)" if by_time else "step"
         scale = "log" if log else "linear"
-        self.query_one("#curves-title", Static).update(
-            f"loss ({scale}) vs {axis}   [t] step/time  [l] log  [space] overlay")
+        set_content(self.query_one("#curves-title", Static),
+                    f"loss ({scale}) vs {axis}   [t] step/time  [l] log  [space] overlay")
         if not has_data:
-            empty.update(NO_RUN if selected is None else
-                         NO_METRICS.format(id=selected.id, status=selected.status))
+            set_content(empty, NO_RUN if selected is None else
+                        NO_METRICS.format(id=selected.id, status=selected.status))
         empty.display = not has_data
         plot.display = has_data
-        self.query_one("#loss-legend", Static).update(
-            legend([r for r, _ in plotted]) if has_data else "")
+        set_content(self.query_one("#loss-legend", Static),
+                    legend([r for r, _ in plotted]) if has_data else "")
         if not has_data:
             return
         plt = plot.plt

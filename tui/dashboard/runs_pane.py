@@ -15,6 +15,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
+from .content import set_content
 from .filters import COLUMNS
 from .palette import STATUS_COLOR, STATUS_SYMBOL, optimizer_style
 from .state import GroupView, RunView
@@ -23,7 +24,7 @@ GROUP_COLUMNS = (("optimizer", "optimizer"), ("schedule", "schedule"), ("lr", "l
                  ("wd", "wd"), ("seeds", "seeds"), ("done", "done"),
                  ("final", "final loss (mean ± std)"), ("ms", "ms/step"))
 BAR = 5
-COMPACT = ("id", "status", "optimizer", "progress", "train", "valid", "ms", "eta")
+OPTIONAL = ("wd", "seed", "lr", "schedule")  # left out in this order when space is short
 SCROLLBAR = 2
 EMPTY = ("no runs yet: queue some with  diffbench queue add -p tiny -O adamw,muon --seeds 0-2"
          "  (or press a), then start  diffbench worker")
@@ -86,8 +87,9 @@ class RunsPane(Vertical):
 
     Rows are keyed by run id. A refresh reuses the cells of every run whose `RunView` is the
     same object as last time (the reader rebuilds only changed runs), and when the order is
-    unchanged it only rewrites the cells that changed. When the full columns are wider than
-    the table (80 columns over SSH), schedule, lr, wd and seed are left out."""
+    unchanged it only rewrites the cells that changed. When the columns are wider than the
+    pane (80 columns over SSH), wd, seed, lr and schedule are left out, in that order, until
+    the rest fits."""
 
     class Highlighted(Message):
         """The cursor moved to a run (a group: its first run)."""
@@ -117,18 +119,25 @@ class RunsPane(Vertical):
     def table(self) -> DataTable:
         return self.query_one("#runs-table", DataTable)
 
-    def _compact(self, rows: int) -> bool:
-        """Whether the full columns (padded, one with the sort arrow, and the scrollbar if
-        ``rows`` overflow) are wider than the pane."""
+    def _fit(self, rows: int) -> tuple[int, ...]:
+        """The indices of the columns that fit the pane: all, or without the `OPTIONAL`
+        ones, in order, until the rest (padded, one with the sort arrow, and the scrollbar
+        if ``rows`` overflow) fits."""
         width, height = self.content_size
-        scrollbar = SCROLLBAR if rows >= height - 1 else 0
-        return 0 < width < sum(self._widths) + 2 * len(self._widths) + 2 + scrollbar
+        if not width:  # not laid out yet
+            return tuple(range(len(COLUMNS)))
+        room = width - 2 - (SCROLLBAR if rows >= height - 1 else 0)
+        shown = [i for i, _ in enumerate(COLUMNS)]
+        for key in OPTIONAL:
+            if sum(self._widths[i] + 2 for i in shown) <= room:
+                break
+            shown.remove(next(i for i in shown if COLUMNS[i][0] == key))
+        return tuple(shown)
 
     def columns(self) -> list[str]:
         """The keys of the columns shown (what `s` cycles through)."""
-        if self._shown is not None and self._shown[-1]:
-            return list(COMPACT)
-        return [key for key, _ in COLUMNS]
+        shown = self._shown[-1] if self._shown is not None else range(len(COLUMNS))
+        return [COLUMNS[i][0] for i in shown]
 
     def show_runs(self, runs: Sequence[RunView], *, total: int, marked: set[int],
                   sort: str, reverse: bool) -> None:
@@ -142,9 +151,8 @@ class RunsPane(Vertical):
                                                                 strict=True)]
             rows[run.id] = row
         self._run_rows = rows
-        compact = self._compact(len(runs))
-        self._shown = (runs, total, frozenset(marked), sort, reverse, compact)
-        shown = [i for i, (key, _) in enumerate(COLUMNS) if not compact or key in COMPACT]
+        shown = self._fit(len(runs))
+        self._shown = (runs, total, frozenset(marked), sort, reverse, shown)
         arrow = "▼" if reverse else "▲"
         labels = tuple(f"{COLUMNS[i][1]} {arrow}" if COLUMNS[i][0] == sort else COLUMNS[i][1]
                        for i in shown)
@@ -165,7 +173,7 @@ class RunsPane(Vertical):
         self._empty(total, len(groups))
 
     def on_resize(self) -> None:
-        if self._shown is not None and self._shown[-1] != self._compact(len(self._shown[0])):
+        if self._shown is not None and self._shown[-1] != self._fit(len(self._shown[0])):
             runs, total, marked, sort, reverse, _ = self._shown
             self.show_runs(runs, total=total, marked=set(marked), sort=sort,
                            reverse=reverse)
@@ -173,9 +181,10 @@ class RunsPane(Vertical):
     def _empty(self, total: int, shown: int) -> None:
         empty = self.query_one("#runs-empty", Static)
         if total == 0:
-            empty.update(EMPTY)
+            set_content(empty, EMPTY)
         elif shown == 0:
-            empty.update("no run matches the filter: press / to change it, esc to clear it")
+            set_content(empty, "no run matches the filter: press / to change it, esc to "
+                        "clear it")
         if empty.display != (shown == 0):
             empty.display = shown == 0
 
@@ -233,10 +242,9 @@ class _Row:
         self.plain = tuple(str(c) for c in cells)
         self.selections: dict[tuple[int, ...], tuple] = {}
 
-    def select(self, shown: list[int]) -> tuple[tuple[Text | str, ...], tuple[str, ...]]:
+    def select(self, shown: tuple[int, ...]) -> tuple[tuple[Text | str, ...], tuple[str, ...]]:
         """The cells (and their text) of the ``shown`` columns, the same tuples each time."""
-        key = tuple(shown)
-        if key not in self.selections:
-            self.selections[key] = (tuple(self.cells[i] for i in shown),
-                                    tuple(self.plain[i] for i in shown))
-        return self.selections[key]
+        if shown not in self.selections:
+            self.selections[shown] = (tuple(self.cells[i] for i in shown),
+                                      tuple(self.plain[i] for i in shown))
+        return self.selections[shown]

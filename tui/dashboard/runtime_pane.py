@@ -11,6 +11,7 @@ from textual.containers import Vertical
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
+from .content import set_content
 from .palette import optimizer_style
 from .runs_pane import number
 from .series import RunCurves
@@ -72,11 +73,11 @@ class RuntimePane(Vertical):
         title.append("─ optimizer", _style(OPTIMIZER_RGB))
         if run is not None:
             title.append(f"   run #{run.id} {run.optimizer}")
-        self.query_one("#runtime-title", Static).update(title)
+        set_content(self.query_one("#runtime-title", Static), title)
         self.query_one("#runtime-empty", Static).display = not has_data
         plot.display = has_data
-        self.query_one("#runtime-costs", Static).update(
-            cost_table(costs, None if run is None else run.device))
+        set_content(self.query_one("#runtime-costs", Static),
+                    cost_table(costs, None if run is None else run.device))
         if not has_data:
             return
         plt = plot.plt

@@ -5,7 +5,7 @@ workers and counts by status. Each tick it reads the runs' changing columns (sta
 done, worker; the other table columns once per run), only the step and epoch rows added
 since its last read (global row-id cursors), and provenance once per run, and rebuilds only
 the views of runs that changed, so a refresh over 1,000 runs and 1,000,000 step rows costs
-about what changed. Each read is its own short transaction.
+about what changed. One refresh is one short read transaction.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import math
 import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+
+from sqlalchemy.orm import Session
 
 from diffbench.storage import queue, reads
 from diffbench.storage.db import Database
@@ -108,12 +110,14 @@ class DashboardReader:
     _epoch_cursor: int = 0
 
     def refresh(self) -> Snapshot:
-        changed = self._read_lines() | self._read_steps() | self._read_epochs()
-        self._read_devices(changed)
+        with self.db.session() as session:  # one read transaction: a consistent view
+            changed = (self._read_lines(session) | self._read_steps(session)
+                       | self._read_epochs(session))
+            self._read_devices(session, changed)
+            workers = reads.workers(session)
+            now = self.clock() if self.clock is not None else reads.database_now(session)
         for run_id in changed & self._lines.keys():
             self._views[run_id] = self._view(self._lines[run_id])
-        workers = reads.workers(self.db)
-        now = self.clock() if self.clock is not None else queue.database_now(self.db)
         counts = {s.value: 0 for s in Status}
         for status, *_ in self._marks.values():
             counts[status] += 1
@@ -126,17 +130,17 @@ class DashboardReader:
 
     # ------------------------------------------------------------------ reads
 
-    def _read_lines(self) -> set[int]:
+    def _read_lines(self, session: Session) -> set[int]:
         """Compare every run's marks with the last ones; read whole lines of new runs only.
         Returns the runs that are new or changed."""
-        marks = reads.run_marks(self.db)
+        marks = reads.run_marks(session)
         gone = self._lines.keys() - marks.keys()
         for run_id in gone:
             for table in (self._lines, self._views, self._steps, self._epochs):
                 table.pop(run_id, None)
         new = [run_id for run_id in marks if run_id not in self._lines]
         if new:
-            lines = reads.run_lines(self.db, None if not self._lines else new)
+            lines = reads.run_lines(session, None if not self._lines else new)
             self._lines.update((line.id, line) for line in lines)
         changed = set(new)
         for run_id, values in marks.items():
@@ -148,11 +152,11 @@ class DashboardReader:
             self._order = sorted(self._lines)
         return changed
 
-    def _read_steps(self) -> set[int]:
+    def _read_steps(self, session: Session) -> set[int]:
         """Fold the step rows added since the cursor into each run's aggregates (one
         grouped query: the rows themselves never cross into Python)."""
         first = self._step_cursor is None
-        totals, top = reads.step_totals(self.db, after_id=self._step_cursor or 0)
+        totals, top = reads.step_totals(session, after_id=self._step_cursor or 0)
         rewound = set()
         for run_id, t in totals.items():
             agg = self._steps.setdefault(run_id, _Steps())
@@ -163,15 +167,15 @@ class DashboardReader:
             agg.step, agg.loss = t.last.step, t.last.loss
         self._step_cursor = max(top, self._step_cursor or 0)
         if rewound:  # recount those runs from scratch
-            again, _ = reads.step_totals(self.db, rewound)
+            again, _ = reads.step_totals(session, rewound)
             for run_id in rewound:
                 t = again.get(run_id)
                 self._steps[run_id] = (_Steps() if t is None else
                                        _Steps(t.count, t.ms_sum, t.last.step, t.last.loss))
         return set(totals)
 
-    def _read_epochs(self) -> set[int]:
-        rows = reads.epochs_after(self.db, self._epoch_cursor)
+    def _read_epochs(self, session: Session) -> set[int]:
+        rows = reads.epochs_after(session, self._epoch_cursor)
         for e in rows:
             agg = self._epochs.setdefault(e.run_id, _Epochs())
             if e.epoch + 1 <= agg.done:  # rewound by a resume
@@ -189,13 +193,13 @@ class DashboardReader:
             self._epoch_cursor = rows[-1].id
         return {e.run_id for e in rows}
 
-    def _read_devices(self, changed: set[int]) -> None:
+    def _read_devices(self, session: Session, changed: set[int]) -> None:
         """The device of each run that has steps, asked once per run (it is recorded when
         the run starts, before its first step)."""
         unknown = [run_id for run_id in changed
                    if run_id not in self._devices and run_id in self._steps]
         if unknown:
-            found = reads.run_devices(self.db, unknown)
+            found = reads.run_devices(session, unknown)
             self._devices.update((run_id, found.get(run_id)) for run_id in unknown)
 
     # ------------------------------------------------------------------ views

@@ -8,6 +8,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
+from .content import set_content
 from .runs_pane import duration
 from .state import WorkerView
 
@@ -43,5 +44,6 @@ class WorkersPane(Static):
     def show(self, workers: Sequence[WorkerView]) -> None:
         rows = tuple(worker_row(w) for w in workers)
         if rows != self._rows:
+            layout = self._rows is None or len(rows) != len(self._rows)
             self._rows = rows
-            self.update(workers_table(rows))
+            set_content(self, workers_table(rows), layout=layout)
