@@ -122,18 +122,6 @@ def optimizer_steps(spec: str, steps: int) -> None:
         print(f"    sync ×{count}: {message}")
 
 
-def householder_q_wy(P: torch.Tensor) -> torch.Tensor:
-    """QR's Q from `geqrf` through the compact WY form Q = I − V T Vᵀ, T⁻¹ = striu(VᵀV) +
-    diag(1/τ) (batched products and one triangular solve instead of a cuSOLVER call per matrix);
-    a reflector with τ = 0 is the identity and is left out."""
-    a, tau = torch.geqrf(P)
-    eye = torch.eye(P.size(-1), device=P.device, dtype=P.dtype)
-    keep = tau != 0
-    V = (a.tril(-1) + eye) * keep.unsqueeze(-2)
-    inverse = (V.mT @ V).triu(1) + torch.diag_embed(torch.where(keep, 1 / tau, 1.0))
-    return eye - V @ torch.linalg.solve_triangular(inverse, V.mT, upper=True)
-
-
 def refresh_parts(repeat: int) -> None:
     shapes: Counter[tuple[int, ...]] = Counter()
     model = build_model(load_preset("paper").model)
@@ -141,23 +129,23 @@ def refresh_parts(repeat: int) -> None:
         if p.ndim > 1:
             shapes[tuple(p.shape)] += 1
     totals: Counter[str] = Counter()
-    print("QR of the stacked factors (n, s, s), ms on the GPU (CPU issue):")
+    print("QR of the stacked factors (n, s, s): GPU ms (CPU issue ms) of torch.linalg.qr, its "
+          "halves geqrf and householder_product, and soap.householder_q:")
     for shape, n in sorted(shapes.items()):
         for s in shape:
             P = torch.randn(n, s, s, device="cuda")
             a, tau = torch.geqrf(P)
-            error = (householder_q_wy(P) - torch.linalg.qr(P)[0]).abs().max()
+            error = float((soap.householder_q(P) - torch.linalg.qr(P)[0]).abs().max())
+            line = f"  {shape!s:>18} ×{n:<2} s={s:<4}"
             for part, fn in (("qr", lambda P=P: torch.linalg.qr(P)),
                              ("geqrf", lambda P=P: torch.geqrf(P)),
                              ("householder", lambda a=a, tau=tau:
                               torch.linalg.householder_product(a, tau)),
-                             ("wy", lambda P=P: householder_q_wy(P))):
+                             ("householder_q", lambda P=P: soap.householder_q(P))):
                 cpu, gpu = timed(fn, repeat)
                 totals[part] += max(cpu, gpu)
-                if s >= 32 or n > 6:
-                    print(f"    {shape!s:>18} ×{n:<2} s={s:<4} {part:<12} "
-                          f"{gpu:7.3f} ({cpu:6.3f})" + (f"  |wy − qr| {error:.1e}"
-                                                       if part == "wy" else ""))
+                line += f"  {gpu:6.2f} ({cpu:5.2f})"
+            print(line + f"  max |Δ| {error:.0e}")
     print("  per refresh (sum of max(CPU, GPU)): "
           + ", ".join(f"{k} {v:.1f} ms" for k, v in totals.items()))
 
