@@ -148,6 +148,7 @@ async def test_a_new_metric_row_shows_on_the_next_refresh(trained, copy, tmp_pat
     async with app.run_test(size=WIDE) as pilot:
         await settle(pilot)
         cursor = app.reader._step_cursor
+        before = {r.id: r for r in app.snapshot.runs}
         run = trained.done[0]
         last = queue.metrics_since(copy, run).steps[-1]
         queue.add_step_metrics(copy, run, [{
@@ -157,6 +158,9 @@ async def test_a_new_metric_row_shows_on_the_next_refresh(trained, copy, tmp_pat
         await settle(pilot)
         assert app.reader._step_cursor == cursor + 1  # read one new row, nothing else
         assert table_rows(app)[0][8] == "0.123"
+        after = {r.id: r for r in app.snapshot.runs}
+        assert after[run] is not before[run]  # only the changed run's view is new
+        assert all(after[i] is before[i] for i in after if i != run)
 
 
 # ----------------------------------------------------------------------------- actions
@@ -289,6 +293,10 @@ async def test_small_terminal_shows_one_pane_per_tab(fixed):
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         assert app.query_one("#runs-table").display and "1 runs" in screen_text(app)
+        table = app.query_one("#runs-table", DataTable)  # less important columns left out
+        assert [str(c.label).split()[0] for c in table.columns.values()] == [
+            "id", "status", "optimizer", "progress", "train", "valid", "ms/step", "ETA"]
+        assert table.virtual_size.width <= table.scrollable_content_region.width
         await pilot.press("2")
         assert app.query_one(CurvesPane).region.width == 80
         assert not app.query_one("#runs").region
