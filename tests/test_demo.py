@@ -18,8 +18,10 @@ from diffbench.storage import queue
 from diffbench.storage.db import open_database
 from diffbench.storage.queue import RunSpec
 from diffbench.tui.cli import app
+from diffbench.tui.demo import demo_specs
 from tests.cli_checks import assert_one_line_error
 from tests.test_cli_train import preset_toml, quick
+from tests.test_sweeps import DEMO_EPOCHS, SIX
 
 LONG = 60  # SOAP's epochs (2 steps each): time to interrupt it
 QUICK = {"train.samples_every": 0, "quality.trajectories": 2, "quality.length": 5,
@@ -124,10 +126,20 @@ def test_demo_ctrl_c_then_rerun_continues_reports_and_a_third_reuses_everything(
     assert (home / "report" / "report.md").exists() and "soap" in out
 
 
+def test_the_demo_runs_are_tagged_and_epochs_replace_the_sweeps():
+    specs = demo_specs("demo")
+    assert [s.optimizer for s in specs] == SIX
+    assert all(s.epochs == DEMO_EPOCHS and s.tags == ("demo",) for s in specs)
+    quick = demo_specs("paper-longer", epochs=3)  # any sweep; its own tag kept
+    assert len(quick) == 9 and {s.epochs for s in quick} == {3}
+    assert all(s.tags == ("paper-longer", "demo") for s in quick)
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--epochs", "0"], "--epochs must be positive"),
     (["--sweep", "nope"], "unknown sweep 'nope'"),
     (["--device", "tpu"], "tpu"),
+    (["--threads", "0"], "--threads must be positive"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, args, message):
     runner = CliRunner(env={"NO_COLOR": "1"})

@@ -26,7 +26,7 @@ PAPER_LRS = {"adamw": {4.5e-5, 1e-4, 2e-4, 4.5e-4, 1e-3},
              "soap": {4.5e-5, 1e-4, 2e-4, 4.5e-4, 1e-3, 2e-3},
              "schedulefree": {4.5e-5, 1e-4, 2e-4, 4.5e-4, 1e-3}}
 PAPER_WD = {"adamw": 1e-2, "muon": 3.2e-2, "soap": 3.2e-2, "schedulefree": 1e-2}
-DEMO_EPOCHS = 40
+DEMO_EPOCHS = 100
 
 
 @pytest.fixture
@@ -108,6 +108,7 @@ def test_demo_is_six_optimizers_on_tiny_with_one_seed(runner, tmp_path):
         assert (run["lr"], run["weight_decay"]) == best("tiny", run["optimizer"])
         assert run["schedule"] == expected_schedule(run["optimizer"])
         assert run["tags"] == ["demo"]
+        assert run["overrides"] == {"train.samples_every": 20}  # previews: 5, not 50
 
 
 def test_queue_sweeps_lists_every_shipped_sweep(runner, tmp_path):
