@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from diffbench.storage.workspace import Workspace
 
 DEMO_TAG = "demo"
-FINISHED = ("done", "diverged", "failed", "cancelled")
 
 
 def demo(
@@ -107,11 +106,11 @@ def _demo(ctx: typer.Context, workspace: Workspace, specs: Sequence[RunSpec], ou
     from .worker import dataset_stem, run_config
 
     err = console(stderr=True)
-    torch.set_num_threads(threads)  # threads spinning at each op's barrier on a busy machine
     with user_errors(DeviceError, PresetError, RunError):
         resolve_device(device)  # and every run's settings, before anything is written:
         presets = {dataset_stem(c.preset): c.preset for c in (run_config(s, device)
                                                               for s in specs)}
+    torch.set_num_threads(threads)  # threads spinning at each op's barrier on a busy machine
     with database(ctx) as db:
         try:
             with user_errors(DatasetError):
@@ -138,7 +137,7 @@ def _train(db: Database, workspace: Workspace, ids: Sequence[int], device: str,
     from .worker import Worker
 
     started = time.monotonic()
-    with Progress(db, ids, err):
+    with Display(db, ids, err):
         code = Worker(db, workspace, device=device, runs=ids).serve(idle_exit=0)
     left = _unfinished(db, ids)
     err.print(f"demo: {len(ids) - len(left)} of {len(ids)} runs finished; training took "
@@ -160,11 +159,11 @@ def _queue(db: Database, specs: Sequence[RunSpec]) -> tuple[list[int], int]:
 
 
 def _describe(specs: Sequence[RunSpec]) -> str:
+    """``tiny, 100 epochs`` (``40–80 epochs`` when they differ)."""
     presets = ", ".join(dict.fromkeys(s.preset for s in specs))
     epochs = sorted({s.epochs for s in specs if s.epochs is not None})
-    span = "" if not epochs else f", {epochs[0]}" if len(epochs) == 1 else \
-        f", {epochs[0]}–{epochs[-1]}"
-    return f"{presets}{span} epochs"
+    span = "–".join(str(e) for e in dict.fromkeys((epochs[0], epochs[-1]))) if epochs else "?"
+    return f"{presets}, {span} epochs"
 
 
 def _ensure_data(path: Path, preset: Any, device: str, err: Console) -> None:
@@ -174,9 +173,7 @@ def _ensure_data(path: Path, preset: Any, device: str, err: Console) -> None:
 
     if path.exists():
         return
-    err.print(f"generating the {preset.name} data set ({preset.data.trajectories} "
-              f"trajectories, once) → {path}", markup=False)
-    with _progress(err, preset.data.trajectories) as report:
+    with _progress(err, preset.data.trajectories) as report:  # ensure_dataset says what
         ensure_dataset(preset, path, device, progress=report)
 
 
@@ -215,6 +212,7 @@ class RunLine:
     label: str
     epochs: int
     status: str = "queued"
+    finished: bool = False  # done, diverged, failed or cancelled
     epoch: int = 0  # epochs completed
     loss: float | None = None  # newest step's training loss
     ms: float | None = None  # newest steps' mean time (data + compute + optimizer)
@@ -223,7 +221,7 @@ class RunLine:
     task: Any = field(default=None, repr=False)
 
 
-class Progress:
+class Display:
     """The live display on stderr. A thread polls the database every ``every`` seconds
     (step metrics come in batches, at least every 2 s) and redraws; the worker's own log
     lines scroll above it. The ETA is the remaining epochs at this session's pace so far
@@ -253,7 +251,7 @@ class Progress:
         self.start: tuple[float, int] | None = None  # (time, epochs done) when shown first
         self.live: Any = None
 
-    def __enter__(self) -> Progress:
+    def __enter__(self) -> Display:
         from rich.live import Live
 
         self._refresh()
@@ -289,11 +287,12 @@ class Progress:
 
     def _refresh(self) -> None:
         """Read the runs' states and their newest metrics; update the bars."""
+        from diffbench.storage import states
         from diffbench.storage.queue import list_runs, metrics_since
 
         for run in list_runs(self.db, ids=self.ids):
             line = self.runs[run.id]
-            line.status = run.status.value
+            line.status, line.finished = run.status.value, run.status in states.FINAL
             if line.status != "queued" or line.cursor is not None:
                 batch = metrics_since(self.db, run.id, line.cursor)
                 line.cursor = batch.cursor
@@ -304,12 +303,12 @@ class Progress:
                     line.loss = newest[-1].loss
                     line.ms = sum(s.data_ms + s.compute_ms + s.optimizer_ms
                                   for s in newest) / len(newest)
-            if line.status in FINISHED and run.summary:
+            if line.finished and run.summary:
                 line.final = run.summary.get("final_fixed_valid_loss")
             self.lines.update(line.task, completed=line.epoch, info=_info(line))
         lines = self.runs.values()
-        done = sum(line.status in FINISHED for line in lines)
-        epochs = sum(line.epochs if line.status in FINISHED else line.epoch for line in lines)
+        done = sum(line.finished for line in lines)
+        epochs = sum(line.epochs if line.finished else line.epoch for line in lines)
         now = time.monotonic()
         self.start = self.start or (now, epochs)
         since, before = self.start
