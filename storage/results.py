@@ -122,7 +122,7 @@ class RunResult:
     weight_decay: float
     seed: int
     epochs: int | None
-    overrides: str  # canonical JSON, "" when none
+    overrides: str  # canonical JSON of the training overrides (not BOOKKEEPING), "" when none
     tags: tuple[str, ...]
     device: str | None  # "cuda · NVIDIA H100 80GB HBM3", "cpu · x86_64"
     ms_per_step: float | None
@@ -192,9 +192,8 @@ def load_runs(db: Database, run_filter: RunFilter | None = None) -> list[RunResu
         out.append(RunResult(
             id=run.id, status=run.status.value, preset=run.preset, optimizer=run.optimizer,
             schedule=run.schedule, lr=run.lr, weight_decay=run.weight_decay, seed=run.seed,
-            epochs=_epochs(run),
-            overrides=json.dumps(run.overrides, sort_keys=True) if run.overrides else "",
-            tags=run.tags, device=device_label(run.provenance),
+            epochs=_epochs(run), overrides=_scientific(run.overrides), tags=run.tags,
+            device=device_label(run.provenance),
             ms_per_step=_number(summary, "ms_per_step"), train_s=_number(summary, "train_s"),
             quality=quality if isinstance(quality, dict) else None,
             curve=tuple(curves.get(run.id, ())), error=run.error))
@@ -215,6 +214,18 @@ def last_sample_ids(db: Database, run_ids: Sequence[int], name: str = "vorticity
 
 
 # ----------------------------------------------------------------------------- statistics
+
+
+# Overrides that change what a run records, not what it trains: runs differing only in
+# these are seeds of one setting, and a label does not show them.
+BOOKKEEPING = ("train.samples_every", "train.sample_count", "train.sample_steps",
+               "train.checkpoint_every", "train.valid_every", "quality.")
+
+
+def _scientific(overrides: dict[str, Any] | None) -> str:
+    """Canonical JSON of the overrides that change training ("" when none)."""
+    kept = {k: v for k, v in (overrides or {}).items() if not k.startswith(BOOKKEEPING)}
+    return json.dumps(kept, sort_keys=True) if kept else ""
 
 
 def short(value: float) -> str:
