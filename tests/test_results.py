@@ -208,8 +208,9 @@ def test_bookkeeping_overrides_neither_split_settings_nor_show(tmp_path):
         (run_id,) = queue.enqueue(db, [RunSpec("tiny", "adamw", "linear", 1e-3, 0.01, seed,
                                                epochs=1, overrides=overrides)]).ids
         queue.claim_next(db, worker)
-        queue.add_epoch_metrics(db, run_id, [{"epoch": 0, "step": 1, "fixed_valid_loss": 0.5,
-                                              "train_s": 1.0}])
+        queue.add_epoch_metrics(db, run_id, [{
+            "epoch": 0, "step": 1, "train_loss": 0.6, "valid_loss": 0.5, "fixed_valid_loss": 0.5,
+            "epoch_s": 1.0, "valid_s": 0.1, "sample_s": 0.0, "train_s": 1.0}])
         queue.finish(db, run_id, worker, "done", summary={"ms_per_step": 1.0})
     stats = results.settings(results.load_runs(db))
     db.dispose()
