@@ -173,6 +173,9 @@ SECTIONS: tuple[type[Section], ...] = (DataConfig, ModelConfig, TrainConfig, Qua
 # The optimizers of `diffbench.engine.optimizers.OPTIMIZERS` (kept here so that loading a
 # preset needs no torch); a test keeps the two equal.
 OPTIMIZER_NAMES: tuple[str, ...] = ("adamw", "sgd", "muon", "soap", "schedulefree", "prodigy")
+# optimizers that take no external lr schedule (only their own warm-up): a run of one is
+# "constant" whatever schedule is asked for
+OWN_SCHEDULE: tuple[str, ...] = ("schedulefree",)
 
 
 @dataclass(frozen=True)

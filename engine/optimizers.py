@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from diffbench.engine.config import OWN_SCHEDULE
 from diffbench.engine.muon import Muon
 from diffbench.engine.schedules import SCHEDULES
 from diffbench.engine.soap import SOAP
@@ -240,7 +241,7 @@ def scale_lr(optimizer: torch.optim.Optimizer, multiplier: float) -> None:
 def uses_external_schedule(name: str) -> bool:
     """Whether the trainer applies a schedule; ScheduleFree only gets its own warm-up."""
     _builder(name)
-    return name != "schedulefree"
+    return name not in OWN_SCHEDULE
 
 
 def _is_schedulefree(optimizer: torch.optim.Optimizer) -> bool:

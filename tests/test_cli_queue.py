@@ -79,6 +79,19 @@ def test_defaults_come_from_the_preset_and_duplicates_are_skipped(runner, url):
     assert forced.stdout.split() == ["3"] and len(runs(url)) == 3
 
 
+def test_schedulefree_is_queued_once_as_constant(runner, url):
+    """ScheduleFree takes no external schedule: whatever is asked, it trains "constant", so
+    it is queued once per setting and a later "constant" spelling is its duplicate."""
+    result = cli(runner, url, "queue", "add", "-p", "tiny", "-O", "adamw,schedulefree",
+                 "--schedule", "linear,cosine")
+    assert result.exit_code == 0, result.stderr
+    assert sorted((r.optimizer, r.schedule) for r in runs(url)) == [
+        ("adamw", "cosine"), ("adamw", "linear"), ("schedulefree", "constant")]
+    again = cli(runner, url, "queue", "add", "-p", "tiny", "-O", "schedulefree",
+                "--schedule", "constant")
+    assert again.exit_code == 0 and again.stdout.split() == [] and len(runs(url)) == 3
+
+
 def test_set_overrides_are_validated_and_stored(runner, url):
     result = cli(runner, url, "queue", "add", "-p", "tiny", "-O", "sgd",
                  "--set", "train.batch_size=4", "--set", "train.epochs=2")

@@ -113,7 +113,7 @@ def resolve_specs(grid: Grid) -> list[RunSpec]:
     """The cartesian product as `RunSpec`s, every value checked against the preset (its
     ``--set`` keys via `override`); lr/wd default to the preset's per optimizer and epochs
     to the preset's (so an identical run queued another way is still a duplicate)."""
-    from diffbench.engine.config import PresetError, load_preset, override
+    from diffbench.engine.config import OWN_SCHEDULE, PresetError, load_preset, override
     from diffbench.storage.queue import RunSpec
 
     require(bool(grid.optimizers), f"--optimizer is required; one or more of "
@@ -145,7 +145,9 @@ def resolve_specs(grid: Grid) -> list[RunSpec]:
     specs = []
     for optimizer in grid.optimizers:
         defaults = resolved.optimizers[optimizer]
-        for schedule in grid.schedules:
+        # one spelling of what ScheduleFree trains, so a run queued another way is a duplicate
+        schedules = ["constant"] if optimizer in OWN_SCHEDULE else grid.schedules
+        for schedule in schedules:
             for lr in grid.lrs or [defaults.lr]:
                 for wd in grid.wds or [defaults.weight_decay]:
                     for seed in grid.seeds:
