@@ -1,6 +1,16 @@
-"""Shared fixtures: a preset whose data generate with the real solver in about a second."""
+"""Shared fixtures: a preset whose data generate with the real solver in about a second.
+
+Every test process, and every diffbench process a test starts, runs torch on one thread:
+the suite's sizes gain nothing from a second one, and on a loaded machine (or beside a
+worker subprocess) OpenMP threads spinning at each operation's barrier made single tests
+minutes slower.
+"""
 
 from __future__ import annotations
+
+import os
+
+os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported; subprocesses inherit it
 
 import pytest
 
