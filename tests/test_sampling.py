@@ -39,6 +39,29 @@ class Gaussian(nn.Module):
         return sigma(t) * (x - mu(t) * self.m) / (mu(t) ** 2 * self.v + sigma(t) ** 2)
 
 
+class Memory(nn.Module):
+    r"""The exact ε̂ of the empirical distribution of ``points`` (P, …), point masses:
+    E[x | x_t] = Σᵢ softmaxᵢ(−‖x_t − μ pᵢ‖² / 2σ²) pᵢ and ε̂ = (x_t − μ E[x | x_t]) / σ."""
+
+    def __init__(self, points: Tensor, window: int):
+        super().__init__()
+        self.points, self.window = points.double().flatten(1), window  # (P, D)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        m, s = mu(t.double())[:, None], sigma(t.double())[:, None]  # (B, 1)
+        y = x.double().flatten(1)  # (B, D)
+        logits = (2 * y @ self.points.T - m * self.points.square().sum(1)) * m / (2 * s**2)
+        mean = torch.softmax(logits, dim=1) @ self.points  # (B, D)
+        return ((y - m * mean) / s).reshape(x.shape).to(x.dtype)
+
+
+def relative_distance_to_nearest(x: Tensor, points: Tensor) -> Tensor:
+    """Per sample: ‖x − nearest point‖ / ‖nearest point‖, both flattened past the first axis."""
+    x, points = x.double().flatten(1), points.double().flatten(1)
+    index = torch.cdist(x, points).argmin(dim=1)
+    return (x - points[index]).norm(dim=1) / points[index].norm(dim=1)
+
+
 class Marker(nn.Module):
     """ε̂ = x + 100 · (state's position in its window) + 10 000 · t: who answered is readable."""
 
@@ -101,6 +124,30 @@ def test_gaussian_oracle_with_corrector_reaches_the_langevin_fixed_point(tau: fl
                          generator=torch.Generator().manual_seed(0))
     assert out.mean().item() == pytest.approx(m, abs=0.01)
     assert out.var().item() == pytest.approx((1 + tau / 2) * v, rel=0.03)
+
+
+def test_optimal_denoiser_returns_training_windows() -> None:
+    """With the exact ε̂ of a set of windows, the sampler from N(0, I) with μ(1) = η = 1e-3
+    (r's multiply to 1000) lands on those windows, at their scale, and on more than one."""
+    points = 2 * torch.randn(16, 6, 4, 4, generator=torch.Generator().manual_seed(0))
+    out = sample_windows(Memory(points, 3), 32, (6, 4, 4), steps=32,
+                         generator=torch.Generator().manual_seed(1))
+    assert relative_distance_to_nearest(out, points).max() < 0.01
+    assert torch.cdist(out.flatten(1), points.flatten(1)).argmin(1).unique().numel() > 8
+    assert out.std().item() == pytest.approx(2, rel=0.15)
+
+
+def test_optimal_denoiser_composes_states_of_training_trajectories() -> None:
+    """The exact ε̂ of the windows of a few trajectories, composed over a longer trajectory with
+    the spec's corrector: every state lands on a training state, at the data's scale. (Whole
+    trajectories need not come back: composed point-mass posteriors commit window by window.)"""
+    trajectories = torch.randn(4, 6, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    windows = trajectories.unfold(1, 3, 1).movedim(-1, 2).flatten(0, 1)  # (16, 3, 2, 4, 4)
+    out = sample_trajectory(Memory(windows, 3), 8, 4, (2, 4, 4), steps=32, corrections=1,
+                            generator=torch.Generator().manual_seed(2))
+    states = trajectories.flatten(0, 1)
+    assert relative_distance_to_nearest(out.flatten(0, 1), states).max() < 0.01
+    assert out.std().item() == pytest.approx(1, rel=0.15)
 
 
 def test_samples_follow_the_generator_and_restore_mode() -> None:
