@@ -230,7 +230,7 @@ class Preset:
         _require(self.model.window <= self.data.kept,
                  f"model.window ({self.model.window}) exceeds the {self.data.kept} kept states "
                  "(data.transitions - data.burn_in)")
-        _require(self.quality.length >= self.model.window,
+        _require(not self.quality.enabled or self.quality.length >= self.model.window,
                  f"quality.length ({self.quality.length}) must be at least model.window "
                  f"({self.model.window}): trajectories are composed from windows")
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .config import Preset
+from .config import Preset, QualityConfig
 from .optimizers import OPTIMIZERS, optimizer_options
 from .schedules import SCHEDULES
 
@@ -77,8 +77,12 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, table: Mapping[str, Any]) -> RunConfig:
+        """The inverse of `to_dict`. A run stored before presets had a ``[quality]`` section
+        (a run folder or job row of diffbench ≤ 0.1 without it) resumes as it was asked:
+        without the assessment (`UNASSESSED`)."""
         values = dict(table)
-        preset = values.pop("preset")
+        preset = dict(values.pop("preset"))
+        preset.setdefault(QualityConfig.section, UNASSESSED)
         return cls(preset=Preset.from_dict(preset), **values)
 
     @property
@@ -86,6 +90,11 @@ class RunConfig:
         """A folder-friendly name: ``tiny-adamw-linear-lr0.00045-wd0.01-s0``."""
         return (f"{self.preset.name}-{self.optimizer}-{self.schedule}-lr{self.lr:g}"
                 f"-wd{self.weight_decay:g}-s{self.seed}")
+
+
+# The [quality] section of a run stored before the section existed: not assessed.
+UNASSESSED: Mapping[str, Any] = {"enabled": False, "trajectories": 1, "length": 1, "steps": 1,
+                                 "corrections": 0, "tau": 0.5}
 
 
 def default_hyperparameters(preset: Preset, optimizer: str) -> tuple[float, float]:

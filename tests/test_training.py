@@ -7,6 +7,7 @@ a few milliseconds.
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -146,11 +147,18 @@ def test_bad_run_settings_name_the_problem(quick_preset, bad):
 
 def test_config_round_trips_through_json(quick_preset):
     config = run_config(toy(quick_preset), "muon", options={"adam_betas": (0.9, 0.95)})
-    import json
-
     again = RunConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again.to_dict() == config.to_dict()
 
+
+def test_a_config_stored_before_quality_existed_resumes_unassessed(quick_preset):
+    """Run folders and job rows written before presets had [quality] still load: the run
+    resumes as it was asked, without the assessment."""
+    stored = RunConfig(preset=quick_preset, optimizer="adamw", lr=1e-3, weight_decay=0.0).to_dict()
+    del stored["preset"]["quality"]
+    config = RunConfig.from_dict(json.loads(json.dumps(stored)))
+    assert not config.preset.quality.enabled
+    assert config.preset.model == quick_preset.model and config.lr == 1e-3
 
 def final_parameters(trainer: Trainer) -> list[torch.Tensor]:
     return [p.detach().clone() for p in trainer.model.parameters()]
