@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import re
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -182,7 +181,7 @@ def test_four_workers_on_postgres_claim_each_of_40_runs_exactly_once(url, tmp_pa
     from diffbench.engine.config import load_preset
     from diffbench.engine.dataset import generate_dataset
     from tests.test_cli_train import preset_toml, quick
-    from tests.test_worker import finish, spawn
+    from tests.test_worker import drain
     from tests.test_worker import spec as worker_spec
 
     folder = tmp_path_factory.mktemp("pg")  # short: a preset path fits its 64-char column
@@ -197,20 +196,8 @@ def test_four_workers_on_postgres_claim_each_of_40_runs_exactly_once(url, tmp_pa
     db = open_database(url)
     try:
         ids = q.enqueue(db, [worker_spec(toml, seed=s) for s in range(40)]).ids
-        deadline = time.monotonic() + 180  # the whole test, however loaded the machine
         given = SimpleNamespace(url=url)  # spawn reads .url; Database.url hides a password
-        workers = [spawn(home, given, "--lease", "30", "--idle-exit", "1") for _ in range(4)]
-        logs = []
-        try:
-            for process in workers:
-                code, err = finish(process, timeout=max(deadline - time.monotonic(), 1))
-                assert code == 0, err
-                logs.append(err)
-        finally:
-            for process in workers:
-                if process.poll() is None:
-                    process.kill()
-                    process.communicate()
+        logs = drain(home, given, workers=4, seconds=180)
         assert all("on postgresql+psycopg://" in log for log in logs), logs
         claims = [int(m) for log in logs for m in re.findall(r": run (\d+) \(attempt ", log)]
         assert sorted(claims) == sorted(ids), logs  # each run claimed once, by one worker

@@ -58,6 +58,25 @@ def finish(process: subprocess.Popen, timeout: float = 60) -> tuple[int, str]:
     return process.returncode, err
 
 
+def drain(home: Path, db, workers: int, seconds: float) -> list[str]:
+    """Run ``workers`` worker processes until the queue is empty (each exits after 1 s idle);
+    their stderr logs. A worker that fails or outlives ``seconds`` fails the test."""
+    deadline = time.monotonic() + seconds  # the whole drain, however loaded the machine
+    processes = [spawn(home, db, "--lease", "30", "--idle-exit", "1") for _ in range(workers)]
+    logs = []
+    try:
+        for process in processes:
+            code, err = finish(process, timeout=max(deadline - time.monotonic(), 1))
+            assert code == 0, err
+            logs.append(err)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    return logs
+
+
 def spec(toml: Path, **changes) -> RunSpec:
     values = {"preset": str(toml), "optimizer": "adamw", "schedule": "linear", "lr": 1e-3,
               "weight_decay": 0.0, "seed": 0, **changes}
@@ -119,19 +138,7 @@ def test_four_workers_claim_each_of_40_runs_exactly_once(home, db):
     generate_dataset(load_preset(str(many)), home / "data" / "wmany.h5",
                      device=torch.device("cpu"))
     ids = queue.enqueue(db, [spec(many, seed=s) for s in range(40)]).ids
-    deadline = time.monotonic() + 240  # the whole test, however loaded the machine
-    workers = [spawn(home, db, "--lease", "30", "--idle-exit", "1") for _ in range(4)]
-    logs = []
-    try:
-        for process in workers:
-            code, err = finish(process, timeout=max(deadline - time.monotonic(), 1))
-            assert code == 0, err
-            logs.append(err)
-    finally:
-        for process in workers:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
+    logs = drain(home, db, workers=4, seconds=240)
     assert not any("generating" in log for log in logs), logs
     claims = [int(m) for log in logs for m in re.findall(r": run (\d+) \(attempt ", log)]
     assert sorted(claims) == sorted(ids), logs  # each run claimed once, by one worker
