@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_checks import assert_one_line_error
 
 from diffbench.engine.config import load_preset
 from diffbench.engine.dataset import generate_dataset
@@ -91,7 +92,7 @@ def test_worker_trains_runs_to_done_diverged_and_failed(home, toml, db):
     ids = queue.enqueue(db, [spec(toml, seed=0), spec(toml, seed=1),
                              spec(toml, optimizer="sgd", lr=1e6, seed=2),
                              spec(broken)]).ids
-    code, err = finish(spawn(home, db, "--idle-exit", "0.5"))
+    code, err = finish(spawn(home, db, "--idle-exit", "0.5", "--threads", "2"))
     assert code == 0, err
     runs = {r.id: r for r in queue.list_runs(db)}
     done, diverged, failed = ids[:2], ids[2], ids[3]
@@ -102,6 +103,7 @@ def test_worker_trains_runs_to_done_diverged_and_failed(home, toml, db):
         assert run.summary["final_fixed_valid_loss"] is not None
         assert run.summary["ms_per_step"] > 0
         assert run.provenance["device"] == "cpu" and run.config["optimizer"] == "adamw"
+        assert run.provenance["threads"] == 2  # --threads (the test environment says 1)
         metrics = queue.metrics_since(db, run_id)
         assert [s.step for s in metrics.steps] == list(range(1, run.steps_done + 1))
         assert len(metrics.epochs) == 3 and metrics.sample_ids
@@ -261,3 +263,21 @@ def test_sigint_while_idle_exits_130(home, db):
     code, err = finish(process, timeout=10)
     assert code == 130, err
     assert queue.list_workers(db)[0].stopped_at is not None
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--max-runs", "0"], "--max-runs must be positive"),
+    (["--idle-exit", "-1"], "--idle-exit must be non-negative"),
+    (["--lease", "0"], "--lease must be positive"),
+    (["--threads", "0"], "--threads must be positive"),
+    (["--gpus", "x"], "--gpus takes 'all' or indices"),
+    (["--device", "tpu"], "tpu"),
+])
+def test_bad_worker_options_exit_2_and_write_nothing(tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from diffbench.tui.cli import app
+
+    result = CliRunner().invoke(app, ["--home", str(tmp_path), "worker", *args])
+    assert_one_line_error(result, message)
+    assert list(tmp_path.iterdir()) == []  # no database, no run folder

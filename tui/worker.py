@@ -66,6 +66,11 @@ def worker(
     db_url: Annotated[str | None, typer.Option(
         "--db", metavar="URL", help="Job database (SQLAlchemy URL); also the global --db. "
         "Default: $DIFFBENCH_DB, else <home>/diffbench.db.", show_default=False)] = None,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", metavar="N", help="CPU threads per torch operation. Default: torch's "
+        "(one per core). Several CPU workers on one machine want cores / workers each: "
+        "threads beyond the free cores spin at every operation's barrier.",
+        show_default=False)] = None,
 ) -> None:
     """Claim queued runs and train them until stopped.
 
@@ -77,6 +82,7 @@ def worker(
       diffbench worker --device cuda:0
       diffbench worker --gpus all
       diffbench worker --max-runs 1 --idle-exit 60
+      diffbench worker --device cpu --threads 1      # one of several CPU workers
     """
     from .errors import require
 
@@ -87,8 +93,10 @@ def worker(
         require(idle_exit is None or idle_exit >= 0,
                 f"--idle-exit must be non-negative, got {idle_exit}")
         require(lease > 0, f"--lease must be positive, got {lease}")
+        require(threads is None or threads > 0, f"--threads must be positive, got {threads}")
     if gpus is not None:
-        raise typer.Exit(_spawn_per_gpu(gpus, workspace, db_url, max_runs, idle_exit, lease))
+        raise typer.Exit(_spawn_per_gpu(gpus, workspace, db_url, max_runs, idle_exit, lease,
+                                        threads))
 
     from diffbench.engine.device import DeviceError, resolve_device
     from diffbench.storage.db import StorageError, open_database
@@ -96,6 +104,10 @@ def worker(
     with user_errors(DeviceError, StorageError):
         resolve_device(device)
         db = open_database(db_url, home=workspace.root)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     code = Worker(db, workspace, device=device, lease_s=lease).serve(
         max_runs=max_runs, idle_exit=idle_exit)
     db.dispose()
@@ -400,7 +412,8 @@ def ensure_dataset(preset: Any, path: Path, device: str, progress: Any = None) -
 
 
 def _spawn_per_gpu(gpus: str, workspace: Workspace, db_url: str | None,
-                   max_runs: int | None, idle_exit: float | None, lease: float) -> int:
+                   max_runs: int | None, idle_exit: float | None, lease: float,
+                   threads: int | None) -> int:
     """One `diffbench worker --device cuda` child per GPU, each with CUDA_VISIBLE_DEVICES
     set to its GPU; signals are passed on; the exit code is the worst child's."""
     from .errors import UserError
@@ -435,6 +448,8 @@ def _spawn_per_gpu(gpus: str, workspace: Workspace, db_url: str | None,
         args += ["--max-runs", str(max_runs)]
     if idle_exit is not None:
         args += ["--idle-exit", str(idle_exit)]
+    if threads is not None:
+        args += ["--threads", str(threads)]
     children = [subprocess.Popen(args, env={**os.environ, "CUDA_VISIBLE_DEVICES": gpu})
                 for gpu in ids]
     _log(f"started {len(children)} workers (GPUs {', '.join(ids)})")
