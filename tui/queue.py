@@ -112,7 +112,8 @@ class Grid:
 def resolve_specs(grid: Grid) -> list[RunSpec]:
     """The cartesian product as `RunSpec`s, every value checked against the preset (its
     ``--set`` keys via `override`); lr/wd default to the preset's per optimizer and epochs
-    to the preset's (so an identical run queued another way is still a duplicate)."""
+    to the preset's (so an identical run queued another way is still a duplicate). Bad
+    values raise `UserError`."""
     from diffbench.engine.config import OWN_SCHEDULE, PresetError, load_preset, override
     from diffbench.storage.queue import RunSpec
 
@@ -133,12 +134,14 @@ def resolve_specs(grid: Grid) -> list[RunSpec]:
         require(epochs is None or epochs == value,
                 f"--epochs {epochs} contradicts --set train.epochs={value}")
         epochs = value
-    with user_errors(PresetError):
+    changes = dict(sets)
+    if epochs is not None:
+        changes["train.epochs"] = epochs
+    try:
         preset = load_preset(grid.preset)
-        changes = dict(sets)
-        if epochs is not None:
-            changes["train.epochs"] = epochs
         resolved = override(preset, changes) if changes else preset
+    except PresetError as error:  # a UserError like every other check here
+        raise UserError(str(error)) from None
     name = grid.preset
     if Path(name).suffix == ".toml" or "/" in name:  # a file: where a worker finds it
         name = str(Path(name).expanduser().absolute())

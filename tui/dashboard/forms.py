@@ -3,11 +3,7 @@
 
 from __future__ import annotations
 
-import io
-from contextlib import redirect_stderr
 from dataclasses import dataclass
-
-import typer
 
 from ..errors import UserError
 from ..queue import Grid, parse_floats, parse_seeds, resolve_specs, split_list
@@ -32,23 +28,18 @@ class QueueFields:
 
 def specs_from_fields(fields: QueueFields) -> list:
     """The `RunSpec`s `queue add` would queue for these values; `FormError` otherwise."""
-    buffer = io.StringIO()
     try:
-        with redirect_stderr(buffer):  # resolve_specs reports preset errors on stderr
-            epochs = fields.epochs.strip()
-            if epochs and not epochs.lstrip("-").isdigit():
-                raise UserError(f"--epochs must be a whole number, got {epochs!r}")
-            grid = Grid(
-                preset=fields.preset.strip() or "tiny",
-                optimizers=split_list([fields.optimizers]),
-                schedules=split_list([fields.schedules]) or ["linear"],
-                lrs=parse_floats([fields.lrs], "--lr", positive=True),
-                wds=parse_floats([fields.wds], "--wd", positive=False),
-                seeds=parse_seeds([fields.seeds]) or [0],
-                epochs=int(epochs) if epochs else None, sets={}, priority=0, tags=())
-            return resolve_specs(grid)
+        epochs = fields.epochs.strip()
+        if epochs and not epochs.lstrip("-").isdigit():
+            raise UserError(f"--epochs must be a whole number, got {epochs!r}")
+        grid = Grid(
+            preset=fields.preset.strip() or "tiny",
+            optimizers=split_list([fields.optimizers]),
+            schedules=split_list([fields.schedules]) or ["linear"],
+            lrs=parse_floats([fields.lrs], "--lr", positive=True),
+            wds=parse_floats([fields.wds], "--wd", positive=False),
+            seeds=parse_seeds([fields.seeds]) or [0],
+            epochs=int(epochs) if epochs else None, sets={}, priority=0, tags=())
+        return resolve_specs(grid)
     except UserError as error:
         raise FormError(str(error)) from None
-    except typer.Exit:
-        message = buffer.getvalue().strip().removeprefix("diffbench: error:").strip()
-        raise FormError(message or "invalid input") from None
