@@ -187,9 +187,7 @@ def test_four_workers_on_postgres_claim_each_of_40_runs_exactly_once(url, tmp_pa
     folder = tmp_path_factory.mktemp("pg")  # short: a preset path fits its 64-char column
     home, toml = folder / "home", folder / "pgone.toml"
     cheap = {"train.epochs": 1, "train.samples_every": 0, "train.batch_size": 8,
-             "model.channels": [4, 8]}
-    if "quality" in load_preset("tiny").to_dict():  # no sample-quality pass after each run
-        cheap["quality.enabled"] = False
+             "model.channels": [4, 8], "quality.enabled": False}
     toml.write_text(preset_toml(quick(**cheap)))
     generate_dataset(load_preset(str(toml)), home / "data" / "pgone.h5",
                      device=torch.device("cpu"))

@@ -230,7 +230,7 @@ def _export(ctx: typer.Context, path: Path, kind: str, *, metrics: bool,
             path.write_text(json.dumps(plain(data), indent=2, allow_nan=False) + "\n")
         else:
             side = path.with_name(f"{path.stem}-epochs{path.suffix or '.' + kind}")
-            write = _write_csv if kind == "csv" else _write_parquet
+            write = write_csv if kind == "csv" else _write_parquet
             write(path, names, rows)
             if metrics:
                 write(side, list(EPOCH_FIELDS), epochs)
@@ -242,7 +242,8 @@ def _cell(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
-def _write_csv(path: Path, names: list[str], rows: list[dict[str, Any]]) -> None:
+def write_csv(path: Path, names: list[str], rows: list[dict[str, Any]]) -> None:
+    """One row per run, columns ``names`` (also the dashboard's export)."""
     with path.open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=names)
         writer.writeheader()

@@ -407,11 +407,11 @@ class DashboardApp(App[None]):
 
 def export_csv(db: Database, path: Path, ids: list[int]) -> str:
     """The runs ``ids`` as `diffbench runs export` writes them (same columns)."""
-    from ..runs import _write_csv, columns, run_row
+    from ..runs import columns, run_row, write_csv
 
     rows = [run_row(r) for r in queue.list_runs(db, ids=ids)]
     try:
-        _write_csv(path, columns(rows), rows)
+        write_csv(path, columns(rows), rows)
     except OSError as error:
         raise StorageError(f"cannot write {path}: {error.strerror or error}") from None
     return f"exported {len(rows)} runs to {path}"
