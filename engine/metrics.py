@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from diffbench.engine import strict_json
 
 
 @dataclass(frozen=True)
@@ -151,40 +152,17 @@ def drain(records: Iterable[Record], *sinks: Sink) -> StatusRecord | None:
 # ----------------------------------------------------------------------------- JSON lines
 
 
-def _encode(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {k: _encode(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_encode(v) for v in value]
-    return value
-
-
-_DECODE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, str):
-        return _DECODE.get(value, value)
-    if isinstance(value, dict):
-        return {k: _decode(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_decode(v) for v in value]
-    return value
-
-
 def to_json(record: StepRecord | EpochRecord | CheckpointRecord | StartRecord | QualityRecord
             | StatusRecord) -> str:
     """One line of strict JSON (non-finite floats as strings)."""
-    return json.dumps(_encode(dataclasses.asdict(record)), allow_nan=False)
+    return json.dumps(strict_json.encode(dataclasses.asdict(record)), allow_nan=False)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """The rows of a JSON-lines file, non-finite strings turned back into floats."""
     if not path.exists():
         return []
-    return [_decode(json.loads(line)) for line in path.read_text().splitlines() if line]
+    return [strict_json.decode(json.loads(line)) for line in path.read_text().splitlines() if line]
 
 
 class FolderSink:

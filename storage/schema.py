@@ -28,6 +28,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.expression import FunctionElement
 
+from diffbench.engine import strict_json
+
 # ----------------------------------------------------------------------------- types
 
 
@@ -52,32 +54,8 @@ class UTCDateTime(sa.TypeDecorator[dt.datetime]):
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
 
 
-_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-
-
-def encode_json(value: Any) -> Any:
-    """``value`` with non-finite floats as strings, tuples as lists."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {str(k): encode_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [encode_json(v) for v in value]
-    return value
-
-
-def decode_json(value: Any) -> Any:
-    if isinstance(value, str):
-        return _NONFINITE.get(value, value)
-    if isinstance(value, dict):
-        return {k: decode_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [decode_json(v) for v in value]
-    return value
-
-
 class JSONValue(sa.TypeDecorator[Any]):
-    """Strict JSON text that keeps non-finite floats (see `encode_json`)."""
+    """Strict JSON text that keeps non-finite floats (`diffbench.engine.strict_json`)."""
 
     impl = sa.Text
     cache_ok = True
@@ -85,10 +63,10 @@ class JSONValue(sa.TypeDecorator[Any]):
     def process_bind_param(self, value: Any, dialect: sa.Dialect) -> str | None:
         if value is None:
             return None
-        return json.dumps(encode_json(value), allow_nan=False, sort_keys=True)
+        return json.dumps(strict_json.encode(value), allow_nan=False, sort_keys=True)
 
     def process_result_value(self, value: str | None, dialect: sa.Dialect) -> Any:
-        return None if value is None else decode_json(json.loads(value))
+        return None if value is None else strict_json.decode(json.loads(value))
 
 
 class Kind(IntEnum):
@@ -307,6 +285,6 @@ def identity(preset: str, optimizer: str, schedule: str, lr: float, weight_decay
     key = {"preset": preset, "optimizer": optimizer, "schedule": schedule,
            "lr": repr(float(lr)), "weight_decay": repr(float(weight_decay)),
            "seed": int(seed), "epochs": None if epochs is None else int(epochs),
-           "overrides": encode_json(dict(overrides))}
+           "overrides": strict_json.encode(dict(overrides))}
     text = json.dumps(key, sort_keys=True, allow_nan=False, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
