@@ -29,14 +29,16 @@ import torch
 from torch import Tensor, nn
 
 from diffbench.engine.config import ModelConfig
+from diffbench.engine.layers import ChannelNormFunction, CircularConv2d
 
 FREQUENCIES = 16  # cos and sin features of t, 2 · 16 = 32 inputs of the time MLP
 FORCING_WAVENUMBER = 4  # the forcing channel sin(4y) of Kolmogorov flow (spec §1)
 
 
 def conv(inputs: int, outputs: int, stride: int = 1) -> nn.Conv2d:
-    """3×3 convolution with bias and circular padding."""
-    return nn.Conv2d(inputs, outputs, 3, stride=stride, padding=1, padding_mode="circular")
+    """3×3 convolution with bias and circular padding (engine/layers.py: hand-differentiated,
+    bit-identical to ``padding_mode="circular"``)."""
+    return CircularConv2d(inputs, outputs, stride)
 
 
 class ChannelNorm(nn.Module):
@@ -51,8 +53,7 @@ class ChannelNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        variance, mean = torch.var_mean(x, dim=-3, keepdim=True)  # (B, 1, H, W), unbiased
-        return (x - mean) / (variance + self.eps).sqrt()
+        return ChannelNormFunction.apply(x, self.eps)  # closed-form backward
 
 
 class TimeEmbedding(nn.Sequential):
