@@ -271,6 +271,10 @@ def test_sigint_while_idle_exits_130(home, db):
     (["--lease", "0"], "--lease must be positive"),
     (["--threads", "0"], "--threads must be positive"),
     (["--gpus", "x"], "--gpus takes 'all' or indices"),
+    (["--gpus", "0,0,x"], "--gpus takes 'all' or indices"),
+    (["--per-gpu", "0"], "--per-gpu takes a positive integer, got '0'"),
+    (["--gpus", "0", "--per-gpu", "-1"], "--per-gpu takes a positive integer, got '-1'"),
+    (["--gpus", "all", "--per-gpu", "2.5"], "--per-gpu takes a positive integer, got '2.5'"),
     (["--device", "tpu"], "tpu"),
 ])
 def test_bad_worker_options_exit_2_and_write_nothing(tmp_path, args, message):

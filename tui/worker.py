@@ -32,7 +32,8 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -53,8 +54,14 @@ def worker(
         "--device", "-d", envvar="DIFFBENCH_DEVICE",
         help="auto (CUDA when present), cpu, cuda or cuda:N.")] = "auto",
     gpus: Annotated[str | None, typer.Option(
-        "--gpus", metavar="0,1|all", help="One worker process per GPU (each sees only its "
-        "GPU via CUDA_VISIBLE_DEVICES); 'all': every visible GPU.", show_default=False)] = None,
+        "--gpus", metavar="0,1|all", help="One worker process per listed GPU, each seeing only "
+        "its GPU (CUDA_VISIBLE_DEVICES); 'all': every visible GPU. Repeat an index for "
+        "several workers on one GPU: 0,0,0,0 is four on GPU 0.", show_default=False)] = None,
+    per_gpu: Annotated[str | None, typer.Option(
+        "--per-gpu", metavar="N", help="Workers on each GPU of --gpus (without --gpus: on "
+        "every visible GPU). Workers on one GPU share it through CUDA MPS, which diffbench "
+        "starts and stops when nvidia-cuda-mps-control is installed; else by time-slicing. "
+        "Default: 1.", show_default=False)] = None,
     max_runs: Annotated[int | None, typer.Option(
         "--max-runs", metavar="N", help="Exit after N runs.", show_default=False)] = None,
     idle_exit: Annotated[float | None, typer.Option(
@@ -81,6 +88,7 @@ def worker(
 
       diffbench worker --device cuda:0
       diffbench worker --gpus all
+      diffbench worker --gpus 0 --per-gpu 4   # four runs share GPU 0 (CUDA MPS when available)
       diffbench worker --max-runs 1 --idle-exit 60
       diffbench worker --device cpu --threads 1      # one of several CPU workers
     """
@@ -94,8 +102,13 @@ def worker(
                 f"--idle-exit must be non-negative, got {idle_exit}")
         require(lease > 0, f"--lease must be positive, got {lease}")
         require(threads is None or threads > 0, f"--threads must be positive, got {threads}")
-    if gpus is not None:
-        raise typer.Exit(_spawn_per_gpu(gpus, workspace, db_url, max_runs, idle_exit, lease,
+        require(per_gpu is None or (per_gpu.strip().isdecimal() and int(per_gpu) > 0),
+                f"--per-gpu takes a positive integer, got {per_gpu!r}")
+    if gpus is not None or per_gpu is not None:
+        with user_errors():
+            ids = expand_gpus(gpus or "all", per_gpu=int(per_gpu or 1),
+                              visible=os.environ.get("CUDA_VISIBLE_DEVICES"))
+        raise typer.Exit(_spawn_per_gpu(ids, workspace, db_url, max_runs, idle_exit, lease,
                                         threads))
 
     from diffbench.engine.device import DeviceError, resolve_device
@@ -411,35 +424,55 @@ def ensure_dataset(preset: Any, path: Path, device: str, progress: Any = None) -
 # ----------------------------------------------------------------------------- --gpus
 
 
-def _spawn_per_gpu(gpus: str, workspace: Workspace, db_url: str | None,
-                   max_runs: int | None, idle_exit: float | None, lease: float,
-                   threads: int | None) -> int:
-    """One `diffbench worker --device cuda` child per GPU, each with CUDA_VISIBLE_DEVICES
-    set to its GPU; signals are passed on; the exit code is the worst child's."""
-    from .errors import UserError
+def expand_gpus(gpus: str, *, per_gpu: int = 1, visible: str | None = None,
+                device_count: Callable[[], int] | None = None) -> list[str]:
+    """The CUDA_VISIBLE_DEVICES of each worker to start: every GPU of ``gpus`` ('all', or
+    indices such as ``0,1`` or ``0,0,0,0``) ``per_gpu`` times, in order. An index counts among
+    ``visible`` (the supervisor's CUDA_VISIBLE_DEVICES) when that is set, as CUDA counts;
+    'all' without it asks ``device_count`` (default: torch's). Raises `UserError`."""
+    from .errors import UserError, require
 
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    with user_errors():
-        if gpus == "all":
-            if visible is not None:
-                ids = [v for v in visible.split(",") if v.strip()]
-            else:
+    if gpus.strip() == "all":
+        if visible is not None:
+            ids = [v.strip() for v in visible.split(",") if v.strip()]
+        else:
+            if device_count is None:
                 import torch
 
-                ids = [str(i) for i in range(torch.cuda.device_count())]
-            if not ids:
-                raise UserError("--gpus all: no CUDA device is visible")
-        else:
-            ids = [g.strip() for g in gpus.split(",") if g.strip()]
-            if not ids or not all(g.isdigit() for g in ids):
-                raise UserError(f"--gpus takes 'all' or indices like 0,1, not {gpus!r}")
-            if visible is not None:  # indices count among the visible devices
-                shown = [v.strip() for v in visible.split(",")]
-                bad = [g for g in ids if int(g) >= len(shown)]
-                if bad:
-                    raise UserError(f"--gpus {gpus}: CUDA_VISIBLE_DEVICES={visible} shows "
-                                    f"{len(shown)} device(s)")
-                ids = [shown[int(g)] for g in ids]
+                device_count = torch.cuda.device_count
+            ids = [str(i) for i in range(device_count())]
+        require(bool(ids), "--gpus all: no CUDA device is visible")
+    else:
+        ids = [g.strip() for g in gpus.split(",") if g.strip()]
+        if not ids or not all(g.isdecimal() for g in ids):
+            raise UserError(f"--gpus takes 'all' or indices like 0,1 or 0,0,0,0, not {gpus!r}")
+        ids = [str(int(g)) for g in ids]
+        if visible is not None:
+            shown = [v.strip() for v in visible.split(",") if v.strip()]
+            if any(int(g) >= len(shown) for g in ids):
+                raise UserError(f"--gpus {gpus}: CUDA_VISIBLE_DEVICES={visible} shows "
+                                f"{len(shown)} device(s)")
+            ids = [shown[int(g)] for g in ids]
+    return [gpu for gpu in ids for _ in range(per_gpu)]
+
+
+def describe_workers(ids: list[str], mps: bool) -> str:
+    """The supervisor's log line, e.g. ``started 4 workers (GPU 0 ×4, MPS)``."""
+    counts = Counter(ids)
+    gpus = ", ".join(f"GPU {gpu} ×{n}" if n > 1 else f"GPU {gpu}" for gpu, n in counts.items())
+    sharing = "" if max(counts.values()) == 1 else ", MPS" if mps else ", time-slicing"
+    return f"started {len(ids)} worker{'s' if len(ids) != 1 else ''} ({gpus}{sharing})"
+
+
+def _spawn_per_gpu(ids: list[str], workspace: Workspace, db_url: str | None,
+                   max_runs: int | None, idle_exit: float | None, lease: float,
+                   threads: int | None) -> int:
+    """One `diffbench worker --device cuda` child per entry of ``ids``, with
+    CUDA_VISIBLE_DEVICES set to it; several on one GPU share it through an MPS daemon that
+    lives as long as this supervisor (tui/mps.py). Signals are passed on; the exit code is
+    the worst child's."""
+    from .mps import mps_daemon
+
     args = [sys.executable, "-c", "from diffbench.tui.cli import main; main()",
             "--home", str(workspace.root), "worker", "--device", "cuda", "--lease", str(lease)]
     if db_url:
@@ -450,9 +483,7 @@ def _spawn_per_gpu(gpus: str, workspace: Workspace, db_url: str | None,
         args += ["--idle-exit", str(idle_exit)]
     if threads is not None:
         args += ["--threads", str(threads)]
-    children = [subprocess.Popen(args, env={**os.environ, "CUDA_VISIBLE_DEVICES": gpu})
-                for gpu in ids]
-    _log(f"started {len(children)} workers (GPUs {', '.join(ids)})")
+    children: list[subprocess.Popen] = []
     got: list[int] = []
 
     def forward(signum: int, frame: object) -> None:
@@ -461,9 +492,18 @@ def _spawn_per_gpu(gpus: str, workspace: Workspace, db_url: str | None,
             if child.poll() is None:
                 child.send_signal(signum)
 
-    for s in (signal.SIGTERM, signal.SIGINT):
+    for s in (signal.SIGTERM, signal.SIGINT):  # before the daemon starts, so it is stopped
         signal.signal(s, forward)
-    codes = [child.wait() for child in children]
+    shared = len(set(ids)) < len(ids)
+    with mps_daemon(workspace.root, enabled=shared, log=_log) as mps_env:
+        for gpu in ids:
+            if got:  # stopped while starting: start no more
+                break
+            children.append(subprocess.Popen(
+                args, env={**os.environ, **mps_env, "CUDA_VISIBLE_DEVICES": gpu}))
+        if children:
+            _log(describe_workers(ids[:len(children)], mps=bool(mps_env)))
+        codes = [child.wait() for child in children]
     if signal.SIGINT in got:
         return EXIT_INTERRUPTED
-    return max(codes, key=lambda c: (c != 0, abs(c)))
+    return max(codes, key=lambda c: (c != 0, abs(c)), default=0)
