@@ -9,6 +9,12 @@ Writing is atomic: ``torch.save`` to ``<name>.tmp`` in the same folder, fsync, r
 the folder; then ``latest.json`` (written the same way) names the new file, and older
 checkpoints beyond ``keep`` are removed. A kill at any moment leaves the previous pointer and
 the file it names intact.
+
+`CheckpointWriter` takes the write off the training thread: the trainer pays only for a copy
+of its state in host memory (a device-to-host copy on CUDA, a clone on the CPU, since training
+goes on changing the tensors); a background thread writes it, one checkpoint at a time, and
+the next one or the end of the run waits for it. A process that exits normally waits for the
+write too (the thread is not a daemon); one that is killed keeps the previous checkpoint.
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +117,76 @@ def load_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> dic
         raise CheckpointError(f"{path}: checkpoint format {version!r}, expected "
                               f"{FORMAT_VERSION}")
     return state
+
+
+def host_copy(value: Any) -> Any:
+    """``value`` with every tensor copied to host memory (nested dicts, lists, tuples)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: host_copy(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(host_copy(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True)
+class Written:
+    """A checkpoint on disk: where, of which position, and how long the write took."""
+
+    path: Path
+    step: int
+    epoch: int
+    write_s: float
+
+
+class CheckpointWriter:
+    """`save_checkpoint` on a background thread, one write at a time, in submission order."""
+
+    def __init__(self, folder: Path, *, keep: int = 1) -> None:
+        self.folder = Path(folder)
+        self.keep = keep
+        self._thread: threading.Thread | None = None
+        self._written: list[Written] = []
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+
+    def submit(self, state: dict[str, Any]) -> None:
+        """Copy ``state`` to host memory now and write it in the background (after the
+        previous write has finished, so at most one copy is waiting)."""
+        self.wait()
+        snapshot = host_copy(state)
+        self._thread = threading.Thread(target=self._write, args=(snapshot,),
+                                        name="checkpoint-writer")
+        self._thread.start()
+
+    def _write(self, state: dict[str, Any]) -> None:
+        start = time.perf_counter()
+        try:
+            path = save_checkpoint(self.folder, state, keep=self.keep)
+        except BaseException as error:  # handed to the training thread by `wait`
+            self._error = error
+            return
+        done = Written(path, int(state["step"]), int(state["epoch"]),
+                       time.perf_counter() - start)
+        with self._lock:
+            self._written.append(done)
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait(self) -> None:
+        """Block until the write in flight (if any) is on disk; re-raise its error."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def written(self) -> list[Written]:
+        """The checkpoints finished since the last call, oldest first."""
+        with self._lock:
+            done, self._written = self._written, []
+        return done

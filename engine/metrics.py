@@ -84,12 +84,14 @@ class SampleRecord:
 
 @dataclass(frozen=True)
 class CheckpointRecord:
-    """A resume checkpoint was written (atomically) at ``path``."""
+    """A resume checkpoint was written (atomically) at ``path``: ``seconds`` is what it cost
+    the training thread (the copy of the state), ``write_s`` the write in the background."""
 
     epoch: int  # epochs completed
     step: int
     path: str
     seconds: float
+    write_s: float = 0.0
 
 
 @dataclass(frozen=True)

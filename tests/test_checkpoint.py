@@ -13,6 +13,7 @@ import torch
 from diffbench.engine import checkpoint, rng
 from diffbench.engine.checkpoint import (
     CheckpointError,
+    CheckpointWriter,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
@@ -114,3 +115,36 @@ def test_folder_sink_drops_rows_a_killed_run_wrote_after_its_checkpoint(tmp_path
     assert [(r["step"], r["loss"]) for r in steps] == [(1, 1.0), (2, 1.0), (3, 1.0), (4, 2.0),
                                                         (5, 2.0)]
     assert [r["kind"] for r in read_jsonl(tmp_path / "events.jsonl")] == ["start", "status"]
+
+
+def test_the_writer_copies_the_state_before_training_changes_it(tmp_path):
+    weights = torch.zeros(3)
+    writer = CheckpointWriter(tmp_path)
+    writer.submit({"step": 1, "epoch": 0, "weights": weights})
+    weights += 1  # the next optimizer step, in place, while the write may still run
+    writer.wait()
+    (done,) = writer.written()
+    assert (done.path, done.step, done.epoch) == (latest_checkpoint(tmp_path), 1, 0)
+    assert done.write_s > 0
+    assert torch.equal(load_checkpoint(done.path)["weights"], torch.zeros(3))
+    assert writer.written() == []
+
+
+def test_the_writer_writes_in_order_and_the_pointer_names_the_newest(tmp_path):
+    writer = CheckpointWriter(tmp_path)
+    for step in (1, 2, 3):
+        writer.submit({"step": step, "epoch": 0, "weights": torch.full((4,), float(step))})
+    writer.wait()
+    assert [d.step for d in writer.written()] == [1, 2, 3]
+    assert [p.name for p in tmp_path.glob("step-*.pt")] == ["step-00000003.pt"]
+    assert load_checkpoint(latest_checkpoint(tmp_path))["weights"][0] == 3
+
+
+def test_a_failed_background_write_raises_in_the_training_thread(tmp_path):
+    (tmp_path / "taken").write_text("a file where the checkpoint folder should be")
+    writer = CheckpointWriter(tmp_path / "taken")
+    writer.submit({"step": 1, "epoch": 0})
+    with pytest.raises(OSError):
+        writer.wait()
+    writer.wait()  # raised once
+    assert writer.written() == []
