@@ -151,6 +151,10 @@ class FixedNoise:
     def __len__(self) -> int:
         return len(self.t)
 
+    def to(self, device: torch.device) -> FixedNoise:
+        """The same set on ``device`` (validation then reads it without host copies)."""
+        return FixedNoise(*(v.to(device) for v in (self.noisy, self.t, self.eps, self.starts)))
+
 
 def fixed_noise_loss(model: nn.Module, fixed: FixedNoise, batch_size: int = 64) -> float:
     r"""Mean of :math:`(\hat\epsilon(x_t, t) - \epsilon)^2` on the fixed-noise set, batched."""

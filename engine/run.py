@@ -36,7 +36,12 @@ def _require(ok: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One training run. ``options`` are optimizer options (`optimizer_options(name)`)."""
+    """One training run. ``options`` are optimizer options (`optimizer_options(name)`).
+
+    ``channels_last`` and ``compile`` decide how a step is computed, not what it computes
+    (results move in the last bits): NHWC convolutions are faster on CPUs and GPUs alike;
+    ``compile`` None means torch.compile on CUDA only (on a CPU compiling costs minutes).
+    """
 
     preset: Preset
     optimizer: str
@@ -47,7 +52,8 @@ class RunConfig:
     device: str = "auto"
     precision: str = "fp32"
     deterministic: bool = False
-    channels_last: bool = False
+    channels_last: bool = True
+    compile: bool | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -72,6 +78,7 @@ class RunConfig:
                 "weight_decay": self.weight_decay, "schedule": self.schedule,
                 "seed": self.seed, "device": self.device, "precision": self.precision,
                 "deterministic": self.deterministic, "channels_last": self.channels_last,
+                "compile": self.compile,
                 "options": {k: list(v) if isinstance(v, tuple) else v
                             for k, v in self.options.items()}}
 

@@ -42,10 +42,10 @@ import torch
 from torch import Tensor
 
 from . import rng
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
+from .checkpoint import CheckpointWriter, latest_checkpoint, load_checkpoint, save_weights
 from .dataset import load_split
 from .device import resolve_device
-from .diffusion import FixedNoise, denoising_loss, fixed_noise_loss, validation_loss
+from .diffusion import FixedNoise, draw_noise, fixed_noise_loss, noise_loss, validation_loss
 from .metrics import (
     CheckpointRecord,
     EpochRecord,
@@ -72,6 +72,9 @@ from .unet import build_model
 from .vorticity import vorticity
 from .windows import WindowSampler
 
+# No-grad passes keep no activations for a backward: on CUDA the sampler's windows go through
+# the model this many training batches at a time (fewer, fuller launches; same numbers).
+EVAL_BATCHES = 8
 PREVIEW_SEED = 0  # the preview noise, the same for every run and epoch: pictures compare
 QUALITY_SEED = 1  # the assessment's noise, the same for every run: scores compare
 
@@ -110,10 +113,10 @@ class Trainer:
         self.sampler = WindowSampler(data.train.to(self.device), train.batch_size,
                                      window=preset.model.window,
                                      seed=rng.derive_seed(seed, "windows"))
-        self.valid_windows = WindowSampler(data.valid, len(data.valid),
+        self.valid_windows = WindowSampler(data.valid.to(self.device), len(data.valid),
                                            window=preset.model.window,
                                            seed=rng.derive_seed(seed, "valid-windows"))
-        self.fixed = FixedNoise.draw(data.valid, preset.model.window)
+        self.fixed = FixedNoise.draw(data.valid, preset.model.window).to(self.device)
         self.generators = {"noise": rng.seeded(rng.derive_seed(seed, "noise"), self.device),
                            "valid": rng.seeded(rng.derive_seed(seed, "valid"), self.device)}
 
@@ -130,6 +133,12 @@ class Trainer:
             group.setdefault("initial_lr", group["lr"])
         set_train_mode(self.optimizer)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.compiled = config.compile if config.compile is not None else self.cuda
+        self._loss = _compile(self._model_loss) if self.compiled else self._model_loss
+        self.compile_s = 0.0
+        self.eval_batch = train.batch_size * (EVAL_BATCHES if self.cuda else 1)
+        self.writer = None if self.folder is None else CheckpointWriter(self.folder / "checkpoints")
+        self._checkpoint_s: dict[int, float] = {}  # training-thread seconds per step written
 
         self.step = 0  # steps taken
         self.epoch = 0  # epochs completed
@@ -164,10 +173,13 @@ class Trainer:
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        # The device may differ (another worker resumes the run); nothing else may.
-        saved, mine = dict(state["config"]), self.config.to_dict()
-        saved.pop("device", None)
-        mine.pop("device", None)
+        # The device and compilation may differ (another worker resumes the run); nothing
+        # else may. The saved config is read as a stored one (keys added since take defaults).
+        saved = RunConfig.from_dict(state["config"]).to_dict()
+        mine = self.config.to_dict()
+        for key in ("device", "compile"):
+            saved.pop(key)
+            mine.pop(key)
         if saved != mine:
             raise ValueError("the checkpoint belongs to a run of another configuration")
         self.model.load_state_dict(state["model"])
@@ -191,11 +203,15 @@ class Trainer:
 
     def run(self) -> Iterator[Record]:
         train = self.config.preset.train
+        if self.compiled:
+            self.compile_s = self.warm_up()
         yield StartRecord(step=self.step, epoch=self.epoch, total_steps=self.total_steps,
                           epoch_steps=self.epoch_steps, config=self.config.to_dict(),
-                          provenance=provenance(self.config, self.device, self.model,
-                                                optimizer_implementation(self.optimizer),
-                                                self.data))
+                          provenance={**provenance(self.config, self.device, self.model,
+                                                   optimizer_implementation(self.optimizer),
+                                                   self.data),
+                                      "compile": self.compiled, "compile_s": self.compile_s,
+                                      "channels_last": self.config.channels_last})
         self.model.train()
         while self.epoch < train.epochs:
             began = self._sync_time()
@@ -227,6 +243,7 @@ class Trainer:
                 yield from self._diverge(bad)
                 return
             yield from self._end_epoch()
+        yield from self._written(wait=True)
         set_eval_mode(self.optimizer)
         if self.folder is not None:
             save_weights(self.folder / "model.pt", self.model.state_dict())
@@ -246,8 +263,9 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         loaded = clock()
         self.optimizer.zero_grad(set_to_none=True)
+        t, eps = draw_noise(x, self.generators["noise"])
         with self._autocast():
-            loss = denoising_loss(self.model, x, self.generators["noise"])
+            loss = self._loss(x, t, eps)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.preset.train.grad_clip)
         computed = clock()
@@ -294,6 +312,7 @@ class Trainer:
     def _diverge(self, step: int) -> Iterator[Record]:
         if self._pending:  # the CPU path stops before a read-out: the steps up to `step`
             yield from self._flush()
+        yield from self._written(wait=True)
         yield StatusRecord("diverged", self.epoch, step,
                            f"non-finite loss or gradient norm at step {step}")
 
@@ -305,6 +324,7 @@ class Trainer:
             return
         if self.folder is not None:
             yield from self._checkpoint(None)
+            yield from self._written(wait=True)
         yield StatusRecord("interrupted", self.epoch, self.step,
                            f"stopped after step {self.step}; resume from the checkpoint")
 
@@ -343,14 +363,27 @@ class Trainer:
             yield from self._checkpoint(None)
 
     def _checkpoint(self, began: float | None) -> Iterator[Record]:
-        """Save (timed apart from training); returns the restarted training clock."""
+        """Hand the state to the writer (timed apart from training: the copy, and the wait
+        for a write still in flight); returns the restarted training clock."""
         if began is not None:
             self.times["epoch"] += self._sync_time() - began
         start = time.perf_counter()
-        path = save_checkpoint(self.folder / "checkpoints", self.state())
-        yield CheckpointRecord(epoch=self.epoch, step=self.step, path=str(path),
-                               seconds=time.perf_counter() - start)
+        self.writer.submit(self.state())
+        self._checkpoint_s[self.step] = time.perf_counter() - start
+        yield from self._written()
         return self._sync_time()
+
+    def _written(self, wait: bool = False) -> Iterator[Record]:
+        """A `CheckpointRecord` per checkpoint on disk since the last call (after the write
+        in flight when ``wait``): a record always names a file that exists."""
+        if self.writer is None:
+            return
+        if wait:
+            self.writer.wait()
+        for done in self.writer.written():
+            yield CheckpointRecord(epoch=done.epoch, step=done.step, path=str(done.path),
+                                   seconds=self._checkpoint_s.pop(done.step, 0.0),
+                                   write_s=done.write_s)
 
     # ------------------------------------------------------------------ evaluation
 
@@ -397,9 +430,33 @@ class Trainer:
         generator = rng.seeded(QUALITY_SEED, self.device)
         with self._autocast():
             scores = assess(self.model, reference, self.config.preset.data, settings,
-                            generator=generator, batch_size=self.config.preset.train.batch_size)
+                            generator=generator, batch_size=self.eval_batch)
         scores = dataclasses.replace(scores, seconds=self._sync_time() - began)
         return QualityRecord(epoch=self.epoch, step=self.step, scores=scores.to_dict())
+
+    # ------------------------------------------------------------------ compute
+
+    def _model_loss(self, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """The training loss of clean ``x`` with noise drawn outside (what gets compiled)."""
+        return noise_loss(self.model, x, t, eps)
+
+    def warm_up(self) -> float:
+        """Compile the loss and its backward for every batch shape of an epoch, on zeros,
+        before training: no generator draws, no parameter changes (the gradients are thrown
+        away), so the run's numbers are those it would have had. Returns the seconds."""
+        began = self._sync_time()
+        n, batch = len(self.sampler.data), self.sampler.batch_size
+        shape = self.sampler.data.shape
+        memory = torch.channels_last if self.config.channels_last else torch.contiguous_format
+        for size in sorted({min(batch, n), n % batch} - {0}):
+            x = torch.zeros(size, 2 * self.sampler.window, *shape[-2:], device=self.device)
+            x = x.contiguous(memory_format=memory)
+            t = torch.zeros(size, device=self.device)
+            with self._autocast():
+                loss = self._loss(x, t, x)
+            loss.backward()
+        self.optimizer.zero_grad(set_to_none=True)
+        return self._sync_time() - began
 
     # ------------------------------------------------------------------ helpers
 
@@ -426,6 +483,13 @@ def _durations(marks: tuple) -> tuple[float, float, float]:
     return tuple(a.elapsed_time(b) for a, b in pairwise(marks))
 
 
+def _compile(loss):
+    """torch.compile of the model's loss: one graph, static shapes (the last, smaller batch
+    of an epoch is a second graph). Inductor's on-disk cache makes a later run of the same
+    shapes, in this process or another, load its kernels instead of compiling them again."""
+    return torch.compile(loss, fullgraph=True, dynamic=False)
+
+
 def _configure_backends(device: torch.device, config: RunConfig) -> None:
     """TF32 for fp32 on CUDA (the spec allows it); the determinism switch."""
     if device.type == "cuda":
@@ -435,9 +499,3 @@ def _configure_backends(device: torch.device, config: RunConfig) -> None:
         if config.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(config.deterministic)
-
-
-def train(config: RunConfig, data: TrainingData, folder: Path | None = None, *,
-          resume: bool = False) -> Iterator[Record]:
-    """The records of one run (a shorthand for ``iter(Trainer(...))``)."""
-    return iter(Trainer(config, data, folder, resume=resume))

@@ -21,6 +21,9 @@ class WindowSampler:
     The epoch's order and window starts are drawn from the sampler's own generator when the
     epoch begins; `state_dict` keeps the generator state of that moment plus the batch index,
     so a restored sampler yields exactly the batches the original had left.
+
+    They are drawn on the CPU and moved to the data's device once per epoch, from pinned
+    memory without waiting: cutting a batch then never synchronises with the device.
     """
 
     def __init__(self, data: Tensor, batch_size: int, *, window: int = 5, seed: int = 0):
@@ -34,6 +37,7 @@ class WindowSampler:
         self.batch_size = batch_size
         self.window = window
         self.generator = torch.Generator().manual_seed(seed)
+        self._offsets = torch.arange(window, device=data.device)
         self.epoch = 0
         self._begin_epoch()
 
@@ -46,9 +50,9 @@ class WindowSampler:
         """Draw this epoch's trajectory order and window starts."""
         self._epoch_state = self.generator.get_state()
         trajectories, length = self.data.shape[:2]
-        self._order = torch.randperm(trajectories, generator=self.generator)
-        self._starts = torch.randint(length - self.window + 1, (trajectories,),
-                                     generator=self.generator)
+        order = torch.randperm(trajectories, generator=self.generator)
+        starts = torch.randint(length - self.window + 1, (trajectories,), generator=self.generator)
+        self._order, self._starts = (_to_device(v, self.data.device) for v in (order, starts))
         self.step = 0
 
     def __iter__(self) -> Iterator[Tensor]:
@@ -70,9 +74,8 @@ class WindowSampler:
 
     def _windows(self, index: Tensor) -> Tensor:
         """Windows of trajectories ``index`` at their epoch's starts, time-major channels."""
-        time = self._starts[index, None] + torch.arange(self.window)  # (B, L)
-        device = self.data.device
-        states = self.data[index.to(device)[:, None], time.to(device)]  # (B, L, 2, H, W)
+        time = self._starts[index, None] + self._offsets  # (B, L)
+        states = self.data[index[:, None], time]  # (B, L, 2, H, W)
         return states.flatten(1, 2)  # (B, 2L, H, W)
 
     def _layout(self) -> dict[str, int]:
@@ -96,3 +99,10 @@ class WindowSampler:
         self.generator.set_state(state["generator"])
         self._begin_epoch()
         self.step = state["step"]
+
+
+def _to_device(values: Tensor, device: torch.device) -> Tensor:
+    """``values`` on ``device``; to CUDA from pinned memory without a host synchronisation."""
+    if device.type != "cuda":
+        return values
+    return values.pin_memory().to(device, non_blocking=True)

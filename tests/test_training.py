@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -222,6 +223,46 @@ def test_a_checkpoint_resumes_on_another_device_spec_but_not_another_run(
     assert resumed.step == stopped.step
     with pytest.raises(ValueError, match="another configuration"):
         Trainer(run_config(preset, lr=1e-2), data, tmp_path, resume=True)
+
+
+def test_checkpoints_every_n_epochs_at_the_end_and_each_record_names_a_written_file(
+        quick_preset, data, tmp_path):
+    preset = toy(quick_preset, **{"train.epochs": 5, "train.checkpoint_every": 2})
+    checkpoints = []
+    for record in Trainer(run_config(preset), data, tmp_path):
+        if isinstance(record, CheckpointRecord):
+            assert Path(record.path).is_file()  # written before it is reported
+            checkpoints.append(record)
+    assert [(c.epoch, c.step) for c in checkpoints] == [(2, 4), (4, 8), (5, 10)]
+    assert latest_checkpoint(tmp_path / "checkpoints") == Path(checkpoints[-1].path)
+    assert all(c.seconds >= 0 and c.write_s > 0 for c in checkpoints)
+
+
+def test_compiled_loss_trains_as_eager_and_a_run_resumes_across_the_switch(
+        quick_preset, data, tmp_path):
+    """torch.compile on the CPU (the path CUDA takes by default): compile time reported
+    apart, the same losses as eager within float reassociation, and a checkpoint of an eager
+    run resumes compiled."""
+    preset = toy(quick_preset, **{"train.epochs": 2})
+    whole = Trainer(run_config(preset), data)
+    eager = list(whole)
+    trainer = Trainer(run_config(preset, compile=True), data)
+    compiled = list(trainer)
+    assert compiled[-1].state == "done"
+    start = compiled[0]
+    assert start.provenance["compile"] is True and start.provenance["compile_s"] > 0
+    assert eager[0].provenance["compile"] is False and eager[0].provenance["compile_s"] == 0
+    torch.testing.assert_close([s.loss for s in steps_of(compiled)],
+                               [s.loss for s in steps_of(eager)], rtol=1e-4, atol=1e-6)
+
+    stopped = Trainer(run_config(preset), data, tmp_path)
+    for record in stopped:
+        if isinstance(record, EpochRecord):
+            stopped.request_stop()
+    resumed = Trainer(run_config(preset, compile=True), data, tmp_path, resume=True)
+    assert resumed.step == 2 and list(resumed)[-1].state == "done"
+    for a, b in zip(final_parameters(resumed), final_parameters(whole), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_provenance_records_the_source_commit_and_dirty_flag():
