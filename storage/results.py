@@ -219,7 +219,8 @@ def last_sample_ids(db: Database, run_ids: Sequence[int], name: str = "vorticity
 # Overrides that change what a run records, not what it trains: runs differing only in
 # these are seeds of one setting, and a label does not show them.
 BOOKKEEPING = ("train.samples_every", "train.sample_count", "train.sample_steps",
-               "train.checkpoint_every", "train.valid_every", "quality.")
+               "train.checkpoint_every", "train.valid_every", "quality.", "compile",
+               "channels_last")
 
 
 def _scientific(overrides: dict[str, Any] | None) -> str:

@@ -100,6 +100,21 @@ def test_set_overrides_are_validated_and_stored(runner, url):
     assert run.overrides == {"train.batch_size": 4} and run.epochs == 2
 
 
+def test_run_settings_are_set_for_queued_runs(runner, url, tmp_path):
+    """Undotted --set keys are the run's (precision, layout, compile), and a worker's
+    `RunConfig` of the run has them."""
+    from diffbench.tui.worker import run_config
+
+    result = cli(runner, url, "queue", "add", "-p", "tiny", "-O", "adamw",
+                 "--set", "precision=bf16", "--set", "compile=true",
+                 "--set", "channels_last=false")
+    assert result.exit_code == 0, result.stderr
+    (run,) = runs(url)
+    config = run_config(run, "cpu")
+    assert (config.precision, config.compile, config.channels_last) == ("bf16", True, False)
+    assert config.preset.train.epochs == run.epochs
+
+
 def test_dry_run_writes_nothing(runner, url, tmp_path):
     result = cli(runner, url, "queue", "add", "-p", "tiny", "-O", "adamw,soap",
                  "--seeds", "0,3", "--dry-run", "--json")
@@ -129,6 +144,8 @@ BAD_ADD = [
     (["-O", "adamw", "--set", "train.batch_size=-3"], "train.batch_size must be positive"),
     (["-O", "adamw", "--set", "train.epochs=2", "--epochs", "3"], "contradicts"),
     (["-O", "adamw", "-p", "huge"], "unknown preset 'huge'"),
+    (["-O", "adamw", "--set", "precision=fp16"], "--set precision takes fp32 or bf16"),
+    (["-O", "adamw", "--set", "compile=1"], "--set compile takes true or false"),
 ]
 
 

@@ -96,6 +96,7 @@ def test_help_has_examples(runner):
     (["-O", "adamw", "--wd", "-1"], "--wd must be non-negative"),
     (["-O", "adamw", "--precision", "fp16"], "--precision"),
     (["-O", "adamw", "--epochs", "0"], "--epochs must be positive"),
+    (["-O", "adamw", "--checkpoint-every", "0"], "--checkpoint-every must be positive"),
     (["-O", "adamw", "--seed", "-2"], "--seed"),
     (["-O", "adamw", "--device", "tpu"], "unknown device 'tpu'"),
     ([], "--optimizer is required"),

@@ -17,7 +17,7 @@ import typer
 
 from .errors import UserError, require, user_errors
 from .output import JsonOption, console, database, notice, print_json, print_table, run_dict
-from .train import OPTIMIZERS, SCHEDULES
+from .train import OPTIMIZERS, RUN_KEYS, SCHEDULES
 
 if TYPE_CHECKING:
     from diffbench.storage.queue import RunSpec
@@ -134,7 +134,12 @@ def resolve_specs(grid: Grid) -> list[RunSpec]:
         require(epochs is None or epochs == value,
                 f"--epochs {epochs} contradicts --set train.epochs={value}")
         epochs = value
-    changes = dict(sets)
+    for key in RUN_KEYS.keys() & sets.keys():
+        value, allowed = sets[key], RUN_KEYS[key]
+        require(value in allowed and type(value) in {type(v) for v in allowed},
+                f"--set {key} takes {' or '.join(str(v).lower() for v in allowed)}, "
+                f"got {value!r}")
+    changes = {key: value for key, value in sets.items() if key not in RUN_KEYS}
     if epochs is not None:
         changes["train.epochs"] = epochs
     try:

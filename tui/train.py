@@ -35,6 +35,12 @@ if TYPE_CHECKING:
 OPTIMIZERS = ("adamw", "sgd", "muon", "soap", "schedulefree", "prodigy")
 SCHEDULES = ("constant", "linear", "cosine", "wsd", "sqrt", "sqrt-cooldown")
 PRECISIONS = ("fp32", "bf16")
+# Run settings a queued run may set with an undotted --set key (not preset keys): how a step
+# is computed, and its precision. The values each takes.
+RUN_KEYS: dict[str, tuple[object, ...]] = {"precision": PRECISIONS,
+                                           "deterministic": (True, False),
+                                           "channels_last": (True, False),
+                                           "compile": (True, False)}
 CONFIG = "config.json"
 
 
@@ -65,6 +71,17 @@ def train(
         "--precision", help="fp32 (TF32 matmuls on CUDA) or bf16 autocast.")] = "fp32",
     deterministic: Annotated[bool, typer.Option(
         "--deterministic", help="torch.use_deterministic_algorithms (slower on CUDA).")] = False,
+    channels_last: Annotated[bool, typer.Option(
+        "--channels-last/--no-channels-last", help="NHWC activations and weights (faster "
+        "convolutions on CPUs and GPUs).")] = True,
+    compile: Annotated[bool | None, typer.Option(
+        "--compile/--no-compile", help="torch.compile the model and loss. Default: on CUDA "
+        "only (on a CPU compiling takes minutes); compile time is reported apart.",
+        show_default=False)] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(
+        "--checkpoint-every", metavar="EPOCHS", help="Epochs between resume checkpoints "
+        "(default: the preset's; always at the end and at Ctrl-C). Written in the "
+        "background.", show_default=False)] = None,
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", metavar="DIR", help="Run folder. Default: "
         "<home>/runs/<preset>-<optimizer>-<schedule>-lr<lr>-wd<wd>-s<seed>-<time>.",
@@ -86,12 +103,13 @@ def train(
       diffbench train --preset tiny --optimizer adamw
       diffbench train -p tiny -O muon --schedule wsd --lr 1e-3 --wd 0.032 --seed 1
       diffbench train -p paper -O soap --precision bf16 --device cuda --out runs/soap
+      diffbench train -p tiny -O adamw --compile --checkpoint-every 10
       diffbench train --resume runs/soap
     """
     workspace: Workspace = ctx.obj
     if resume is not None:
         given = {"--preset": preset, "--optimizer": optimizer, "--lr": lr, "--wd": wd,
-                 "--epochs": epochs, "--out": out}
+                 "--epochs": epochs, "--out": out, "--checkpoint-every": checkpoint_every}
         extra = [name for name, value in given.items() if value is not None]
         with user_errors():
             require(not extra, f"--resume takes no other option (got {', '.join(extra)})")
@@ -99,12 +117,14 @@ def train(
         return
     _train(workspace, preset=preset, optimizer=optimizer, schedule=schedule, lr=lr, wd=wd,
            seed=seed, epochs=epochs, device=device, precision=precision,
-           deterministic=deterministic, out=out)
+           deterministic=deterministic, channels_last=channels_last, compile=compile,
+           checkpoint_every=checkpoint_every, out=out)
 
 
 def _train(workspace: Workspace, *, preset: str | None, optimizer: str | None, schedule: str,
            lr: float | None, wd: float | None, seed: int, epochs: int | None, device: str,
-           precision: str, deterministic: bool, out: Path | None) -> None:
+           precision: str, deterministic: bool, channels_last: bool, compile: bool | None,
+           checkpoint_every: int | None, out: Path | None) -> None:
     with user_errors():
         require(preset is not None, "--preset is required (or --resume DIR)")
         require(optimizer is not None, "--optimizer is required; "
@@ -118,6 +138,8 @@ def _train(workspace: Workspace, *, preset: str | None, optimizer: str | None, s
         require(wd is None or wd >= 0, f"--wd must be non-negative, got {wd}")
         require(seed >= 0, f"--seed must be non-negative, got {seed}")
         require(epochs is None or epochs > 0, f"--epochs must be positive, got {epochs}")
+        require(checkpoint_every is None or checkpoint_every > 0,
+                f"--checkpoint-every must be positive, got {checkpoint_every}")
 
     from diffbench.engine.config import PresetError, load_preset, override
     from diffbench.engine.device import DeviceError, resolve_device
@@ -125,14 +147,17 @@ def _train(workspace: Workspace, *, preset: str | None, optimizer: str | None, s
 
     with user_errors(PresetError, RunError, DeviceError):
         config = load_preset(preset)
-        if epochs is not None:
-            config = override(config, {"train.epochs": epochs})
+        changes = {"train.epochs": epochs, "train.checkpoint_every": checkpoint_every}
+        changes = {key: value for key, value in changes.items() if value is not None}
+        if changes:
+            config = override(config, changes)
         if lr is None or wd is None:
             best_lr, best_wd = default_hyperparameters(config, optimizer)
             lr, wd = (best_lr if lr is None else lr), (best_wd if wd is None else wd)
         run = RunConfig(preset=config, optimizer=optimizer, lr=lr, weight_decay=wd,
                         schedule=schedule, seed=seed, device=device, precision=precision,
-                        deterministic=deterministic)
+                        deterministic=deterministic, channels_last=channels_last,
+                        compile=compile)
         resolve_device(device)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         folder = (out if out is not None else

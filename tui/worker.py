@@ -43,8 +43,6 @@ from diffbench.storage.workspace import Workspace
 
 from .errors import EXIT_INTERRUPTED, user_errors
 
-#: `--set` keys that belong to the run rather than the preset.
-RUN_KEYS = ("precision", "deterministic", "channels_last")
 DB_META_KEY = "diffbench.db_url"  # where the root callback puts the global --db
 
 
@@ -368,6 +366,8 @@ def run_config(run: Any, device: str) -> Any:
     replaced by this worker's), else its preset with ``--epochs`` and ``--set`` applied."""
     from diffbench.engine.config import load_preset, override
     from diffbench.engine.run import RunConfig
+
+    from .train import RUN_KEYS
 
     if run.config:
         return dataclasses.replace(RunConfig.from_dict(run.config), device=device)
