@@ -2,10 +2,17 @@
 
 Importing this module must stay cheap: no torch, no Textual. Commands import the engine
 inside their bodies (tests/test_cli_data.py checks this).
+
+`main` asks OpenMP to let idle threads sleep (``OMP_WAIT_POLICY=PASSIVE``) unless the user
+chose otherwise: torch's threads otherwise spin at every operation's barrier, and on a machine
+whose cores another process also uses, the spinning threads take the cores from the working
+ones (docs/PERFORMANCE.md: data generation 3× slower under load with spinning, in proportion
+with passive threads). It must be set before torch is first imported, which commands do.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -77,4 +84,5 @@ def root(
 
 def main() -> None:
     """Console-script entry point."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before any command imports torch
     app(prog_name="diffbench")
