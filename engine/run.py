@@ -38,9 +38,11 @@ def _require(ok: bool, message: str) -> None:
 class RunConfig:
     """One training run. ``options`` are optimizer options (`optimizer_options(name)`).
 
-    ``channels_last`` and ``compile`` decide how a step is computed, not what it computes
-    (results move in the last bits): NHWC convolutions are faster on CPUs and GPUs alike;
-    ``compile`` None means torch.compile on CUDA only (on a CPU compiling costs minutes).
+    ``channels_last``, ``compile`` and ``cuda_graph`` decide how a step is computed, not what
+    it computes (results move in the last bits): NHWC convolutions are faster on CPUs and GPUs
+    alike; ``compile`` None compiles where it pays (`engine.training.compile_pays_off`);
+    ``cuda_graph`` replays the compiled forward and backward as CUDA graphs (torch.compile's
+    "reduce-overhead" mode; a no-op on the CPU), off until measured on a GPU.
     """
 
     preset: Preset
@@ -54,6 +56,7 @@ class RunConfig:
     deterministic: bool = False
     channels_last: bool = True
     compile: bool | None = None
+    cuda_graph: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -67,6 +70,8 @@ class RunConfig:
         _require(0 <= self.weight_decay < float("inf"),
                  f"weight decay must be non-negative, got {self.weight_decay}")
         _require(0 <= self.seed < 2**63, f"seed must be in [0, 2**63), got {self.seed}")
+        _require(not self.cuda_graph or self.compile is not False,
+                 "cuda_graph replays the compiled step: it needs compile on")
         known = optimizer_options(self.optimizer)
         for key in self.options:
             _require(key in known, f"unknown option {key!r} for optimizer {self.optimizer!r}; "
@@ -78,7 +83,7 @@ class RunConfig:
                 "weight_decay": self.weight_decay, "schedule": self.schedule,
                 "seed": self.seed, "device": self.device, "precision": self.precision,
                 "deterministic": self.deterministic, "channels_last": self.channels_last,
-                "compile": self.compile,
+                "compile": self.compile, "cuda_graph": self.cuda_graph,
                 "options": {k: list(v) if isinstance(v, tuple) else v
                             for k, v in self.options.items()}}
 

@@ -6,7 +6,8 @@ way): the caller decides where they go and never has to know how a step is made.
 One step (spec §4)::
 
     data        x = next window batch                      (the sampler's generator)
-    compute     loss = denoising_loss(model, x, noise)     (the trainer's noise generator)
+    compute     t, ε = draw_noise(x, noise)                (the trainer's noise generator)
+                loss = noise_loss(model, x, t, ε)          (torch.compile'd where it pays)
                 loss.backward(); g = ‖∇‖ (logged); clip to grad_clip   — before step(), since
                                                            some optimizers rewrite .grad
     optimizer   lr_i = initial_lr_i · lr_multiplier(schedule, step, total, warm-up)
@@ -14,9 +15,12 @@ One step (spec §4)::
 
 Timing is honest (modded-nanogpt): on CUDA each phase is bracketed by events that are read a
 batch of steps at a time (no host sync per step), and the clock of training time stops for
-validation, previews and checkpoints, which are timed apart. A non-finite loss or gradient
-norm stops the run as ``diverged`` at that step (on CUDA it is noticed at the next read-out,
-and the records end at the first bad step).
+validation, previews and checkpoints, which are timed apart (a checkpoint costs the training
+thread only a copy of its state: `CheckpointWriter` writes it in the background, and its
+record comes once the file is on disk). Compilation happens before the first step, for every
+batch shape of an epoch, and is reported apart (``compile_s`` in the provenance). A
+non-finite loss or gradient norm stops the run as ``diverged`` at that step (on CUDA it is
+noticed at the next read-out, and the records end at the first bad step).
 
 A finished run ends with its sample quality (engine/quality.py): whole trajectories generated
 from a fixed noise seed, scored against the test split, timed apart from training, drawn from
@@ -133,8 +137,11 @@ class Trainer:
             group.setdefault("initial_lr", group["lr"])
         set_train_mode(self.optimizer)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.compiled = config.compile if config.compile is not None else self.cuda
-        self._loss = _compile(self._model_loss) if self.compiled else self._model_loss
+        self.compiled = (config.compile if config.compile is not None else
+                         compile_pays_off(self.device, self.model, self.total_steps))
+        self.graphed = self.compiled and config.cuda_graph
+        self._loss = (_compile(self._model_loss, self.graphed) if self.compiled
+                      else self._model_loss)
         self.compile_s = 0.0
         self.eval_batch = train.batch_size * (EVAL_BATCHES if self.cuda else 1)
         self.writer = None if self.folder is None else CheckpointWriter(self.folder / "checkpoints")
@@ -177,7 +184,7 @@ class Trainer:
         # else may. The saved config is read as a stored one (keys added since take defaults).
         saved = RunConfig.from_dict(state["config"]).to_dict()
         mine = self.config.to_dict()
-        for key in ("device", "compile"):
+        for key in ("device", "compile", "cuda_graph"):
             saved.pop(key)
             mine.pop(key)
         if saved != mine:
@@ -210,8 +217,8 @@ class Trainer:
                           provenance={**provenance(self.config, self.device, self.model,
                                                    optimizer_implementation(self.optimizer),
                                                    self.data),
-                                      "compile": self.compiled, "compile_s": self.compile_s,
-                                      "channels_last": self.config.channels_last})
+                                      "compile": self.compiled, "cuda_graph": self.graphed,
+                                      "compile_s": self.compile_s})
         self.model.train()
         while self.epoch < train.epochs:
             began = self._sync_time()
@@ -264,6 +271,8 @@ class Trainer:
         loaded = clock()
         self.optimizer.zero_grad(set_to_none=True)
         t, eps = draw_noise(x, self.generators["noise"])
+        if self.graphed:
+            torch.compiler.cudagraph_mark_step_begin()
         with self._autocast():
             loss = self._loss(x, t, eps)
         loss.backward()
@@ -278,6 +287,8 @@ class Trainer:
         stepped = clock()
         lr = float(self.optimizer.param_groups[0]["lr"])
         self.step += 1
+        if self.graphed:  # the graph's next replay overwrites its output
+            loss = loss.detach().clone()
         self._pending.append((self.step, lr, loss.detach(), norm.detach(),
                               (start, loaded, computed, stepped)))
         return True
@@ -452,6 +463,8 @@ class Trainer:
             x = torch.zeros(size, 2 * self.sampler.window, *shape[-2:], device=self.device)
             x = x.contiguous(memory_format=memory)
             t = torch.zeros(size, device=self.device)
+            if self.graphed:
+                torch.compiler.cudagraph_mark_step_begin()
             with self._autocast():
                 loss = self._loss(x, t, x)
             loss.backward()
@@ -483,11 +496,29 @@ def _durations(marks: tuple) -> tuple[float, float, float]:
     return tuple(a.elapsed_time(b) for a, b in pairwise(marks))
 
 
-def _compile(loss):
+def compile_pays_off(device: torch.device, model: torch.nn.Module, steps: int) -> bool:
+    """Whether `torch.compile` repays its compilation in a run of ``steps`` steps.
+
+    Measured (docs/PERFORMANCE.md): on CUDA the eager step is launch-bound, so always. On
+    2 CPU cores a compiled `paper` step is ≈ 1.2× faster than eager (2.3 s saved per step)
+    and the compilation costs 1–2 minutes: it pays for U-Nets of a million parameters and more
+    over 1,000 steps (`small`, `paper`), not for `tiny` (≈ 10 ms saved per step against
+    ≈ 50 s to compile).
+    """
+    if device.type == "cuda":
+        return True
+    return sum(p.numel() for p in model.parameters()) >= 1_000_000 and steps >= 1_000
+
+
+def _compile(loss, graphs: bool = False):
     """torch.compile of the model's loss: one graph, static shapes (the last, smaller batch
-    of an epoch is a second graph). Inductor's on-disk cache makes a later run of the same
-    shapes, in this process or another, load its kernels instead of compiling them again."""
-    return torch.compile(loss, fullgraph=True, dynamic=False)
+    of an epoch is a second graph), its forward and backward replayed as CUDA graphs when
+    ``graphs`` (torch's "reduce-overhead": each step begins with
+    `torch.compiler.cudagraph_mark_step_begin`). Inductor's on-disk cache makes a later run
+    of the same shapes, in this process or another, load its kernels instead of compiling
+    them again."""
+    return torch.compile(loss, fullgraph=True, dynamic=False,
+                         mode="reduce-overhead" if graphs else None)
 
 
 def _configure_backends(device: torch.device, config: RunConfig) -> None:

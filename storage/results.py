@@ -220,7 +220,7 @@ def last_sample_ids(db: Database, run_ids: Sequence[int], name: str = "vorticity
 # these are seeds of one setting, and a label does not show them.
 BOOKKEEPING = ("train.samples_every", "train.sample_count", "train.sample_steps",
                "train.checkpoint_every", "train.valid_every", "quality.", "compile",
-               "channels_last")
+               "cuda_graph", "channels_last")
 
 
 def _scientific(overrides: dict[str, Any] | None) -> str:

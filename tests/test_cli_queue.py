@@ -107,11 +107,12 @@ def test_run_settings_are_set_for_queued_runs(runner, url, tmp_path):
 
     result = cli(runner, url, "queue", "add", "-p", "tiny", "-O", "adamw",
                  "--set", "precision=bf16", "--set", "compile=true",
-                 "--set", "channels_last=false")
+                 "--set", "channels_last=false", "--set", "cuda_graph=true")
     assert result.exit_code == 0, result.stderr
     (run,) = runs(url)
     config = run_config(run, "cpu")
-    assert (config.precision, config.compile, config.channels_last) == ("bf16", True, False)
+    assert (config.precision, config.compile, config.channels_last, config.cuda_graph) == \
+        ("bf16", True, False, True)
     assert config.preset.train.epochs == run.epochs
 
 

@@ -97,6 +97,7 @@ def test_help_has_examples(runner):
     (["-O", "adamw", "--precision", "fp16"], "--precision"),
     (["-O", "adamw", "--epochs", "0"], "--epochs must be positive"),
     (["-O", "adamw", "--checkpoint-every", "0"], "--checkpoint-every must be positive"),
+    (["-O", "adamw", "--cuda-graph", "--no-compile"], "cuda_graph replays the compiled step"),
     (["-O", "adamw", "--seed", "-2"], "--seed"),
     (["-O", "adamw", "--device", "tpu"], "unknown device 'tpu'"),
     ([], "--optimizer is required"),

@@ -138,10 +138,11 @@ def test_stop_checkpoints_and_reports_interrupted(quick_preset, data, tmp_path):
 
 
 @pytest.mark.parametrize("bad", [{"optimizer": "adam"}, {"schedule": "step"}, {"lr": 0.0},
+                                 {"cuda_graph": True, "compile": False},
                                  {"lr": -1.0}, {"weight_decay": -0.1}, {"precision": "fp16"},
                                  {"options": {"betas2": 1}}])
 def test_bad_run_settings_name_the_problem(quick_preset, bad):
-    with pytest.raises(RunError, match=r"optimizer|schedule|lr|weight decay|precision|option"):
+    with pytest.raises(RunError, match=r"optimizer|schedule|lr|weight decay|precision|option|compile"):
         RunConfig(**{"preset": quick_preset, "optimizer": "adamw", "lr": 1e-3,
                      "weight_decay": 0.0, **bad})
 
@@ -240,17 +241,18 @@ def test_checkpoints_every_n_epochs_at_the_end_and_each_record_names_a_written_f
 
 def test_compiled_loss_trains_as_eager_and_a_run_resumes_across_the_switch(
         quick_preset, data, tmp_path):
-    """torch.compile on the CPU (the path CUDA takes by default): compile time reported
-    apart, the same losses as eager within float reassociation, and a checkpoint of an eager
-    run resumes compiled."""
+    """torch.compile on the CPU (the path CUDA takes by default, here with its CUDA-graph
+    mode, which the CPU skips): compile time reported apart, the same losses as eager within
+    float reassociation, and a checkpoint of an eager run resumes compiled."""
     preset = toy(quick_preset, **{"train.epochs": 2})
     whole = Trainer(run_config(preset), data)
     eager = list(whole)
-    trainer = Trainer(run_config(preset, compile=True), data)
+    trainer = Trainer(run_config(preset, compile=True, cuda_graph=True), data)
     compiled = list(trainer)
     assert compiled[-1].state == "done"
     start = compiled[0]
-    assert start.provenance["compile"] is True and start.provenance["compile_s"] > 0
+    assert start.provenance["compile"] is True and start.provenance["cuda_graph"] is True
+    assert start.provenance["compile_s"] > 0
     assert eager[0].provenance["compile"] is False and eager[0].provenance["compile_s"] == 0
     torch.testing.assert_close([s.loss for s in steps_of(compiled)],
                                [s.loss for s in steps_of(eager)], rtol=1e-4, atol=1e-6)
@@ -263,6 +265,19 @@ def test_compiled_loss_trains_as_eager_and_a_run_resumes_across_the_switch(
     assert resumed.step == 2 and list(resumed)[-1].state == "done"
     for a, b in zip(final_parameters(resumed), final_parameters(whole), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_compilation_is_chosen_where_it_pays():
+    from diffbench.engine.config import load_preset
+    from diffbench.engine.training import compile_pays_off
+    from diffbench.engine.unet import build_model
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    small, tiny = (build_model(load_preset(name).model) for name in ("small", "tiny"))
+    assert compile_pays_off(cuda, tiny, 1)
+    assert compile_pays_off(cpu, small, 256 * 7)  # small's 256 epochs of 7 steps
+    assert not compile_pays_off(cpu, small, 100)
+    assert not compile_pays_off(cpu, tiny, 100 * 4)  # the demo's tiny runs
 
 
 def test_provenance_records_the_source_commit_and_dirty_flag():
