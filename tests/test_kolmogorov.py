@@ -85,14 +85,16 @@ def test_drag_slows_a_uniform_flow_by_a_tenth_per_unit_time():
     assert torch.allclose(slowed, uniform * (1 - 0.1 * dt), atol=1e-7)
 
 
-def test_batched_rollout_equals_per_trajectory_rollouts_bit_for_bit():
+def test_batched_rollout_equals_per_trajectory_rollouts_to_rounding():
+    """Bit for bit where MKL's FFTs are batch-invariant (its AVX2 path); its AVX-512 path
+    rounds a batched transform differently, by a few ulps (docs/DATA.md)."""
     seeds = [3, 1, 4]
     kwargs = {"transitions": 3, "inner_steps": 4, "burn_in": 1, "factor": 2, "dt": 0.02}
     batched = kolmogorov.rollout(kolmogorov.initial_velocity(3, SIZE, seed=seeds), **kwargs)
     assert batched.shape == (3, 2, 2, SIZE // 2, SIZE // 2)
     for b, seed in enumerate(seeds):
         alone = kolmogorov.rollout(kolmogorov.initial_velocity(1, SIZE, seed=[seed]), **kwargs)
-        assert torch.equal(batched[b], alone[0])
+        torch.testing.assert_close(batched[b], alone[0], rtol=4e-7, atol=1e-6)
 
 
 def test_same_seed_same_trajectory_different_seeds_different_noise():
