@@ -6,8 +6,9 @@ inside their bodies (tests/test_cli_data.py checks this).
 `main` asks OpenMP to let idle threads sleep (``OMP_WAIT_POLICY=PASSIVE``) unless the user
 chose otherwise: torch's threads otherwise spin at every operation's barrier, and on a machine
 whose cores another process also uses, the spinning threads take the cores from the working
-ones (docs/PERFORMANCE.md: data generation 3× slower under load with spinning, in proportion
-with passive threads). It must be set before torch is first imported, which commands do.
+ones (docs/PERFORMANCE.md: with a second torch process on 2 cores, data generation 40× and a
+`tiny` training step 70× slower with spinning threads, ≈ 1–3× with passive ones). It must be
+set before torch is first imported, which commands do.
 """
 
 from __future__ import annotations
