@@ -142,7 +142,8 @@ def test_stop_checkpoints_and_reports_interrupted(quick_preset, data, tmp_path):
                                  {"lr": -1.0}, {"weight_decay": -0.1}, {"precision": "fp16"},
                                  {"options": {"betas2": 1}}])
 def test_bad_run_settings_name_the_problem(quick_preset, bad):
-    with pytest.raises(RunError, match=r"optimizer|schedule|lr|weight decay|precision|option|compile"):
+    with pytest.raises(RunError,
+                       match=r"optimizer|schedule|lr|weight decay|precision|option|compile"):
         RunConfig(**{"preset": quick_preset, "optimizer": "adamw", "lr": 1e-3,
                      "weight_decay": 0.0, **bad})
 
