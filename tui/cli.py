@@ -81,6 +81,9 @@ def root(
     ``ctx.meta``)."""
     ctx.obj = Workspace.resolve(home)
     ctx.meta[DB_KEY] = db_url
+    # Compiled kernels kept with the workspace, not in /tmp: a later run of the same shapes
+    # (this worker's next run, another worker, after a reboot) loads them instead of compiling.
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ctx.obj.root / "cache" / "inductor"))
 
 
 def main() -> None:
