@@ -132,11 +132,13 @@ def host_copy(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class Written:
-    """A checkpoint on disk: where, of which position, and how long the write took."""
+    """A checkpoint on disk: where, of which position, what it cost the thread that submitted
+    it (the wait for the previous write and the host copy) and how long the write took."""
 
     path: Path
     step: int
     epoch: int
+    blocking_s: float
     write_s: float
 
 
@@ -154,27 +156,25 @@ class CheckpointWriter:
     def submit(self, state: dict[str, Any]) -> None:
         """Copy ``state`` to host memory now and write it in the background (after the
         previous write has finished, so at most one copy is waiting)."""
+        start = time.perf_counter()
         self.wait()
         snapshot = host_copy(state)
-        self._thread = threading.Thread(target=self._write, args=(snapshot,),
+        self._thread = threading.Thread(target=self._write,
+                                        args=(snapshot, time.perf_counter() - start),
                                         name="checkpoint-writer")
         self._thread.start()
 
-    def _write(self, state: dict[str, Any]) -> None:
+    def _write(self, state: dict[str, Any], blocking_s: float) -> None:
         start = time.perf_counter()
         try:
             path = save_checkpoint(self.folder, state, keep=self.keep)
         except BaseException as error:  # handed to the training thread by `wait`
             self._error = error
             return
-        done = Written(path, int(state["step"]), int(state["epoch"]),
+        done = Written(path, int(state["step"]), int(state["epoch"]), blocking_s,
                        time.perf_counter() - start)
         with self._lock:
             self._written.append(done)
-
-    @property
-    def busy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def wait(self) -> None:
         """Block until the write in flight (if any) is on disk; re-raise its error."""

@@ -145,7 +145,6 @@ class Trainer:
         self.compile_s = 0.0
         self.eval_batch = train.batch_size * (EVAL_BATCHES if self.cuda else 1)
         self.writer = None if self.folder is None else CheckpointWriter(self.folder / "checkpoints")
-        self._checkpoint_s: dict[int, float] = {}  # training-thread seconds per step written
 
         self.step = 0  # steps taken
         self.epoch = 0  # epochs completed
@@ -378,9 +377,7 @@ class Trainer:
         for a write still in flight); returns the restarted training clock."""
         if began is not None:
             self.times["epoch"] += self._sync_time() - began
-        start = time.perf_counter()
         self.writer.submit(self.state())
-        self._checkpoint_s[self.step] = time.perf_counter() - start
         yield from self._written()
         return self._sync_time()
 
@@ -393,8 +390,7 @@ class Trainer:
             self.writer.wait()
         for done in self.writer.written():
             yield CheckpointRecord(epoch=done.epoch, step=done.step, path=str(done.path),
-                                   seconds=self._checkpoint_s.pop(done.step, 0.0),
-                                   write_s=done.write_s)
+                                   seconds=done.blocking_s, write_s=done.write_s)
 
     # ------------------------------------------------------------------ evaluation
 
