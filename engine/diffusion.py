@@ -14,7 +14,11 @@ denoising loss
 
 averaged over all elements. Validation reports it twice: stochastic (fresh t and ε each time)
 and with fixed noise (:class:`FixedNoise`: one window, t and ε per validation trajectory, drawn
-once from a fixed seed), so the curves of different runs are comparable point by point.
+once from a fixed seed), so the curves of different runs are comparable point by point. The
+fixed-noise loss is also measured by noise level (:func:`binned_noise`, :func:`binned_loss`):
+the same windows and ε at a fixed t in each bin of :data:`LOSS_BINS`. The sampler multiplies
+ε̂'s error by σ/μ (29 at t = 0.9, 1000 at t = 1), so the bins near t = 1, a sliver of the
+unweighted mean, are where sample quality is decided.
 
 References:
     | Score-based Data Assimilation (Rozet & Louppe, 2023), https://arxiv.org/abs/2306.10574
@@ -25,12 +29,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
 from torch import Tensor, nn
 
 ETA = 1e-3
 FIXED_SEED = 0  # seed of the fixed-noise validation set, the same for every run
+BINNED_SEED = 1  # seed of the binned set
+#: Edges of the t-bins of the binned validation loss, finer towards t = 1 (see above).
+LOSS_BINS: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.99, 1.0)
+BIN_WINDOWS = 16  # windows per bin: the same windows and ε in every bin
 
 EpsilonModel = Callable[[Tensor, Tensor], Tensor]  # ε̂(x_t (B, …), t (B,)) → (B, …)
 
@@ -133,19 +142,12 @@ class FixedNoise:
         Window starts, then t, then ε, all from ``torch.Generator().manual_seed(seed)``: the
         same data and seed give the same set in every run and process, whatever the global RNG.
         """
-        if trajectories.ndim != 5 or trajectories.shape[2] != 2:
-            raise ValueError(f"expected trajectories (N, T, 2, H, W), "
-                             f"got {tuple(trajectories.shape)}")
-        n, length, _, h, w = trajectories.shape
-        if not 0 < window <= length:
-            raise ValueError(f"window {window} does not fit trajectories of {length}")
+        n, length = _check_trajectories(trajectories, window)
         generator = torch.Generator().manual_seed(seed)
         starts = torch.randint(length - window + 1, (n,), generator=generator)
         t = torch.rand(n, generator=generator)
-        eps = torch.randn(n, 2 * window, h, w, generator=generator)
-        time = starts[:, None] + torch.arange(window)  # (N, L)
-        x = trajectories.cpu().float()[torch.arange(n)[:, None], time]  # (N, L, 2, H, W)
-        x = x.flatten(1, 2)  # (N, 2L, H, W)
+        x = _windows(trajectories, torch.arange(n), starts, window)
+        eps = torch.randn(x.shape, generator=generator)
         return cls(noisy=perturb(x, t, eps), t=t, eps=eps, starts=starts)
 
     def __len__(self) -> int:
@@ -156,13 +158,72 @@ class FixedNoise:
         return FixedNoise(*(v.to(device) for v in (self.noisy, self.t, self.eps, self.starts)))
 
 
+def _check_trajectories(trajectories: Tensor, window: int) -> tuple[int, int]:
+    """(N, T) of ``trajectories`` (N, T, 2, H, W) that hold windows of ``window`` states."""
+    if trajectories.ndim != 5 or trajectories.shape[2] != 2:
+        raise ValueError(f"expected trajectories (N, T, 2, H, W), "
+                         f"got {tuple(trajectories.shape)}")
+    n, length = trajectories.shape[:2]
+    if not 0 < window <= length:
+        raise ValueError(f"window {window} does not fit trajectories of {length}")
+    return n, length
+
+
+def _windows(trajectories: Tensor, which: Tensor, starts: Tensor, window: int) -> Tensor:
+    """Windows (M, 2L, H, W) of trajectories ``which`` (M,) from ``starts`` (M,), fp32 CPU."""
+    time = starts[:, None] + torch.arange(window)  # (M, L)
+    return trajectories.cpu().float()[which[:, None], time].flatten(1, 2)
+
+
+def binned_noise(trajectories: Tensor, window: int, edges: tuple[float, ...] = LOSS_BINS,
+                 count: int = BIN_WINDOWS, seed: int = BINNED_SEED) -> FixedNoise:
+    r"""The binned set: ``count`` windows with their ε, each noised at one t per bin.
+
+    Entry ``b · count + i`` is window i at a t drawn uniformly in bin b
+    (``edges[b] … edges[b+1]``); windows (trajectories drawn with replacement, then starts),
+    ε and t come from ``torch.Generator().manual_seed(seed)``, so the set is the same in every
+    run and the bins differ only in t: their losses compare like for like.
+    """
+    n, length = _check_trajectories(trajectories, window)
+    if len(edges) < 2 or any(b <= a for a, b in pairwise(edges)) \
+            or edges[0] < 0 or edges[-1] > 1:
+        raise ValueError(f"bin edges must increase within [0, 1], got {edges}")
+    generator = torch.Generator().manual_seed(seed)
+    which = torch.randint(n, (count,), generator=generator)
+    starts = torch.randint(length - window + 1, (count,), generator=generator)
+    x = _windows(trajectories, which, starts, window)
+    eps = torch.randn(x.shape, generator=generator)
+    low, high = torch.tensor(edges[:-1]), torch.tensor(edges[1:])  # (K,)
+    t = low[:, None] + (high - low)[:, None] * torch.rand(len(low), count, generator=generator)
+    bins = len(low)
+    x, eps, t = x.repeat(bins, 1, 1, 1), eps.repeat(bins, 1, 1, 1), t.flatten()
+    return FixedNoise(noisy=perturb(x, t, eps), t=t, eps=eps, starts=starts.repeat(bins))
+
+
+def _sample_losses(model: nn.Module, fixed: FixedNoise, batch_size: int) -> Tensor:
+    r"""Per-entry mean of :math:`(\hat\epsilon(x_t, t) - \epsilon)^2` (N,) float64, batched,
+    in eval mode without gradients."""
+    device = _device(model)
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            losses = []
+            for b in _batches(len(fixed), batch_size):
+                noisy, t, eps = (v[b].to(device) for v in (fixed.noisy, fixed.t, fixed.eps))
+                losses.append((model(noisy, t).float() - eps).square().flatten(1).mean(1))
+            return torch.cat(losses).double()
+    finally:
+        model.train(training)
+
+
 def fixed_noise_loss(model: nn.Module, fixed: FixedNoise, batch_size: int = 64) -> float:
     r"""Mean of :math:`(\hat\epsilon(x_t, t) - \epsilon)^2` on the fixed-noise set, batched."""
-    device = _device(model)
+    return float(_sample_losses(model, fixed, batch_size).mean())
 
-    def losses() -> Iterator[tuple[Tensor, int]]:
-        for b in _batches(len(fixed), batch_size):
-            noisy, t, eps = (v[b].to(device) for v in (fixed.noisy, fixed.t, fixed.eps))
-            yield (model(noisy, t).float() - eps).square().mean(), len(t)
 
-    return _evaluate(model, losses())
+def binned_loss(model: nn.Module, binned: FixedNoise, bins: int,
+                batch_size: int = 64) -> tuple[float, ...]:
+    """The fixed-noise loss of each of the ``bins`` t-bins of a `binned_noise` set."""
+    losses = _sample_losses(model, binned, batch_size).reshape(bins, -1).mean(1)
+    return tuple(float(v) for v in losses.cpu())

@@ -68,6 +68,8 @@ class EpochRecord:
     valid_s: float
     sample_s: float
     train_s: float
+    # the fixed-noise loss per t-bin of `diffusion.LOSS_BINS` (same windows and ε in each bin)
+    fixed_valid_bins: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True, eq=False)

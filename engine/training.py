@@ -49,7 +49,16 @@ from . import rng
 from .checkpoint import CheckpointWriter, latest_checkpoint, load_checkpoint, save_weights
 from .dataset import load_split
 from .device import resolve_device
-from .diffusion import FixedNoise, draw_noise, fixed_noise_loss, noise_loss, validation_loss
+from .diffusion import (
+    LOSS_BINS,
+    FixedNoise,
+    binned_loss,
+    binned_noise,
+    draw_noise,
+    fixed_noise_loss,
+    noise_loss,
+    validation_loss,
+)
 from .metrics import (
     CheckpointRecord,
     EpochRecord,
@@ -121,6 +130,7 @@ class Trainer:
                                            window=preset.model.window,
                                            seed=rng.derive_seed(seed, "valid-windows"))
         self.fixed = FixedNoise.draw(data.valid, preset.model.window).to(self.device)
+        self.binned = binned_noise(data.valid, preset.model.window).to(self.device)
         self.generators = {"noise": rng.seeded(rng.derive_seed(seed, "noise"), self.device),
                            "valid": rng.seeded(rng.derive_seed(seed, "valid"), self.device)}
 
@@ -217,7 +227,8 @@ class Trainer:
                                                    optimizer_implementation(self.optimizer),
                                                    self.data),
                                       "compile": self.compiled, "cuda_graph": self.graphed,
-                                      "compile_s": self.compile_s})
+                                      "compile_s": self.compile_s,
+                                      "loss_bins": list(LOSS_BINS)})
         self.model.train()
         while self.epoch < train.epochs:
             began = self._sync_time()
@@ -342,11 +353,11 @@ class Trainer:
         train = self.config.preset.train
         epoch, last = self.epoch, self.epoch + 1 == train.epochs
         self.times["train"] += self.times["epoch"]
-        valid = fixed = None
+        valid = fixed = bins = None
         valid_s = sample_s = 0.0
         if (epoch + 1) % train.valid_every == 0 or last:
             began = self._sync_time()
-            valid, fixed = self.validate()
+            valid, fixed, bins = self.validate()
             valid_s = self._sync_time() - began
         sample = None
         if train.samples_every and ((epoch + 1) % train.samples_every == 0 or last):
@@ -359,7 +370,7 @@ class Trainer:
         losses = self.epoch_losses
         yield EpochRecord(epoch=epoch, step=self.step,
                           train_loss=sum(losses) / len(losses) if losses else math.nan,
-                          valid_loss=valid, fixed_valid_loss=fixed,
+                          valid_loss=valid, fixed_valid_loss=fixed, fixed_valid_bins=bins,
                           epoch_s=self.times["epoch"], valid_s=valid_s, sample_s=sample_s,
                           train_s=self.times["train"])
         if sample is not None:
@@ -394,19 +405,21 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
 
-    def validate(self) -> tuple[float, float]:
-        """(stochastic, fixed-noise) validation losses, with ScheduleFree's averaged weights."""
+    def validate(self) -> tuple[float, float, tuple[float, ...]]:
+        """Stochastic and fixed-noise validation losses, and the fixed-noise loss in each
+        t-bin of `diffusion.LOSS_BINS`, with ScheduleFree's averaged weights."""
         set_eval_mode(self.optimizer)
         try:
             windows = next(iter(self.valid_windows))
             with self._autocast():
                 valid = validation_loss(self.model, windows, self.generators["valid"],
                                         batch_size=self.config.preset.train.batch_size)
-                fixed = fixed_noise_loss(self.model, self.fixed,
-                                         batch_size=self.config.preset.train.batch_size)
+                fixed = fixed_noise_loss(self.model, self.fixed, batch_size=self.eval_batch)
+                bins = binned_loss(self.model, self.binned, len(LOSS_BINS) - 1,
+                                   batch_size=self.eval_batch)
         finally:
             set_train_mode(self.optimizer)
-        return valid, fixed
+        return valid, fixed, bins
 
     def preview(self, count: int, steps: int) -> Any:
         """``count`` generated windows (count, window, 2, H, W) as float32 NumPy, drawn from the

@@ -11,7 +11,10 @@ from torch import Tensor, nn
 from diffbench.engine.config import ModelConfig
 from diffbench.engine.diffusion import (
     ETA,
+    LOSS_BINS,
     FixedNoise,
+    binned_loss,
+    binned_noise,
     denoising_loss,
     fixed_noise_loss,
     mu,
@@ -139,6 +142,42 @@ def test_fixed_noise_loss_by_hand_and_across_model_seeds() -> None:
     assert fixed_noise_loss(net, FixedNoise.draw(data, 3)) == losses[1][1]  # one batch of 7
 
 
+def test_binned_set_differs_between_bins_only_in_t() -> None:
+    data = _trajectories()
+    edges = (0.0, 0.5, 0.9, 1.0)
+    binned = binned_noise(data, window=3, edges=edges, count=5)
+    assert len(binned) == 15 and binned.noisy.shape == (15, 6, 4, 4)
+    t = binned.t.reshape(3, 5)
+    for b in range(3):
+        assert ((t[b] >= edges[b]) & (t[b] <= edges[b + 1])).all()
+        assert torch.equal(binned.eps[5 * b:5 * b + 5], binned.eps[:5])
+    # every entry is its window noised at its own t: x recovered from bin 0 re-noises bin 2
+    x = (binned.noisy[:5] - sigma(t[0])[:, None, None, None] * binned.eps[:5]) \
+        / mu(t[0])[:, None, None, None]
+    torch.testing.assert_close(perturb(x, t[2], binned.eps[:5]), binned.noisy[10:],
+                               rtol=1e-4, atol=1e-4)
+    again = binned_noise(data.clone(), window=3, edges=edges, count=5)
+    assert torch.equal(again.noisy, binned.noisy)  # a fixed set: the same in every run
+    assert binned_noise(data, 3).t.reshape(len(LOSS_BINS) - 1, -1).shape[1] == 16
+
+
+def test_binned_loss_by_hand() -> None:
+    """ε̂ = c scores mean((c − ε)²) in every bin (the same ε); a model that is exact on the
+    perturbed input where t is high (ε̂ = x_t / σ when μ → 0) scores lowest there."""
+    binned = binned_noise(_trajectories(), window=3, edges=(0.0, 0.5, 1.0), count=4)
+    losses = binned_loss(Constant(0.25), binned, bins=2, batch_size=3)
+    expected = (0.25 - binned.eps[:4]).square().mean().item()
+    assert losses == pytest.approx((expected, expected), rel=1e-6)
+
+    class Shrink(Constant):
+        def forward(self, x: Tensor, t: Tensor) -> Tensor:
+            return x / sigma(t)[:, None, None, None]
+
+    low, high = binned_loss(Shrink(0.0), binned, bins=2)
+    assert high < low
+    assert fixed_noise_loss(Shrink(0.0), binned) == pytest.approx((low + high) / 2, rel=1e-6)
+
+
 def test_bad_inputs() -> None:
     with pytest.raises(ValueError, match="trajectories"):
         FixedNoise.draw(torch.zeros(3, 6, 4, 4), window=3)
@@ -146,3 +185,5 @@ def test_bad_inputs() -> None:
         FixedNoise.draw(_trajectories(), window=7)
     with pytest.raises(ValueError, match="batch"):
         fixed_noise_loss(Constant(0.0), FixedNoise.draw(_trajectories(), 3), batch_size=0)
+    with pytest.raises(ValueError, match="edges"):
+        binned_noise(_trajectories(), 3, edges=(0.0, 0.5, 0.5, 1.0))

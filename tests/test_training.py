@@ -17,6 +17,7 @@ import torch
 from diffbench.engine.checkpoint import latest_checkpoint, load_checkpoint
 from diffbench.engine.config import Preset, override
 from diffbench.engine.dataset import generate_dataset
+from diffbench.engine.diffusion import LOSS_BINS
 from diffbench.engine.metrics import (
     CheckpointRecord,
     EpochRecord,
@@ -83,6 +84,10 @@ def test_loss_falls_and_every_record_is_there(quick_preset, data, tmp_path):
     assert last.train_loss < 0.8 * first.train_loss, (first, last)
     assert last.fixed_valid_loss < first.fixed_valid_loss
     assert all(e.valid_loss is not None and e.epoch_s > 0 and e.valid_s > 0 for e in epochs)
+    bins = len(LOSS_BINS) - 1
+    assert all(len(e.fixed_valid_bins) == bins for e in epochs)
+    # the bins near t = 1 are nearly pure noise in, noise out: an easier target than t ≈ 0
+    assert last.fixed_valid_bins[-1] < last.fixed_valid_bins[0]
     assert last.train_s == pytest.approx(sum(e.epoch_s for e in epochs))
 
     samples = [r for r in records if isinstance(r, SampleRecord)]
@@ -209,8 +214,8 @@ def test_resume_is_bit_exact(optimizer, quick_preset, data, tmp_path):
     whole_epochs = [r for r in whole_records if isinstance(r, EpochRecord)]
     resumed_epochs = [r for r in records if isinstance(r, EpochRecord)]
     for a, b in zip(whole_epochs[1:], resumed_epochs, strict=True):
-        assert (a.train_loss, a.valid_loss, a.fixed_valid_loss) == \
-            (b.train_loss, b.valid_loss, b.fixed_valid_loss)
+        assert (a.train_loss, a.valid_loss, a.fixed_valid_loss, a.fixed_valid_bins) == \
+            (b.train_loss, b.valid_loss, b.fixed_valid_loss, b.fixed_valid_bins)
 
 
 def test_a_checkpoint_resumes_on_another_device_spec_but_not_another_run(
