@@ -194,6 +194,9 @@ class EpochMetric:
     valid_s: float
     sample_s: float
     train_s: float
+    # the fixed-noise loss per t-bin (edges: the run's provenance["loss_bins"]); None on
+    # epochs without validation and rows from before the engine measured it
+    fixed_valid_bins: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -278,7 +281,9 @@ def _float(value: Any) -> float:
 
 
 def _field(record: Any, name: str) -> Any:
-    return record[name] if isinstance(record, Mapping) else getattr(record, name)
+    if isinstance(record, Mapping):  # a mapping may leave out what older writers lacked
+        return record.get(name) if name in _OPTIONAL_FIELDS else record[name]
+    return getattr(record, name)
 
 
 # ----------------------------------------------------------------------------- queue
@@ -626,6 +631,8 @@ def _metric_values(table: type, run_id: int, record: Any, names: Sequence[str]
         value = _field(record, name)
         if name in flagged:
             values[name], values[f"{name}_kind"] = split_float(value)
+        elif isinstance(value, list | tuple):  # per-bin losses: a JSON list, NaN kept
+            values[name] = [float(v) for v in value]
         elif isinstance(value, float) and not math.isfinite(value):
             values[name] = None  # timings: finite by construction
         else:
@@ -636,7 +643,9 @@ def _metric_values(table: type, run_id: int, record: Any, names: Sequence[str]
 _STEP_FIELDS = ("step", "epoch", "loss", "lr", "grad_norm", "data_ms", "compute_ms",
                 "optimizer_ms")
 _EPOCH_FIELDS = ("epoch", "step", "train_loss", "valid_loss", "fixed_valid_loss", "epoch_s",
-                 "valid_s", "sample_s", "train_s")
+                 "valid_s", "sample_s", "train_s", "fixed_valid_bins")
+#: Fields a mapping may leave out (None): the per-bin losses came later than the rest.
+_OPTIONAL_FIELDS = frozenset({"fixed_valid_bins"})
 
 
 def add_step_metrics(db: Database, run_id: int, records: Iterable[Any]) -> int:
@@ -654,7 +663,8 @@ def add_step_metrics(db: Database, run_id: int, records: Iterable[Any]) -> int:
 
 
 def add_epoch_metrics(db: Database, run_id: int, records: Iterable[Any]) -> int:
-    """Insert epoch records (`engine.metrics.EpochRecord`s or mappings) in one statement."""
+    """Insert epoch records (`engine.metrics.EpochRecord`s or mappings; a mapping may leave
+    out ``fixed_valid_bins``) in one statement."""
     rows = [_metric_values(EpochMetricRow, run_id, r, _EPOCH_FIELDS) for r in records]
     if rows:
         with db.session(write=True) as session:
@@ -704,7 +714,9 @@ def _epoch(row: EpochMetricRow) -> EpochMetric:
                        fixed_valid_loss=join_float(row.fixed_valid_loss,
                                                    row.fixed_valid_loss_kind),
                        epoch_s=_float(row.epoch_s), valid_s=_float(row.valid_s),
-                       sample_s=_float(row.sample_s), train_s=_float(row.train_s))
+                       sample_s=_float(row.sample_s), train_s=_float(row.train_s),
+                       fixed_valid_bins=None if row.fixed_valid_bins is None
+                       else tuple(row.fixed_valid_bins))
 
 
 def metrics_since(db: Database, run_id: int, cursor: MetricsCursor | None = None, *,

@@ -248,6 +248,9 @@ class EpochMetricRow(Base):
     valid_s: Mapped[float | None] = mapped_column(sa.Float(precision=53))
     sample_s: Mapped[float | None] = mapped_column(sa.Float(precision=53))
     train_s: Mapped[float | None] = mapped_column(sa.Float(precision=53))
+    # one fixed-noise loss per t-bin of the run's provenance["loss_bins"] (revision 0003);
+    # NULL on epochs without validation and on rows written before the engine measured it
+    fixed_valid_bins: Mapped[list[float] | None] = mapped_column(JSONValue())
 
 
 class SampleRow(Base):

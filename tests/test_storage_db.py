@@ -9,6 +9,8 @@ import sqlalchemy as sa
 from diffbench.storage import migrations
 from diffbench.storage.db import (
     ENV_VAR,
+    Database,
+    SchemaOutdated,
     SchemaTooNew,
     StorageError,
     create_engine,
@@ -29,7 +31,7 @@ def url(request, tmp_path):
 def test_fresh_database_is_migrated_to_head(url):
     db = open_database(url)
     with db.engine.connect() as connection:
-        assert migrations.current(connection) == migrations.head() == "0002"
+        assert migrations.current(connection) == migrations.head() == "0003"
         assert set(sa.inspect(connection).get_table_names()) >= TABLES
     db.dispose()
     again = open_database(url)  # at head: no-op
@@ -77,6 +79,56 @@ def test_migration_matches_models(url):
         diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     db.dispose()
     assert [d for d in diff if d[0] != "modify_type"] == []
+
+
+def test_populated_0002_database_upgrades_to_per_bin_losses(url):
+    """A database that an older diffbench filled (a finished run with epochs, at revision
+    0002) is refused until upgraded; then its rows read back as before, without per-bin
+    losses, and a new run's epochs keep theirs."""
+    from alembic import command
+
+    from diffbench.storage import queue as q
+
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        command.upgrade(migrations._config(connection), "0002")
+    old = Database(engine)  # what the older diffbench wrote, through today's queue API
+    worker = q.register_worker(old, host="h", pid=1, device="cpu").id
+    (run_id,) = q.enqueue(old, [q.RunSpec("tiny", "adamw", "linear", 1e-3, 0.01, 0)]).ids
+    q.claim_next(old, worker)
+    q.record_start(old, run_id, worker, provenance={"device": "cpu"})
+    with engine.begin() as connection:  # the 0002 table has no fixed_valid_bins column
+        connection.execute(sa.text(
+            "INSERT INTO epoch_metrics (run_id, epoch, step, train_loss, train_loss_kind, "
+            "valid_loss, valid_loss_kind, fixed_valid_loss, fixed_valid_loss_kind, epoch_s, "
+            "valid_s, sample_s, train_s) VALUES (:run, :epoch, :step, :loss, 0, :loss, 0, "
+            ":loss, 0, 1.0, 0.1, 0.0, :train_s)"),
+            [{"run": run_id, "epoch": e, "step": 5 * (e + 1), "loss": 1.0 / (e + 1),
+              "train_s": e + 1.0} for e in range(2)])
+    q.finish(old, run_id, worker, "done", summary={"final_fixed_valid_loss": 0.5})
+    engine.dispose()
+
+    with pytest.raises(SchemaOutdated, match=r"0002.*diffbench db upgrade"):
+        open_database(url)
+    db = open_database(url, upgrade=True)
+    try:
+        with db.engine.connect() as connection:
+            assert migrations.current(connection) == "0003"
+        epochs = q.metrics_since(db, run_id).epochs
+        assert [(e.epoch, e.fixed_valid_loss, e.fixed_valid_bins) for e in epochs] == [
+            (0, 1.0, None), (1, 0.5, None)]
+        assert q.get_run(db, run_id).summary == {"final_fixed_valid_loss": 0.5}
+        (new,) = q.enqueue(db, [q.RunSpec("tiny", "muon", "linear", 1e-3, 0.01, 0)]).ids
+        q.claim_next(db, worker)
+        q.add_epoch_metrics(db, new, [
+            {"epoch": 0, "step": 5, "train_loss": 0.9, "valid_loss": 0.8,
+             "fixed_valid_loss": 0.7, "epoch_s": 1.0, "valid_s": 0.1, "sample_s": 0.0,
+             "train_s": 1.0, "fixed_valid_bins": [0.2, 0.9, 3.5]}])
+        (epoch,) = q.metrics_since(db, new).epochs
+        assert epoch.fixed_valid_bins == (0.2, 0.9, 3.5)
+        assert [e.fixed_valid_bins for e in q.metrics_since(db, run_id).epochs] == [None, None]
+    finally:
+        db.dispose()
 
 
 def test_url_precedence(tmp_path, monkeypatch):

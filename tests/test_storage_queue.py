@@ -12,6 +12,7 @@ import multiprocessing
 import numpy as np
 import pytest
 
+from diffbench.engine.metrics import EpochRecord
 from diffbench.storage import queue as q
 from diffbench.storage.db import NotFound, open_database
 from diffbench.storage.states import IllegalTransition, Status
@@ -196,12 +197,35 @@ def test_non_finite_metrics_round_trip(db, worker):
                                           train_s=1.0)])
     (epoch,) = q.metrics_since(db, run_id).epochs
     assert math.isnan(epoch.train_loss) and epoch.valid_loss is None
-    assert epoch.fixed_valid_loss == math.inf
+    assert epoch.fixed_valid_loss == math.inf and epoch.fixed_valid_bins is None
     summary = {"final_loss": math.nan, "best": -math.inf, "nested": [math.inf, 1.0]}
     done = q.finish(db, run_id, worker.id, "diverged", summary=summary)
     assert math.isnan(done.summary["final_loss"]) and done.summary["best"] == -math.inf
     assert done.summary["nested"] == [math.inf, 1.0]
     assert q.get_run(db, run_id).steps_done == 3
+
+
+def test_epoch_loss_bins_round_trip(db, worker):
+    """Per-bin losses from an `EpochRecord` (a tuple, NaN kept) and from a mapping; None on
+    an epoch without validation and on a mapping that leaves them out."""
+    (run_id,) = q.enqueue(db, [spec()]).ids
+    q.claim_next(db, worker.id)
+    bins = (0.9, 0.5, 0.25, math.nan, math.inf)
+    timing = dict(epoch_s=1.0, valid_s=0.1, sample_s=0.0, train_s=1.0)
+    q.add_epoch_metrics(db, run_id, [
+        EpochRecord(epoch=0, step=2, train_loss=1.0, valid_loss=None, fixed_valid_loss=None,
+                    **timing),
+        EpochRecord(epoch=1, step=4, train_loss=0.8, valid_loss=0.7, fixed_valid_loss=0.6,
+                    fixed_valid_bins=bins, **timing)])
+    q.add_epoch_metrics(db, run_id, [
+        dict(epoch=2, step=6, train_loss=0.6, valid_loss=0.5, fixed_valid_loss=0.4,
+             fixed_valid_bins=[0.3, 0.2], **timing),
+        dict(epoch=3, step=8, train_loss=0.5, valid_loss=0.4, fixed_valid_loss=0.3, **timing)])
+    first, second, third, fourth = q.metrics_since(db, run_id).epochs
+    assert first.fixed_valid_bins is None and fourth.fixed_valid_bins is None
+    assert second.fixed_valid_bins[:3] == (0.9, 0.5, 0.25)
+    assert math.isnan(second.fixed_valid_bins[3]) and second.fixed_valid_bins[4] == math.inf
+    assert third.fixed_valid_bins == (0.3, 0.2)
 
 
 def test_metrics_since_is_incremental_and_truncate_drops_the_tail(db, worker):
