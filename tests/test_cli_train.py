@@ -132,7 +132,11 @@ def test_train_writes_a_run_folder(runner, home, toml):
     assert saved["run"]["optimizer"] == "muon"
     assert saved["run"]["lr"] == 1e-3 and saved["run"]["weight_decay"] == 3.2e-2  # preset's best
     assert len(read_jsonl(out / "steps.jsonl")) == 6
-    assert [r["epoch"] for r in read_jsonl(out / "epochs.jsonl")] == [0, 1, 2]
+    epochs = read_jsonl(out / "epochs.jsonl")
+    assert [r["epoch"] for r in epochs] == [0, 1, 2]
+    (start,) = [e for e in read_jsonl(out / "events.jsonl") if e["kind"] == "start"]
+    edges = start["provenance"]["loss_bins"]  # the per-bin losses and their edges
+    assert all(len(r["fixed_valid_bins"]) == len(edges) - 1 for r in epochs)
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["epoch-0001.npz",
                                                                    "epoch-0002.npz"]
     assert (out / "model.pt").is_file() and (out / "checkpoints" / "latest.json").is_file()

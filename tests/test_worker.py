@@ -107,6 +107,10 @@ def test_worker_trains_runs_to_done_diverged_and_failed(home, toml, db):
         metrics = queue.metrics_since(db, run_id)
         assert [s.step for s in metrics.steps] == list(range(1, run.steps_done + 1))
         assert len(metrics.epochs) == 3 and metrics.sample_ids
+        edges = run.provenance["loss_bins"]  # the per-bin losses, with their edges
+        assert run.summary["loss_bins"] == edges and edges[0] == 0 and edges[-1] == 1
+        assert run.summary["final_fixed_valid_bins"] == list(metrics.epochs[-1].fixed_valid_bins)
+        assert len(run.summary["final_fixed_valid_bins"]) == len(edges) - 1
         assert (home / "runs" / str(run_id) / "model.pt").exists()
     assert runs[diverged].status == "diverged", runs[diverged]
     assert "non-finite" in runs[diverged].error
@@ -187,6 +191,7 @@ def test_sigterm_requeues_with_checkpoint_and_another_worker_resumes_exactly(hom
     steps = [s.step for s in queue.metrics_since(db, interrupted).steps]
     assert steps == list(range(1, run.steps_done + 1))  # truncated, then written once
     assert run.summary["final_fixed_valid_loss"] == ref.summary["final_fixed_valid_loss"]
+    assert run.summary["final_fixed_valid_bins"] == ref.summary["final_fixed_valid_bins"]
     mine = torch.load(home / "runs" / str(interrupted) / "model.pt", weights_only=True)
     theirs = torch.load(home / "runs" / str(reference) / "model.pt", weights_only=True)
     assert mine.keys() == theirs.keys()

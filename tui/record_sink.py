@@ -7,9 +7,10 @@ buffered is written before an epoch, checkpoint or final record, so the database
 lags a checkpoint: a run resumed from it truncates exactly what the killed attempt wrote
 after that checkpoint (`queue.truncate_metrics`, on a `StartRecord` with step > 0).
 
-It also keeps what the run's summary needs (final and best losses, mean step times,
-training time, the sample-quality scores under ``"quality"``); on resume it seeds those from
-the rows already stored.
+It also keeps what the run's summary needs (final and best losses, the last epoch's
+fixed-noise loss per t-bin with the bins' edges from the start record's provenance, mean step
+times, training time, the sample-quality scores under ``"quality"``); on resume it seeds
+those from the rows already stored.
 
 Storage only here; engine records are matched by their class names' fields, imported lazily.
 """
@@ -130,7 +131,12 @@ class StorageSink:
 
     def summary(self) -> dict[str, Any]:
         """The run's summary metrics (JSON-ready; non-finite numbers as None, except inside
-        ``"quality"``, present once the run has been assessed)."""
+        ``"quality"``, present once the run has been assessed, and the per-bin losses).
+
+        ``final_fixed_valid_bins`` is the last epoch's loss per t-bin (None when that epoch
+        did not validate), ``loss_bins`` the bins' edges (`engine.diffusion.LOSS_BINS` as the
+        run's provenance recorded them).
+        """
         n = max(self.n_steps, 1)
         data, compute, opt = (self.ms[k] / n for k in ("data_ms", "compute_ms",
                                                        "optimizer_ms"))
@@ -154,6 +160,10 @@ class StorageSink:
         }
         summary = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                    for k, v in values.items()}
+        bins = None if epoch is None else epoch.fixed_valid_bins
+        summary["final_fixed_valid_bins"] = None if bins is None else list(bins)
+        edges = None if self.start is None else self.start.provenance.get("loss_bins")
+        summary["loss_bins"] = None if edges is None else list(edges)
         if self.quality is not None:  # floats kept as they are: a NaN score is a result
             summary["quality"] = self.quality
         return summary
