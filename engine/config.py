@@ -2,7 +2,9 @@
 
 A preset is the whole recipe of a run (data, model, training, quality assessment). It is
 written verbatim into data set attributes and job rows, so every key is required and every
-typo is an error: nothing falls back silently to a default.
+typo is an error: nothing falls back silently to a default. The one exception is a key added
+after presets were stored (a dataclass field with a default): its default is what the code did
+before the key existed, so a stored preset still means what it meant.
 """
 
 from __future__ import annotations
@@ -159,12 +161,20 @@ class QualityConfig:
     steps: int  # sampler steps (spec §3: 256 for whole trajectories)
     corrections: int  # Langevin corrections per step (spec §3: 1)
     tau: float  # corrector step size (spec §3: 0.5)
+    t_start: float = 1.0  # the sampler starts at this t from N(0, σ(t)²) (SDA: 1)
+    remove_mean: bool = False  # the exact ε̂ on each field's spatial mean (SDA: no)
 
     def __post_init__(self) -> None:
         for key in ("trajectories", "length", "steps"):
             _require(getattr(self, key) > 0, f"quality.{key} must be positive")
         _require(self.corrections >= 0, "quality.corrections must be non-negative")
         _require(self.tau > 0, "quality.tau must be positive")
+        _require(0 < self.t_start <= 1, f"quality.t_start must be in (0, 1], got {self.t_start}")
+
+    def sampler(self) -> dict[str, Any]:
+        """The settings that make a set of samples (stored with every score)."""
+        return {key: getattr(self, key) for key in
+                ("steps", "corrections", "tau", "t_start", "remove_mean")}
 
 
 Section = DataConfig | ModelConfig | TrainConfig | QualityConfig
@@ -266,12 +276,15 @@ def parse_section(cls: type[Section], table: object) -> Section:
     if not isinstance(table, Mapping):
         raise PresetError(f"missing section [{cls.section}]")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = dataclasses.fields(cls)
+    names = [f.name for f in fields]
     for key in table:
         _require(key in names, f"unknown key {cls.section}.{key}")
-    for key in names:
-        _require(key in table, f"missing key {cls.section}.{key}")
-    return cls(**{key: _coerce(f"{cls.section}.{key}", table[key], hints[key]) for key in names})
+    for f in fields:  # keys added later have defaults: stored presets without them still load
+        _require(f.name in table or f.default is not dataclasses.MISSING,
+                 f"missing key {cls.section}.{f.name}")
+    return cls(**{key: _coerce(f"{cls.section}.{key}", table[key], hints[key])
+                  for key in names if key in table})
 
 
 def _coerce(key: str, value: object, kind: object) -> object:

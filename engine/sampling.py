@@ -1,7 +1,8 @@
 r"""Sampling from the score U-Net (spec §2–§3): windows, and whole trajectories by composition.
 
-Both run one predictor–corrector sampler from :math:`x_1 \sim \mathcal N(0, I)` down the
-uniform grid :math:`t_i = 1 - i / N`, :math:`i = 0 … N`. With :math:`s = t - 1/N`:
+Both run one predictor–corrector sampler from :math:`x_{t_0} \sim \mathcal N(0, \sigma(t_0)^2 I)`
+down the uniform grid :math:`t_i = t_0 (1 - i / N)`, :math:`i = 0 … N`; SDA starts at
+:math:`t_0 = 1`. With :math:`s` the next point of the grid:
 
 * the predictor is the deterministic DDIM step (exponential integrator of the probability-flow
   ODE in the ε parametrisation),
@@ -15,6 +16,12 @@ uniform grid :math:`t_i = 1 - i / N`, :math:`i = 0 … N`. With :math:`s = t - 1
   .. math:: \delta = \frac{\tau}{\operatorname{mean} \hat\epsilon(x, s)^2}, \qquad
       x \leftarrow x - \sigma(s) \big(\delta\, \hat\epsilon(x, s) + \sqrt{2\delta}\, z\big),
       \qquad z \sim \mathcal N(0, I).
+
+Two assessment settings (docs/QUALITY.md) lean less on what an undertrained network gets wrong
+near t = 1, where the sampler multiplies ε̂'s error by σ/μ (up to 1000): a start
+:math:`t_0 < 1` (at :math:`t_0 = 0.9`, μ = 0.034: the data's part of :math:`x_{t_0}` is a few
+percent of its noise), and :func:`zero_mean` (the data have no spatial mean, so the exact ε̂
+on that mode is known and replaces the network's).
 
 A trajectory of :math:`L` states longer than the window :math:`w` gets its ε̂ by composing the
 :math:`L - w + 1` overlapping windows (SDA's Markov-blanket score): each state takes the output
@@ -49,13 +56,32 @@ def _randn(shape: tuple[int, ...], generator: torch.Generator | None,
     return torch.randn(shape, generator=generator, device=origin).to(device)
 
 
+def zero_mean(eps: Estimator) -> Estimator:
+    r"""``eps`` with the spatial mean of each field (last two axes) replaced by the exact one.
+
+    Every state of the data has zero mean velocity, so the mean of :math:`x_t` is
+    :math:`\sigma(t)\,\bar\epsilon` and the exact :math:`\bar{\hat\epsilon} = \bar x_t /
+    \sigma(t)`; the unweighted loss gives that mode weight 1/(H·W) and networks pass only a few
+    percent of it (docs/QUALITY.md).
+    """
+    def estimate(x: Tensor, t: Tensor) -> Tensor:
+        e = eps(x, t)
+        scale = sigma(t).reshape(-1, *(1,) * (x.ndim - 1)).to(x.dtype)
+        return e - e.mean((-2, -1), keepdim=True) + x.mean((-2, -1), keepdim=True) / scale
+
+    return estimate
+
+
 def predictor_corrector(eps: Estimator, x: Tensor, steps: int, corrections: int = 0,
-                        tau: float = 0.5, generator: torch.Generator | None = None) -> Tensor:
-    """Integrate from ``x`` at t = 1 to t = 0 in ``steps`` DDIM steps, each followed by
+                        tau: float = 0.5, generator: torch.Generator | None = None,
+                        t_start: float = 1.0) -> Tensor:
+    """Integrate from ``x`` at ``t_start`` to t = 0 in ``steps`` DDIM steps, each followed by
     ``corrections`` Langevin steps; the first axis of ``x`` is the batch."""
     if steps < 1 or corrections < 0:
         raise ValueError(f"need steps ≥ 1 and corrections ≥ 0, got {steps} and {corrections}")
-    time = torch.linspace(1, 0, steps + 1, dtype=torch.float64)
+    if not 0 < t_start <= 1:
+        raise ValueError(f"need 0 < t_start ≤ 1, got {t_start}")
+    time = torch.linspace(t_start, 0, steps + 1, dtype=torch.float64)
     ones = torch.ones(len(x), device=x.device)  # (B,)
     event = tuple(range(1, x.ndim))
     for t, s in pairwise(time):
@@ -81,16 +107,26 @@ def _evaluating(model: nn.Module) -> Iterator[torch.device]:
         model.train(training)
 
 
+def _start(shape: tuple[int, ...], t_start: float, generator: torch.Generator | None,
+           device: torch.device) -> Tensor:
+    """x at ``t_start``: N(0, σ(t_start)²), the marginal's noise part (σ(1) = 1 exactly)."""
+    return _randn(shape, generator, device) * float(sigma(torch.tensor(t_start,
+                                                                       dtype=torch.float64)))
+
+
 def sample_windows(model: nn.Module, count: int, shape: tuple[int, ...], steps: int = 64,
                    corrections: int = 0, tau: float = 0.5,
-                   generator: torch.Generator | None = None) -> Tensor:
+                   generator: torch.Generator | None = None, *, t_start: float = 1.0,
+                   remove_mean: bool = False) -> Tensor:
     """``count`` windows of ``shape`` (2w, H, W) from ``model``: (count, 2w, H, W).
 
-    Previews use the defaults: 64 steps, no corrector (spec §3).
+    Previews use the defaults: 64 steps, no corrector (spec §3). ``remove_mean`` uses the
+    exact ε̂ on each field's spatial mean (`zero_mean`).
     """
+    eps = zero_mean(model) if remove_mean else model
     with _evaluating(model) as device:
-        x = _randn((count, *shape), generator, device)
-        return predictor_corrector(model, x, steps, corrections, tau, generator)
+        x = _start((count, *shape), t_start, generator, device)
+        return predictor_corrector(eps, x, steps, corrections, tau, generator, t_start)
 
 
 def composed_noise(model: nn.Module, x: Tensor, t: Tensor, batch_size: int = 64) -> Tensor:
@@ -115,13 +151,18 @@ def composed_noise(model: nn.Module, x: Tensor, t: Tensor, batch_size: int = 64)
 
 def sample_trajectory(model: nn.Module, length: int, count: int, shape: tuple[int, int, int],
                       steps: int = 256, corrections: int = 1, tau: float = 0.5,
-                      generator: torch.Generator | None = None, batch_size: int = 64) -> Tensor:
+                      generator: torch.Generator | None = None, batch_size: int = 64, *,
+                      t_start: float = 1.0, remove_mean: bool = False) -> Tensor:
     """``count`` trajectories of ``length`` states of ``shape`` (2, H, W): (count, L, 2, H, W).
 
     The score of the whole trajectory is composed from the model's windows
-    (:func:`composed_noise`); the defaults are the spec's: 256 steps, 1 correction, τ = 0.5.
+    (:func:`composed_noise`); the defaults are the spec's: 256 steps, 1 correction, τ = 0.5,
+    from t = 1, the network's own ε̂ on every mode.
     """
+    def eps(x: Tensor, t: Tensor) -> Tensor:
+        return composed_noise(model, x, t, batch_size)
+
     with _evaluating(model) as device:
-        x = _randn((count, length, *shape), generator, device)
-        return predictor_corrector(lambda x, t: composed_noise(model, x, t, batch_size), x,
-                                   steps, corrections, tau, generator)
+        x = _start((count, length, *shape), t_start, generator, device)
+        return predictor_corrector(zero_mean(eps) if remove_mean else eps, x, steps,
+                                   corrections, tau, generator, t_start)

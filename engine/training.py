@@ -439,18 +439,19 @@ class Trainer:
         return x.float().cpu().reshape(count, window, 2, size, size).numpy()
 
     def assess_quality(self) -> QualityRecord | None:
-        """Sample quality against the test split (engine/quality.py), timed apart; None when
-        the preset turns it off or the data have no file to read the test split from (data
-        built in memory, as benchmarks do)."""
+        """Sample quality against the test split (engine/quality.py), in fp32, with the
+        validation split as the data-vs-data floor, timed apart; None when the preset turns
+        it off or the data have no file to read the test split from (data built in memory, as
+        benchmarks do)."""
         settings = self.config.preset.quality
         if not settings.enabled or not self.data.source:
             return None
         began = self._sync_time()
         reference = load_split(Path(self.data.source), "test")
         generator = rng.seeded(QUALITY_SEED, self.device)
-        with self._autocast():
-            scores = assess(self.model, reference, self.config.preset.data, settings,
-                            generator=generator, batch_size=self.eval_batch)
+        scores = assess(self.model, reference, self.config.preset.data, settings,
+                        generator=generator, batch_size=self.eval_batch,
+                        floor=self.data.valid.numpy())
         scores = dataclasses.replace(scores, seconds=self._sync_time() - began)
         return QualityRecord(epoch=self.epoch, step=self.step, scores=scores.to_dict())
 
