@@ -23,20 +23,25 @@ from diffbench.storage.queue import (
 )
 from diffbench.tui.cli import app
 
+EDGES = [0.0, 0.5, 0.9, 0.995, 1.0]  # t-bin edges, as the trainer's provenance records them
+BINS = [0.02, 0.3, 1.5, 40.0]  # run 1's last epoch, one loss per bin
+BIN_COLUMNS = ("t0.00-0.50", "t0.50-0.90", "t0.90-0.995", "t0.995-1.00")
 SUMMARY = {"status": "done", "steps": 20, "epochs": 4, "final_train_loss": 0.5,
            "final_valid_loss": 0.6, "final_fixed_valid_loss": 0.55, "best_valid_loss": 0.58,
-           "ms_per_step": 12.5, "compute_ms": 10.0, "optimizer_ms": 2.0, "train_s": 3.2}
+           "ms_per_step": 12.5, "compute_ms": 10.0, "optimizer_ms": 2.0, "train_s": 3.2,
+           "final_fixed_valid_bins": BINS, "loss_bins": EDGES}
 
 
-def _epoch(epoch: int, loss: float) -> dict[str, float]:
+def _epoch(epoch: int, loss: float, bins: list[float] | None = None) -> dict[str, object]:
     return {"epoch": epoch, "step": 5 * (epoch + 1), "train_loss": loss, "valid_loss": loss + 0.1,
             "fixed_valid_loss": loss + 0.05, "epoch_s": 1.0, "valid_s": 0.1, "sample_s": 0.0,
-            "train_s": 0.8 * (epoch + 1)}
+            "train_s": 0.8 * (epoch + 1), "fixed_valid_bins": bins}
 
 
 @pytest.fixture
 def url(tmp_path: Path) -> str:
-    """Three runs: 1 done (summary, 2 epochs, provenance), 2 diverged (NaN loss), 3 queued."""
+    """Three runs: 1 done (summary, 2 epochs, provenance; per-bin losses on its last epoch),
+    2 diverged (NaN loss; from before per-bin losses, like an upgraded database's), 3 queued."""
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
     db = open_database(url)
     try:
@@ -45,8 +50,9 @@ def url(tmp_path: Path) -> str:
                      ("adamw", "muon", "sgd")])
         worker = register_worker(db, host="h", pid=1, device="cpu")
         run = claim_next(db, worker.id)
-        record_start(db, run.id, worker.id, provenance={"device": "cpu", "git_commit": "abc"})
-        add_epoch_metrics(db, run.id, [_epoch(0, 1.0), _epoch(1, 0.5)])
+        record_start(db, run.id, worker.id, provenance={"device": "cpu", "git_commit": "abc",
+                                                        "loss_bins": EDGES})
+        add_epoch_metrics(db, run.id, [_epoch(0, 1.0), _epoch(1, 0.5, BINS)])
         finish(db, run.id, worker.id, "done", summary=SUMMARY, steps_done=20)
         run = claim_next(db, worker.id)
         add_epoch_metrics(db, run.id, [_epoch(0, math.nan)])
@@ -113,6 +119,38 @@ def test_export_csv_with_metrics(runner, url, tmp_path):
         epochs = list(csv.DictReader(file))
     assert [(e["run_id"], e["epoch"]) for e in epochs] == [("1", "0"), ("1", "1"), ("2", "0")]
     assert math.isnan(float(epochs[2]["train_loss"]))  # diverged: NaN kept
+
+
+def test_loss_bins_are_columns_named_by_their_edges(runner, url, tmp_path):
+    """Per-bin losses: one column per t-bin named by its edges, per run (final) and per
+    epoch, the same in CSV and JSON; empty for old runs and epochs without them."""
+    out = tmp_path / "results.csv"
+    assert cli(runner, url, "runs", "export", str(out), "--metrics").exit_code == 0
+    with out.open() as file:
+        rows = list(csv.DictReader(file))
+    finals = [f"final_fixed_valid_{c}" for c in BIN_COLUMNS]
+    assert [float(rows[0][c]) for c in finals] == BINS
+    assert [rows[i][c] for i in (1, 2) for c in finals] == [""] * 8  # diverged, queued
+    assert not {"loss_bins", "final_fixed_valid_bins", "provenance.loss_bins"} & rows[0].keys()
+    with (tmp_path / "results-epochs.csv").open() as file:
+        epochs = list(csv.DictReader(file))
+    per_epoch = [f"fixed_valid_{c}" for c in BIN_COLUMNS]
+    assert list(epochs[0])[-4:] == per_epoch  # after the epoch fields
+    assert [float(epochs[1][c]) for c in per_epoch] == BINS
+    assert [epochs[i][c] for i in (0, 2) for c in per_epoch] == [""] * 8
+
+    listed = json.loads(cli(runner, url, "runs", "ls", "--json").stdout)
+    assert [listed[0][c] for c in finals] == BINS and finals[0] not in listed[1]
+    exported = tmp_path / "results.json"
+    assert cli(runner, url, "runs", "export", str(exported), "--metrics").exit_code == 0
+    data = json.loads(exported.read_text())
+    assert [data[0]["epochs"][1][c] for c in per_epoch] == BINS
+    shown = json.loads(cli(runner, url, "runs", "show", "1", "--json").stdout)
+    assert shown["epochs"] == data[0]["epochs"]
+    assert shown["summary"]["final_fixed_valid_bins"] == BINS
+    table = cli(runner, url, "runs", "show", "1").stdout
+    assert "by noise level" in table and all(c in table for c in BIN_COLUMNS)
+    assert "by noise level" not in cli(runner, url, "runs", "show", "2").stdout
 
 
 # The columns issue 4 documents for `runs export` (one row per run).

@@ -8,6 +8,7 @@ stderr. NO_COLOR (any non-empty value) turns colour off. Nothing here imports to
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import math
 import os
@@ -148,6 +149,27 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
                          else escape(text))
         table.add_row(*cells)
     console().print(table)
+
+
+def t_bin(low: float, high: float) -> str:
+    """A noise-level bin's name, ``t0.90-0.95``: stable across runs and exports because it
+    is made of the edges (two decimals; more where two would round an edge)."""
+    def edge(value: float) -> str:
+        return f"{value:.2f}" if round(value, 2) == value else repr(float(value))
+
+    return f"t{edge(low)}-{edge(high)}"
+
+
+def bin_cells(prefix: str, losses: Sequence[float] | None,
+              edges: Sequence[float] | None) -> dict[str, float]:
+    """One cell per t-bin loss, named ``<prefix>t0.90-0.95`` (`t_bin`), or by its index
+    (``<prefix>bin3``) where the run recorded no edges that fit; none without losses."""
+    if losses is None:
+        return {}
+    names = ([t_bin(low, high) for low, high in itertools.pairwise(edges)]
+             if edges is not None and len(edges) == len(losses) + 1
+             else [f"bin{i}" for i in range(len(losses))])
+    return {f"{prefix}{name}": loss for name, loss in zip(names, losses, strict=True)}
 
 
 def flatten(mapping: Mapping[str, Any] | None, prefix: str = "") -> dict[str, Any]:

@@ -8,6 +8,12 @@ and `runs show --json` print the same rows.
 `runs export PATH --metrics` also writes the per-epoch curves in long format (one row per
 run and epoch): beside a CSV or parquet file as ``<stem>-epochs.<ext>``; inside a JSON
 export as each run's ``"epochs"`` list.
+
+The fixed-noise loss per noise level (t-bin) is one column per bin in every format, named
+by the bin's edges (`output.t_bin`): ``fixed_valid_t0.90-0.95`` per epoch,
+``final_fixed_valid_t0.90-0.95`` per run (the summary's last-epoch bins; the edges, which
+the names carry, are not a column of their own). Runs from before the bins were measured
+have none: empty cells.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import typer
 from .errors import UserError, require, user_errors
 from .output import (
     JsonOption,
+    bin_cells,
     console,
     database,
     flatten,
@@ -54,17 +61,27 @@ LS_SUMMARY = ("final_train_loss", "final_valid_loss", "final_fixed_valid_loss",
               "best_valid_loss", "ms_per_step")
 
 
+def loss_bins(run: Run) -> list[float] | None:
+    """The edges of the run's t-bins, as its summary or (while it runs) provenance has them."""
+    return (run.summary or {}).get("loss_bins") or (run.provenance or {}).get("loss_bins")
+
+
 def run_row(run: Run) -> dict[str, Any]:
     """One flat row per run (see the module docstring)."""
+    summary = dict(run.summary or {})
+    final_bins = summary.pop("final_fixed_valid_bins", None)
+    summary.pop("loss_bins", None)
+    provenance = {k: v for k, v in (run.provenance or {}).items() if k != "loss_bins"}
     row: dict[str, Any] = {
         "id": run.id, "status": run.status.value, "preset": run.preset,
         "optimizer": run.optimizer, "schedule": run.schedule, "lr": run.lr,
         "wd": run.weight_decay, "seed": run.seed, "epochs": run.epochs,
         "steps_done": run.steps_done, "attempts": run.attempts, "priority": run.priority,
         "tags": ",".join(run.tags)}
-    for key, value in flatten(run.summary).items():
+    for key, value in flatten(summary).items():
         row[key if key not in row else f"summary.{key}"] = value
-    for key, value in flatten(run.provenance).items():
+    row.update(bin_cells("final_fixed_valid_", final_bins, loss_bins(run)))
+    for key, value in flatten(provenance).items():
         row[key if key not in row else f"provenance.{key}"] = value
     row.update(created_at=run.created_at, started_at=run.started_at,
                finished_at=run.finished_at, error=run.error)
@@ -132,14 +149,21 @@ def show(
     _show(ctx, run_id, as_json=json_)
 
 
-def _epochs(db: Database, run_id: int) -> list[dict[str, Any]]:
+def _epochs(db: Database, run: Run) -> list[dict[str, Any]]:
+    """The run's epoch rows: `EPOCH_FIELDS`, then one ``fixed_valid_t…`` cell per t-bin."""
     import dataclasses
 
     from diffbench.storage.queue import metrics_since
 
-    batch = metrics_since(db, run_id)
-    return [{k: v for k, v in dataclasses.asdict(e).items() if k in EPOCH_FIELDS}
-            for e in batch.epochs]
+    edges = loss_bins(run)
+    return [{**{k: v for k, v in dataclasses.asdict(e).items() if k in EPOCH_FIELDS},
+             **bin_cells("fixed_valid_", e.fixed_valid_bins, edges)}
+            for e in metrics_since(db, run.id).epochs]
+
+
+def epoch_columns(epochs: list[dict[str, Any]]) -> list[str]:
+    """`EPOCH_FIELDS`, then the t-bin columns of any row (first-seen order)."""
+    return list(dict.fromkeys([*EPOCH_FIELDS, *(k for e in epochs for k in e)]))
 
 
 def _show(ctx: typer.Context, run_id: int, *, as_json: bool) -> None:
@@ -147,7 +171,7 @@ def _show(ctx: typer.Context, run_id: int, *, as_json: bool) -> None:
 
     with database(ctx) as db:
         run = get_run(db, run_id)
-        epochs = _epochs(db, run_id)
+        epochs = _epochs(db, run)
     if as_json:
         print_json({**run_dict(run), "epochs": epochs})
         return
@@ -170,6 +194,12 @@ def _show(ctx: typer.Context, run_id: int, *, as_json: bool) -> None:
     if epochs:
         print_table(EPOCH_FIELDS[1:], [[e[c] for c in EPOCH_FIELDS[1:]] for e in epochs],
                     title="Epochs")
+    bins = epoch_columns(epochs)[len(EPOCH_FIELDS):]
+    binned = [e for e in epochs if any(c in e for c in bins)]
+    if binned:
+        print_table(["epoch", *(c.removeprefix("fixed_valid_") for c in bins)],
+                    [[e["epoch"], *(e.get(c) for c in bins)] for e in binned],
+                    title="Fixed-noise validation loss by noise level (t-bin)")
     if run.traceback:
         out.print(run.traceback, markup=False, highlight=False)
 
@@ -218,7 +248,7 @@ def _export(ctx: typer.Context, path: Path, kind: str, *, metrics: bool,
     with database(ctx) as db:
         runs = _runs(db, status)
         rows = [run_row(r) for r in runs]
-        epochs = [e for r in runs for e in _epochs(db, r.id)] if metrics else []
+        epochs = [e for r in runs for e in _epochs(db, r)] if metrics else []
     names = columns(rows)
     written = [path]
     with user_errors():
@@ -233,7 +263,7 @@ def _export(ctx: typer.Context, path: Path, kind: str, *, metrics: bool,
             write = write_csv if kind == "csv" else _write_parquet
             write(path, names, rows)
             if metrics:
-                write(side, list(EPOCH_FIELDS), epochs)
+                write(side, epoch_columns(epochs), epochs)
                 written.append(side)
     notice(f"exported {len(rows)} runs to {', '.join(map(str, written))}")
 
