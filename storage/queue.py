@@ -120,6 +120,12 @@ class Run:
     error: str | None
     traceback: str | None
 
+    @property
+    def loss_bins(self) -> list[float] | None:
+        """Edges of the t-bins of its per-bin losses: the summary's, else (while it runs) the
+        provenance's; None for runs from before the bins were measured."""
+        return (self.summary or {}).get("loss_bins") or (self.provenance or {}).get("loss_bins")
+
     @classmethod
     def from_row(cls, row: RunRow) -> Run:
         values = {f: getattr(row, f) for f in cls.__dataclass_fields__}

@@ -61,11 +61,6 @@ LS_SUMMARY = ("final_train_loss", "final_valid_loss", "final_fixed_valid_loss",
               "best_valid_loss", "ms_per_step")
 
 
-def loss_bins(run: Run) -> list[float] | None:
-    """The edges of the run's t-bins, as its summary or (while it runs) provenance has them."""
-    return (run.summary or {}).get("loss_bins") or (run.provenance or {}).get("loss_bins")
-
-
 def run_row(run: Run) -> dict[str, Any]:
     """One flat row per run (see the module docstring)."""
     summary = dict(run.summary or {})
@@ -80,7 +75,7 @@ def run_row(run: Run) -> dict[str, Any]:
         "tags": ",".join(run.tags)}
     for key, value in flatten(summary).items():
         row[key if key not in row else f"summary.{key}"] = value
-    row.update(bin_cells("final_fixed_valid_", final_bins, loss_bins(run)))
+    row.update(bin_cells("final_fixed_valid_", final_bins, run.loss_bins))
     for key, value in flatten(provenance).items():
         row[key if key not in row else f"provenance.{key}"] = value
     row.update(created_at=run.created_at, started_at=run.started_at,
@@ -155,9 +150,8 @@ def _epochs(db: Database, run: Run) -> list[dict[str, Any]]:
 
     from diffbench.storage.queue import metrics_since
 
-    edges = loss_bins(run)
     return [{**{k: v for k, v in dataclasses.asdict(e).items() if k in EPOCH_FIELDS},
-             **bin_cells("fixed_valid_", e.fixed_valid_bins, edges)}
+             **bin_cells("fixed_valid_", e.fixed_valid_bins, run.loss_bins)}
             for e in metrics_since(db, run.id).epochs]
 
 
