@@ -130,6 +130,8 @@ class RunResult:
     quality: dict[str, Any] | None
     curve: tuple[CurvePoint, ...] = ()
     error: str | None = None
+    bins: tuple[float, ...] | None = None  # the last fixed-noise loss per t-bin, if measured
+    loss_bins: tuple[float, ...] | None = None  # the t-bins' edges (`Run.loss_bins`)
 
     @property
     def final_loss(self) -> float | None:
@@ -168,23 +170,27 @@ def _number(summary: dict[str, Any], key: str) -> float | None:
 
 
 def load_runs(db: Database, run_filter: RunFilter | None = None) -> list[RunResult]:
-    """Every run the filter admits (any status); curves for the ``done`` ones, read in one
-    query of the epoch table (never the step table)."""
+    """Every run the filter admits (any status); curves and last per-bin losses for the
+    ``done`` ones, read in one query of the epoch table (never the step table)."""
     run_filter = run_filter or RunFilter()
     runs = [r for r in list_runs(db) if run_filter.matches(r)]
     done = [r.id for r in runs if r.status == Status.DONE]
     curves: dict[int, list[CurvePoint]] = defaultdict(list)
+    bins: dict[int, tuple[float, ...]] = {}
     with db.session() as session:
         for chunk in range(0, len(done), 500):
             rows = session.execute(
                 sa.select(EpochMetricRow.run_id, EpochMetricRow.epoch, EpochMetricRow.train_s,
-                          EpochMetricRow.fixed_valid_loss, EpochMetricRow.fixed_valid_loss_kind)
+                          EpochMetricRow.fixed_valid_loss, EpochMetricRow.fixed_valid_loss_kind,
+                          EpochMetricRow.fixed_valid_bins)
                 .where(EpochMetricRow.run_id.in_(done[chunk:chunk + 500]))
                 .order_by(EpochMetricRow.run_id, EpochMetricRow.epoch, EpochMetricRow.id))
-            for run_id, epoch, train_s, loss, kind in rows:
+            for run_id, epoch, train_s, loss, kind, losses in rows:
                 value = join_float(loss, kind)
                 if value is not None:
                     curves[run_id].append(CurvePoint(epoch, float(train_s or 0.0), value))
+                if losses is not None:
+                    bins[run_id] = tuple(losses)
     out = []
     for run in runs:
         summary = run.summary or {}
@@ -196,7 +202,8 @@ def load_runs(db: Database, run_filter: RunFilter | None = None) -> list[RunResu
             device=device_label(run.provenance),
             ms_per_step=_number(summary, "ms_per_step"), train_s=_number(summary, "train_s"),
             quality=quality if isinstance(quality, dict) else None,
-            curve=tuple(curves.get(run.id, ())), error=run.error))
+            curve=tuple(curves.get(run.id, ())), error=run.error, bins=bins.get(run.id),
+            loss_bins=None if run.loss_bins is None else tuple(run.loss_bins)))
     return out
 
 
@@ -265,6 +272,31 @@ def time_to_target(curve: Sequence[CurvePoint], target: float) -> float:
     return next((p.train_s for p in curve if p.loss <= target), math.inf)
 
 
+@dataclass(frozen=True)
+class BinnedLoss:
+    """Seeds' final fixed-noise loss per t-bin: the bins' edges, the mean and sample std
+    (None for one seed) of each bin over ``seeds`` runs."""
+
+    edges: tuple[float, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...] | None
+    seeds: int
+
+
+def binned_loss(runs: Sequence[RunResult]) -> BinnedLoss | None:
+    """Mean and std per t-bin over the runs that measured the bins on the edges of the first
+    one that did (one bin per pair of edges); None when none did (runs from before)."""
+    measured = [r for r in runs if r.bins is not None and r.loss_bins is not None
+                and len(r.loss_bins) == len(r.bins) + 1]
+    if not measured:
+        return None
+    edges = measured[0].loss_bins
+    same = [r.bins for r in measured if r.loss_bins == edges]
+    stats = [mean_std(values) for values in zip(*same, strict=True)]
+    return BinnedLoss(edges, tuple(m for m, _ in stats),
+                      tuple(s for _, s in stats) if len(same) > 1 else None, len(same))
+
+
 # ----------------------------------------------------------------------------- aggregation
 
 
@@ -330,6 +362,11 @@ class Row:
     @property
     def curve(self) -> tuple[CurvePoint, ...]:
         return mean_curve(self.best.runs)
+
+    @property
+    def binned(self) -> BinnedLoss | None:
+        """The best setting's final loss per t-bin over its seeds."""
+        return binned_loss(self.best.runs)
 
 
 def step_ratio(runs: Sequence[RunResult], baseline: Sequence[RunResult]

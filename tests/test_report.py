@@ -22,7 +22,8 @@ from diffbench.tui.report import NoRuns, write_report
 from tests.cli_checks import assert_one_line_error
 from tests.results_db import add_run, build_study
 
-FIGURES = ("lr_sweep", "loss_vs_time", "schedules", "samples", "spectra", "quality_vs_loss")
+FIGURES = ("lr_sweep", "loss_vs_time", "schedules", "loss_by_t", "samples", "spectra",
+           "quality_vs_loss")
 
 
 @pytest.fixture
@@ -61,6 +62,14 @@ def test_report_writes_markdown_html_and_every_figure(runner, home):
     assert "Runs: 7 done, 1 queued, 1 failed, 1 diverged;" in markdown
     assert "Not measured: adamw · linear, sgd · linear." in markdown
     assert "No finished runs on the `paper` preset" in markdown
+    # loss by noise level: AdamW 1.5 × and 0.7071 × ADAMW_BINS, Muon MUON_BINS ± 0, SGD old
+    assert "| optimizer | schedule | best setting | seeds | t0.00-0.20 |" in markdown
+    assert "| t0.95-0.99 | t0.99-1.00 |" in markdown
+    assert "| adamw | linear | lr 4.5e-4, wd 0.01 | 2 | 0.015 ± 0.0071 |" in markdown
+    assert "| 2.25 ± 1.1 |" in markdown and "| 3 ± 0 |" in markdown
+    assert "No per-bin losses (runs from before they were measured): sgd · linear." in markdown
+    assert "Final fixed-noise loss by noise level" in result.stdout
+    assert "t0.99-1.00" in result.stdout and "0.015 ± 0.0071" in result.stdout
     page = (out / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') == len(FIGURES)
     assert 'src="figures/' not in page and "<td class=\"num\">−16.7 %</td>" in page
@@ -79,6 +88,17 @@ def test_filter_narrows_the_study_and_leaves_no_stale_figure(runner, home):
     assert "Runs: 5 done; only done runs are aggregated." in markdown
     assert "Not drawn: sample quality not measured for any run here." in markdown
     assert not (out / "figures" / "spectra.png").exists()
+
+
+def test_runs_from_before_the_loss_bins_leave_the_figure_out_saying_why(runner, home):
+    out = home / "out"
+    result = report(runner, home, "--out", str(out), "--filter", "opt:sgd")
+    assert result.exit_code == 0, result.stderr
+    markdown = (out / "report.md").read_text()
+    assert "Not drawn: no run here measured its loss by noise level" in markdown
+    assert "Not measured: no run in this report recorded its fixed-noise loss" in markdown
+    assert not (out / "figures" / "loss_by_t.png").exists()
+    assert "by noise level" not in result.stdout
 
 
 def test_paper_runs_are_set_beside_the_published_numbers(tmp_path):

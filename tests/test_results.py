@@ -21,7 +21,7 @@ from diffbench.storage.results import (
     settings,
     time_to_target,
 )
-from tests.results_db import build_study
+from tests.results_db import ADAMW_BINS, EDGES, MUON_BINS, build_study
 
 
 @pytest.fixture
@@ -78,6 +78,39 @@ def test_quality_means_over_measured_seeds(study):
     assert muon.quality == {"spectrum_error": 0.2, "vorticity_w1": 0.05,
                             "divergence_ratio": 1.1, "dynamics_error": 1.3}
     assert rows["adamw", "linear"].quality == {}
+
+
+def test_final_loss_by_noise_level_over_seeds(study):
+    """The last epoch's per-bin losses (not an earlier epoch's), with the edges the runs
+    recorded; seed mean and sample std per bin; None for rows from before the bins."""
+    db, ids = study
+    runs = {r.id: r for r in results.load_runs(db)}
+    assert runs[ids["adamw_0"]].bins == pytest.approx(ADAMW_BINS)
+    assert runs[ids["adamw_0"]].loss_bins == tuple(EDGES)
+    assert runs[ids["sgd_0"]].bins is None and runs[ids["sgd_0"]].loss_bins is None
+    rows = by_optimizer(results.summarize(runs.values()))
+    adamw, muon = rows["adamw", "linear"].binned, rows["muon", "linear"].binned
+    assert adamw.edges == tuple(EDGES) and adamw.seeds == 2
+    assert adamw.mean == pytest.approx([1.5 * b for b in ADAMW_BINS])
+    assert adamw.std == pytest.approx([math.sqrt(0.5) * b for b in ADAMW_BINS])
+    assert muon.mean == pytest.approx(MUON_BINS) and muon.std == pytest.approx([0.0] * 8)
+    assert rows["sgd", "linear"].binned is None
+
+
+def test_binned_loss_keeps_one_set_of_edges():
+    """Seeds measured on other edges than the first (or with no edges) are left out."""
+    def run(seed, bins, edges):
+        return RunResult(seed, "done", "tiny", "adamw", "linear", 1e-3, 0.0, seed, 3, "",
+                         (), None, None, None, None, bins=bins, loss_bins=edges)
+
+    binned = results.binned_loss([run(0, None, None), run(1, (1.0, 2.0), (0.0, 0.5, 1.0)),
+                                  run(2, (3.0,), (0.0, 1.0)), run(3, (3.0, 4.0), None),
+                                  run(4, (3.0, 6.0), (0.0, 0.5, 1.0))])
+    assert binned.edges == (0.0, 0.5, 1.0) and binned.seeds == 2
+    assert binned.mean == (2.0, 4.0)
+    assert binned.std == pytest.approx((math.sqrt(2), 2 * math.sqrt(2)))
+    single = results.binned_loss([run(1, (1.0, 2.0), (0.0, 0.5, 1.0))])
+    assert single.std is None and results.binned_loss([run(0, None, None)]) is None
 
 
 def test_caveats_count_runs_and_see_mixed_devices(study):

@@ -8,6 +8,7 @@ when it has nothing to draw; the report then says why instead of showing an empt
 from __future__ import annotations
 
 import io
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -145,6 +146,33 @@ def schedules(rows: Sequence[Row], presets: int = 1) -> bytes | None:
         ax.legend(fontsize=7)
     figure.axes[0].set_ylabel("fixed-noise validation loss")
     figure.tight_layout()
+    return _png(figure)
+
+
+def loss_by_t(rows: Sequence[Row], presets: int = 1) -> bytes | None:
+    """Final fixed-noise loss per t-bin of each optimizer's best row (seed mean, std error
+    bars), log-y: where optimizers differ near t = 1, which the mean over t hides. One x
+    axis: rows measured on other bin edges than the first are left to the report's table."""
+    lines = [(row, binned) for row in best_per_optimizer(rows)
+             if (binned := row.binned) is not None]
+    if not lines:
+        return None
+    edges = lines[0][1].edges
+    figure = Figure(figsize=(6.4, 4.2))
+    ax = figure.add_subplot()
+    x = np.arange(len(edges) - 1)
+    for row, binned in lines:
+        if binned.edges == edges:
+            ax.errorbar(x, binned.mean, yerr=binned.std, marker="o", capsize=3,
+                        color=_color(row.optimizer), linestyle=_linestyle(row.schedule, rows),
+                        label=f"{label(row, presets)} ({binned.seeds} seed"
+                              f"{'s' if binned.seeds > 1 else ''})")
+    ax.set_xticks(x, [f"{low:g}–{high:g}" for low, high in itertools.pairwise(edges)],
+                  fontsize=8, rotation=30)
+    ax.set(yscale="log", xlabel="diffusion time t (bin)",
+           ylabel="final fixed-noise validation loss")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
     return _png(figure)
 
 

@@ -14,6 +14,7 @@ stays light at import: storage, NumPy and matplotlib load inside the functions.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 import os
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from .train import OPTIMIZERS, SCHEDULES
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table as RichTable
 
     from diffbench.storage.db import Database
     from diffbench.storage.results import Caveats, Row, RunFilter, RunResult
@@ -210,22 +212,54 @@ def fmt_quality(row: Row) -> str:
     return " · ".join(f"{short[k]} {v:.3g}" for k, v in row.quality.items())
 
 
+def _lead(rows: Sequence[Row]) -> list[str]:
+    """The preset and epochs columns a table needs: only those its rows differ in."""
+    return [name for name, values in (("preset", {r.preset for r in rows}),
+                                      ("epochs", {r.epochs for r in rows})) if len(values) > 1]
+
+
+def _lead_cells(row: Row, lead: Sequence[str]) -> tuple[str, ...]:
+    values = {"preset": row.preset, "epochs": str(row.epochs)}
+    return tuple(values[c] for c in lead)
+
+
 def main_table(rows: Sequence[Row]) -> tuple[tuple[str, ...], list[tuple[str, ...]], int]:
     """Columns, cells and the number of leading text columns of the main table (shared by
     the terminal and the files); preset and epochs columns only when rows differ in them."""
-    lead = [name for name, values in (("preset", {r.preset for r in rows}),
-                                      ("epochs", {r.epochs for r in rows})) if len(values) > 1]
+    lead = _lead(rows)
     columns = (*lead, "optimizer", "schedule", "best setting", "seeds", "final loss",
                "vs AdamW", "step time", "time to AdamW's loss", "sample quality")
     cells = []
     for row in rows:
-        values = {"preset": row.preset, "epochs": str(row.epochs)}
-        cells.append((*(values[c] for c in lead), row.optimizer, row.schedule,
+        cells.append((*_lead_cells(row, lead), row.optimizer, row.schedule,
                       row.best.label(), str(row.best.seeds),
                       fmt_loss(row.best.mean, row.best.std),
                       "baseline" if row.baseline == row.best else fmt_pct(row.vs_baseline_pct),
                       fmt_ratio(row), fmt_duration(row.time_to_target_s), fmt_quality(row)))
     return columns, cells, len(lead) + 3
+
+
+def bins_table(rows: Sequence[Row]) -> tuple[tuple[str, ...], list[tuple[str, ...]], int]:
+    """Columns, cells and leading text columns of the loss-by-noise-level table: for each
+    row whose runs measured it, the best setting's final fixed-noise loss per t-bin, mean ±
+    std over seeds; bins named by their edges as in `runs export` (no cells: none measured)."""
+    from .output import t_bin
+
+    lead = _lead(rows)
+    per_row = []
+    for row in rows:
+        binned = row.binned
+        if binned is not None:
+            stds = binned.std or (None,) * len(binned.mean)
+            per_row.append((row, binned.seeds, {
+                t_bin(low, high): fmt_loss(mean, std) for (low, high), mean, std
+                in zip(itertools.pairwise(binned.edges), binned.mean, stds, strict=True)}))
+    names = list(dict.fromkeys(name for *_, losses in per_row for name in losses))
+    cells = [(*_lead_cells(row, lead), row.optimizer, row.schedule, row.best.label(),
+              str(seeds), *(losses.get(name, "—") for name in names))
+             for row, seeds, losses in per_row]
+    return (*lead, "optimizer", "schedule", "best setting", "seeds", *names), cells, \
+        len(lead) + 3
 
 
 def caveat_lines(caveats: Caveats, rows: Sequence[Row]) -> list[str]:
@@ -270,20 +304,31 @@ def caveat_lines(caveats: Caveats, rows: Sequence[Row]) -> list[str]:
     return lines
 
 
-def _print(console: Console, rows: Sequence[Row], caveats: Caveats) -> None:
+def _rich_table(title: str, columns: Sequence[str], cells: Sequence[Sequence[str]],
+                right: range) -> RichTable:
+    """A terminal table; the columns in ``right`` (numbers) right-aligned."""
     from rich.markup import escape
     from rich.table import Table
 
-    columns, cells, left = main_table(rows)
-    table = Table(title="Best setting per optimizer × schedule (final fixed-noise "
-                  "validation loss)", title_justify="left")
+    table = Table(title=title, title_justify="left")
     for index, name in enumerate(columns):
-        table.add_column(name, justify="right" if left <= index < len(columns) - 1 else "left")
+        table.add_column(name, justify="right" if index in right else "left")
     for line in cells:
         table.add_row(*map(escape, line))
-    console.print(table)
+    return table
+
+
+def _print(console: Console, rows: Sequence[Row], caveats: Caveats) -> None:
+    columns, cells, left = main_table(rows)
+    console.print(_rich_table("Best setting per optimizer × schedule (final fixed-noise "
+                              "validation loss)", columns, cells,
+                              range(left, len(columns) - 1)))
     for line in caveat_lines(caveats, rows):
         console.print(f"• {line}", markup=False, highlight=False)
+    columns, cells, left = bins_table(rows)
+    if cells:
+        console.print(_rich_table("Final fixed-noise loss by noise level (t-bin), best "
+                                  "settings", columns, cells, range(left, len(columns))))
 
 
 # ----------------------------------------------------------------------------- figures
@@ -321,6 +366,12 @@ def _figures(db: Database, runs: Sequence[RunResult], rows: Sequence[Row]) -> li
         Drawn("schedules", "Loss curves by schedule",
               "Each schedule's best setting, mean over seeds.",
               figures.schedules(rows, presets), none),
+        Drawn("loss_by_t", "Final loss by noise level",
+              "Final fixed-noise loss in each diffusion-time bin of each optimizer's best "
+              "setting, mean over seeds (error bars: std); the same windows and noise in "
+              "every bin and run. Near t = 1 the sampler amplifies ε̂'s error most.",
+              figures.loss_by_t(rows, presets),
+              "no run here measured its loss by noise level (runs from before it was)"),
         Drawn("samples", "Vorticity samples",
               "Two generated windows × five states of each optimizer's best run (the "
               "newest stored preview), same noise for every run.",
@@ -354,6 +405,27 @@ def _quality_blocks(rows: Sequence[Row]) -> list[Block]:
     missing = [f"{r.optimizer} · {r.schedule}" for r in rows if not r.quality]
     if missing:
         blocks.append(Paragraph(f"Not measured: {', '.join(missing)}."))
+    return blocks
+
+
+def _bins_blocks(rows: Sequence[Row]) -> list[Block]:
+    from .document import Paragraph, Table
+
+    columns, cells, left = bins_table(rows)
+    if not cells:
+        return [Paragraph("Not measured: no run in this report recorded its fixed-noise loss "
+                          "by noise level (runs that finished before diffbench measured it).")]
+    blocks: list[Block] = [
+        Paragraph("The final fixed-noise validation loss in each bin of diffusion time t "
+                  "(`t0.90-0.95`: t from 0.90 to 0.95), mean ± std over the best setting's "
+                  "seeds; the same windows and noise in every bin and run. The sampler "
+                  "multiplies ε̂'s error by σ/μ (29 at t = 0.9, 1000 at t = 1), so the bins "
+                  "near t = 1 weigh most on samples (docs/QUALITY.md)."),
+        Table(columns, tuple(cells), left=left)]
+    missing = [f"{r.optimizer} · {r.schedule}" for r in rows if r.binned is None]
+    if missing:
+        blocks.append(Paragraph(f"No per-bin losses (runs from before they were measured): "
+                                f"{', '.join(missing)}."))
     return blocks
 
 
@@ -409,6 +481,7 @@ def _document(db: Database, run_filter: RunFilter, runs: Sequence[RunResult],
         else:
             blocks += [Image(f"{FIGURES}/{figure.name}.png", figure.title, figure.png),
                        Paragraph(figure.caption)]
+    blocks += [Heading("Loss by noise level"), *_bins_blocks(rows)]
     blocks += [Heading("Sample quality"), *_quality_blocks(rows),
                Heading("The paper beside diffbench"), *_paper_blocks(rows),
                Heading("Every setting"),
