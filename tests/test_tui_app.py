@@ -17,6 +17,7 @@ from diffbench.storage.workspace import Workspace
 from diffbench.tui.dashboard.app import DashboardApp, DashboardOptions
 from diffbench.tui.dashboard.curves_pane import CurvesPane
 from diffbench.tui.dashboard.dialogs import HelpScreen
+from diffbench.tui.dashboard.state import DashboardReader
 from tests.tui_db import (
     BRAILLE,
     NOW,
@@ -161,6 +162,33 @@ async def test_a_new_metric_row_shows_on_the_next_refresh(trained, copy, tmp_pat
         after = {r.id: r for r in app.snapshot.runs}
         assert after[run] is not before[run]  # only the changed run's view is new
         assert all(after[i] is before[i] for i in after if i != run)
+
+
+# ----------------------------------------------------------------------------- state
+
+
+def test_state_keeps_each_runs_latest_loss_bins(trained, copy):
+    """The reader's per-run epoch aggregate holds the latest per-bin losses read from the
+    database: the worker's runs their last validation's, a queued run none; a later epoch
+    with bins replaces them, one without (no validation) keeps them."""
+    reader = DashboardReader(copy)
+    views = {v.id: v for v in reader.refresh().runs}
+    run = trained.done[0]
+    for run_id in trained.done:
+        last = queue.metrics_since(copy, run_id).epochs[-1]
+        assert views[run_id].fixed_valid_bins == last.fixed_valid_bins
+        assert len(last.fixed_valid_bins) == len(queue.get_run(copy, run_id).loss_bins) - 1
+    assert views[trained.queued].fixed_valid_bins is None
+    epoch = queue.metrics_since(copy, run).epochs[-1]
+    later = {"step": epoch.step + 1, "train_loss": 0.5, "valid_loss": None,
+             "fixed_valid_loss": None, "epoch_s": 1.0, "valid_s": 0.0, "sample_s": 0.0,
+             "train_s": epoch.train_s + 1}
+    bins = tuple(range(1, len(epoch.fixed_valid_bins) + 1))
+    queue.add_epoch_metrics(copy, run, [{**later, "epoch": epoch.epoch + 1,
+                                         "fixed_valid_bins": bins}])
+    assert {v.id: v for v in reader.refresh().runs}[run].fixed_valid_bins == bins
+    queue.add_epoch_metrics(copy, run, [{**later, "epoch": epoch.epoch + 2}])
+    assert {v.id: v for v in reader.refresh().runs}[run].fixed_valid_bins == bins
 
 
 # ----------------------------------------------------------------------------- actions

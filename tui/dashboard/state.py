@@ -48,6 +48,9 @@ class RunView:
     eta_s: float | None  # running runs: remaining epochs × mean epoch time
     device: str | None
     worker_id: int | None
+    # the last validation's fixed-noise loss per t-bin (edges: the run's provenance
+    # "loss_bins"); None before one, and for runs from before the bins were measured
+    fixed_valid_bins: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class _Epochs:
     train_loss: float | None = None
     valid_loss: float | None = None
     fixed_valid_loss: float | None = None
+    fixed_valid_bins: tuple[float, ...] | None = None  # the latest measured
 
 
 @dataclass
@@ -189,6 +193,8 @@ class DashboardReader:
                 agg.valid_loss = e.valid_loss
             if e.fixed_valid_loss is not None:
                 agg.fixed_valid_loss = e.fixed_valid_loss
+            if e.fixed_valid_bins is not None:
+                agg.fixed_valid_bins = e.fixed_valid_bins
         if rows:
             self._epoch_cursor = rows[-1].id
         return {e.run_id for e in rows}
@@ -232,7 +238,8 @@ class DashboardReader:
             train_loss=steps.loss if steps.count else epochs.train_loss,
             valid_loss=epochs.valid_loss, final_loss=final,
             ms_per_step=steps.ms_sum / steps.count if steps.count else None,
-            eta_s=eta, device=self._devices.get(line.id), worker_id=line.mark.worker_id)
+            eta_s=eta, device=self._devices.get(line.id), worker_id=line.mark.worker_id,
+            fixed_valid_bins=epochs.fixed_valid_bins)
 
     def _worker(self, worker: queue.Worker, run_id: int | None,
                 now: dt.datetime) -> WorkerView:
