@@ -80,7 +80,7 @@ def test_demo_ctrl_c_then_rerun_continues_reports_and_a_third_reuses_everything(
     plan = sweep(home, toml)
 
     # 1. Ctrl-C while SOAP trains: checkpointed, back in the queue, exit 130, no report
-    process = demo(home, "--sweep", str(plan))
+    process = demo(home, "--sweep", str(plan), "--workers", "1")
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and process.poll() is None:
         running = [r for r in demo_runs(db) if r.status == "running"]
@@ -100,7 +100,7 @@ def test_demo_ctrl_c_then_rerun_continues_reports_and_a_third_reuses_everything(
     assert not (home / "report").exists()
 
     # 2. the next demo resumes SOAP from its checkpoint, trains AdamW and reports
-    code, out, err = finish(demo(home, "--sweep", str(plan)))
+    code, out, err = finish(demo(home, "--sweep", str(plan), "--workers", "1"))
     assert code == 0, err
     assert "2 of them queued or finished before" in err
     assert f"run {soap.id} resumed at step" in err and "demo: 2 of 2 runs finished" in err
@@ -125,6 +125,40 @@ def test_demo_ctrl_c_then_rerun_continues_reports_and_a_third_reuses_everything(
     assert [(r.id, r.attempts) for r in again] == [(r.id, r.attempts) for r in runs]
     assert {r.id: len(queue.metrics_since(db, r.id).steps) for r in again} == steps
     assert (home / "report" / "report.md").exists() and "soap" in out
+
+
+def test_two_workers_train_the_runs_at_once_and_ctrl_c_stops_both(tmp_path, toml):
+    """The default on 2+ cores: a worker process beside the demo's own. Both runs train at
+    the same time; Ctrl-C to the demo alone reaches the helper; the rerun finishes both."""
+    plan = tmp_path / "pair.toml"
+    plan.write_text(f'preset = "{toml}"\ntag = "pair"\n\n'
+                    f'[[grid]]\noptimizer = ["soap", "adamw"]\nepochs = {LONG}\n')
+    home = tmp_path / "home"
+    database = open_database(None, home=home)
+    try:
+        process = demo(home, "--sweep", str(plan), "--workers", "2")
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and process.poll() is None:
+            if sum(r.status == "running" and r.steps_done >= 2
+                   for r in demo_runs(database)) == 2:
+                break
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)  # the demo's process only, not its group
+        code, _, err = finish(process)
+        assert code == 130, err
+        assert "2 at a time" in err
+        first = demo_runs(database)
+        assert [r.status for r in first] == ["queued", "queued"], err  # both checkpointed
+        assert all(0 < r.steps_done < 2 * LONG for r in first)
+
+        code, _, err = finish(demo(home, "--sweep", str(plan), "--workers", "2"))
+        assert code == 0, err
+        done = demo_runs(database)
+        assert [(r.status, r.steps_done) for r in done] == [("done", 2 * LONG)] * 2
+        a, b = done  # trained side by side: each started before the other finished
+        assert a.started_at < b.finished_at and b.started_at < a.finished_at
+    finally:
+        database.dispose()
 
 
 def test_the_demo_runs_are_tagged_and_epochs_replace_the_sweeps():

@@ -3,7 +3,8 @@
     data set     generated once if missing (the worker's file lock, a progress bar)
     queue        the `demo` sweep (presets/sweeps/demo.toml), tagged ``demo``; a run already
                  queued, running or done is not queued again, so a re-run reuses it
-    worker       `tui.worker.Worker` in this process, claiming only the demo's runs
+    workers      `tui.worker.Worker` in this process and ``--workers`` − 1 `diffbench worker
+                 --run …` processes beside it, claiming only the demo's runs
     display      a poller thread reads the job database (as the dashboard does) and draws
                  one line per run and the overall progress with an ETA on stderr
     report       `tui.report.write_report` on the demo's runs: table on stdout, files in --out
@@ -14,6 +15,10 @@ demo again continues it from that checkpoint.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -52,9 +57,13 @@ def demo(
         "--sweep", metavar="NAME|FILE", help="Run this sweep instead (a shipped name or a "
         "sweep file, see diffbench queue sweeps); its runs are tagged demo too.")] = "demo",
     threads: Annotated[int, typer.Option(
-        "--threads", metavar="N", help="CPU threads per operation (torch). The demo's small "
-        "model gains ~15 % from a second thread on an idle machine and loses up to 10× on "
-        "a busy one.")] = 1,
+        "--threads", metavar="N", help="CPU threads per operation (torch), per worker. The "
+        "demo's small model gains ~15 % from a second thread on an idle machine and loses up "
+        "to 10× on a busy one.")] = 1,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", "-w", metavar="N", help="Runs trained at once, each by its own worker "
+        "process. Default: 2 on a CPU with 2+ cores (twice the throughput of one worker with "
+        "two threads), else 1.", show_default=False)] = None,
 ) -> None:
     """Run the demo study end to end: make the tiny data set, queue six optimizers, train
     them here with a live display, then print the comparison and write the report.
@@ -75,9 +84,10 @@ def demo(
     with user_errors():
         require(epochs is None or epochs > 0, f"--epochs must be positive, got {epochs}")
         require(threads > 0, f"--threads must be positive, got {threads}")
+        require(workers is None or workers > 0, f"--workers must be positive, got {workers}")
         specs = demo_specs(sweep, epochs)
         check_out(target)
-    _demo(ctx, workspace, specs, target, device, threads)
+    _demo(ctx, workspace, specs, target, device, threads, workers)
 
 
 def demo_specs(sweep: str, epochs: int | None = None) -> list[RunSpec]:
@@ -94,7 +104,7 @@ def demo_specs(sweep: str, epochs: int | None = None) -> list[RunSpec]:
 
 
 def _demo(ctx: typer.Context, workspace: Workspace, specs: Sequence[RunSpec], out: Path,
-          device: str, threads: int) -> None:
+          device: str, threads: int, workers: int | None) -> None:
     import torch
 
     from diffbench.engine.config import PresetError
@@ -107,20 +117,24 @@ def _demo(ctx: typer.Context, workspace: Workspace, specs: Sequence[RunSpec], ou
 
     err = console(stderr=True)
     with user_errors(DeviceError, PresetError, RunError):
-        resolve_device(device)  # and every run's settings, before anything is written:
+        resolved = resolve_device(device)  # and every run's settings, before writing:
         presets = {dataset_stem(c.preset): c.preset for c in (run_config(s, device)
                                                               for s in specs)}
     torch.set_num_threads(threads)  # threads spinning at each op's barrier on a busy machine
+    if workers is None:
+        workers = 2 if resolved.type == "cpu" and (os.cpu_count() or 1) >= 2 else 1
     with database(ctx) as db:
         try:
             with user_errors(DatasetError):
                 for stem, preset in sorted(presets.items()):
                     _ensure_data(workspace.dataset_path(stem), preset, device, err)
             ids, reused = _queue(db, specs)
-            err.print(f"demo: {len(ids)} runs ({_describe(specs)}) on "
-                      f"{resolve_device(device)}; {reused} of them queued or finished before",
+            err.print(f"demo: {len(ids)} runs ({_describe(specs)}) on {resolved}, "
+                      f"{workers} at a time; {reused} of them queued or finished before",
                       markup=False)
-            code = _train(db, workspace, ids, device, err) if _unfinished(db, ids) else 0
+            left = _unfinished(db, ids)
+            helpers = _helpers(ctx, workspace, left, device, threads, min(workers, len(left)) - 1)
+            code = _train(db, workspace, ids, device, err, helpers) if left else 0
         except KeyboardInterrupt:
             code = EXIT_INTERRUPTED
         if code == EXIT_INTERRUPTED:
@@ -130,15 +144,48 @@ def _demo(ctx: typer.Context, workspace: Workspace, specs: Sequence[RunSpec], ou
         _report(db, out, specs)
 
 
+def _helpers(ctx: typer.Context, workspace: Workspace, ids: Sequence[int], device: str,
+             threads: int, count: int) -> list[subprocess.Popen]:
+    """``count`` `diffbench worker` processes that claim only runs ``ids`` and exit when none
+    is left. They share this terminal's process group, so Ctrl-C reaches them too: each
+    checkpoints its run and puts it back in the queue."""
+    from .output import DB_KEY
+
+    args = [sys.executable, "-c", "from diffbench.tui.cli import main; main()",
+            "--home", str(workspace.root)]
+    url = ctx.find_root().meta.get(DB_KEY)
+    if url:
+        args += ["--db", url]
+    args += ["worker", "--device", device, "--threads", str(threads), "--idle-exit", "0",
+             *(f"--run={run_id}" for run_id in ids)]
+    return [subprocess.Popen(args, stdout=subprocess.DEVNULL) for _ in range(count)]
+
+
+def _interrupt(helpers: Sequence[subprocess.Popen]) -> None:
+    for helper in helpers:
+        if helper.poll() is None:
+            helper.send_signal(signal.SIGINT)
+
+
 def _train(db: Database, workspace: Workspace, ids: Sequence[int], device: str,
-           err: Console) -> int:
-    """Train the demo's unfinished runs in this process with the live display; the worker's
-    exit code."""
+           err: Console, helpers: Sequence[subprocess.Popen] = ()) -> int:
+    """Train the demo's unfinished runs in this process, ``helpers`` training beside it, with
+    the live display; the worst exit code."""
     from .worker import Worker
 
     started = time.monotonic()
     with Display(db, ids, err):
-        code = Worker(db, workspace, device=device, runs=ids).serve(idle_exit=0)
+        try:
+            code = Worker(db, workspace, device=device, runs=ids).serve(idle_exit=0)
+            if code == EXIT_INTERRUPTED:  # a signal this process alone got: pass it on
+                _interrupt(helpers)
+            codes = [helper.wait() for helper in helpers]
+        except KeyboardInterrupt:  # while waiting for the helpers, this worker done
+            _interrupt(helpers)
+            for helper in helpers:
+                helper.wait()
+            raise
+    code = max([code, *codes], key=lambda c: (c != 0, abs(c)))
     left = _unfinished(db, ids)
     err.print(f"demo: {len(ids) - len(left)} of {len(ids)} runs finished; training took "
               f"{_clock(time.monotonic() - started)}", markup=False)

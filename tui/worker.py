@@ -76,6 +76,9 @@ def worker(
         "(one per core). Several CPU workers on one machine want cores / workers each: "
         "threads beyond the free cores spin at every operation's barrier.",
         show_default=False)] = None,
+    only: Annotated[list[int] | None, typer.Option(
+        "--run", metavar="ID", help="Claim only this run (repeat for several); with "
+        "--idle-exit 0 the worker ends once they are all trained.", show_default=False)] = None,
 ) -> None:
     """Claim queued runs and train them until stopped.
 
@@ -89,6 +92,7 @@ def worker(
       diffbench worker --gpus 0 --per-gpu 4   # four runs share GPU 0 (CUDA MPS when available)
       diffbench worker --max-runs 1 --idle-exit 60
       diffbench worker --device cpu --threads 1      # one of several CPU workers
+      diffbench worker --run 7 --run 8 --idle-exit 0 # just these runs, then exit
     """
     from .errors import require
 
@@ -102,6 +106,8 @@ def worker(
         require(threads is None or threads > 0, f"--threads must be positive, got {threads}")
         require(per_gpu is None or (per_gpu.strip().isdecimal() and int(per_gpu) > 0),
                 f"--per-gpu takes a positive integer, got {per_gpu!r}")
+        require(not only or (gpus is None and per_gpu is None),
+                "--run trains runs in this process: it does not combine with --gpus/--per-gpu")
     if gpus is not None or per_gpu is not None:
         with user_errors():
             ids = expand_gpus(gpus or "all", per_gpu=int(per_gpu or 1),
@@ -119,7 +125,7 @@ def worker(
         import torch
 
         torch.set_num_threads(threads)
-    code = Worker(db, workspace, device=device, lease_s=lease).serve(
+    code = Worker(db, workspace, device=device, lease_s=lease, runs=only or None).serve(
         max_runs=max_runs, idle_exit=idle_exit)
     db.dispose()
     raise typer.Exit(code)
