@@ -74,14 +74,20 @@ class EpochRecord:
 
 @dataclass(frozen=True, eq=False)
 class SampleRecord:
-    """Generated windows after ``epoch``: velocity ``(n, window, 2, H, W)`` and picture
-    vorticity ``(n, window, H, W)`` (`engine.vorticity.vorticity`), float32 NumPy."""
+    """States after ``epoch``: velocity ``(n, states, 2, H, W)`` and picture vorticity
+    ``(n, states, H, W)`` (`engine.vorticity.vorticity`), float32 NumPy.
+
+    ``name`` says which: ``vorticity``, a preview's generated windows; ``quality``, states of
+    the trajectories the quality phase scored; ``quality-data``, the same states of the test
+    trajectories they were scored against.
+    """
 
     epoch: int
     step: int
     velocity: np.ndarray
     vorticity: np.ndarray
     seconds: float
+    name: str = "vorticity"
 
 
 @dataclass(frozen=True)
@@ -211,7 +217,9 @@ class FolderSink:
             case SampleRecord():
                 samples = self.folder / "samples"
                 samples.mkdir(exist_ok=True)
-                np.savez_compressed(samples / f"epoch-{record.epoch:04d}.npz",
+                stem = (f"epoch-{record.epoch:04d}" if record.name == "vorticity"
+                        else record.name)
+                np.savez_compressed(samples / f"{stem}.npz",
                                     velocity=record.velocity, vorticity=record.vorticity,
                                     step=record.step)
             case QualityRecord():

@@ -45,8 +45,8 @@ from .sampling import sample_trajectory
 from .statistics import flow_statistics, shell_wavenumbers
 from .vorticity import physical_vorticity
 
-__all__ = ["QualityScores", "Transitions", "assess", "generate", "remove_mean", "score",
-           "transition_error", "wasserstein_1"]
+__all__ = ["Assessment", "QualityScores", "Transitions", "assess", "generate", "remove_mean",
+           "score", "transition_error", "wasserstein_1"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -267,9 +267,17 @@ def generate(model: nn.Module, quality: QualityConfig, size: int, *,
     return x.float().cpu().numpy()
 
 
+@dataclass(frozen=True, eq=False)
+class Assessment:
+    """The scores and the generated trajectories (N, L, 2, H, W) they score."""
+
+    scores: QualityScores
+    generated: np.ndarray
+
+
 def assess(model: nn.Module, reference: np.ndarray, data: DataConfig, quality: QualityConfig,
            *, generator: torch.Generator | None = None, batch_size: int = 64,
-           floor: np.ndarray | None = None) -> QualityScores:
+           floor: np.ndarray | None = None) -> Assessment:
     """Sample from ``model`` (`generate`) and `score` the samples against ``reference`` (the
     test split), with ``floor`` (held-out data, cut to the samples' size) scored beside them;
     ``seconds`` covers all. Draws only from ``generator``, never the global RNG, so assessing
@@ -282,4 +290,4 @@ def assess(model: nn.Module, reference: np.ndarray, data: DataConfig, quality: Q
         floor = np.asarray(floor[:quality.trajectories, :quality.length])
     scores = score(generated, reference, data, device=device, floor=floor,
                    sampler=quality.sampler())
-    return replace(scores, seconds=time.perf_counter() - began)
+    return Assessment(replace(scores, seconds=time.perf_counter() - began), generated)

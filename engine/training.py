@@ -42,6 +42,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -90,6 +91,7 @@ from .windows import WindowSampler
 EVAL_BATCHES = 8
 PREVIEW_SEED = 0  # the preview noise, the same for every run and epoch: pictures compare
 QUALITY_SEED = 1  # the assessment's noise, the same for every run: scores compare
+PICTURED = 5  # states per trajectory kept as pictures of the assessment (report figure)
 
 
 class Trainer:
@@ -264,9 +266,7 @@ class Trainer:
         set_eval_mode(self.optimizer)
         if self.folder is not None:
             save_weights(self.folder / "model.pt", self.model.state_dict())
-        quality = self.assess_quality()
-        if quality is not None:
-            yield quality
+        yield from self.assess_quality()
         yield StatusRecord("done", self.epoch, self.step, f"{self.epoch} epochs")
 
     def _take_step(self, batches: Iterator[Tensor]) -> bool:
@@ -438,22 +438,30 @@ class Trainer:
             set_train_mode(self.optimizer)
         return x.float().cpu().reshape(count, window, 2, size, size).numpy()
 
-    def assess_quality(self) -> QualityRecord | None:
+    def assess_quality(self) -> Iterator[Record]:
         """Sample quality against the test split (engine/quality.py), in fp32, with the
-        validation split as the data-vs-data floor, timed apart; None when the preset turns
-        it off or the data have no file to read the test split from (data built in memory, as
-        benchmarks do)."""
+        validation split as the data-vs-data floor, timed apart; then `PICTURED` states of
+        the first two generated and test trajectories, for the report. Nothing when the preset
+        turns it off or the data have no file to read the test split from (data built in
+        memory, as benchmarks do)."""
         settings = self.config.preset.quality
         if not settings.enabled or not self.data.source:
-            return None
+            return
         began = self._sync_time()
         reference = load_split(Path(self.data.source), "test")
         generator = rng.seeded(QUALITY_SEED, self.device)
-        scores = assess(self.model, reference, self.config.preset.data, settings,
+        result = assess(self.model, reference, self.config.preset.data, settings,
                         generator=generator, batch_size=self.eval_batch,
                         floor=self.data.valid.numpy())
-        scores = dataclasses.replace(scores, seconds=self._sync_time() - began)
-        return QualityRecord(epoch=self.epoch, step=self.step, scores=scores.to_dict())
+        scores = dataclasses.replace(result.scores, seconds=self._sync_time() - began)
+        yield QualityRecord(epoch=self.epoch, step=self.step, scores=scores.to_dict())
+        count = min(2, len(result.generated), len(reference))
+        for name, fields in (("quality", result.generated), ("quality-data", reference)):
+            picks = np.unique(np.linspace(0, fields.shape[1] - 1, PICTURED).round().astype(int))
+            velocity = np.asarray(fields[:count, picks], dtype=np.float32)
+            yield SampleRecord(epoch=self.epoch, step=self.step, velocity=velocity,
+                               vorticity=vorticity(velocity).astype("float32"), seconds=0.0,
+                               name=name)
 
     # ------------------------------------------------------------------ compute
 

@@ -235,8 +235,8 @@ class MetricsCursor:
 
 @dataclass(frozen=True)
 class MetricsBatch:
-    """Rows newer than a cursor, and the cursor to pass next time. ``sample_ids`` only (a
-    sample's bytes are fetched with `get_sample`)."""
+    """Rows newer than a cursor, and the cursor to pass next time. ``sample_ids``: the
+    previews' (samples named ``vorticity``; a sample's bytes are fetched with `get_sample`)."""
 
     steps: tuple[StepMetric, ...]
     epochs: tuple[EpochMetric, ...]
@@ -741,6 +741,7 @@ def metrics_since(db: Database, run_id: int, cursor: MetricsCursor | None = None
             .order_by(EpochMetricRow.id).limit(limit)))
         sample_ids = tuple(session.scalars(
             sa.select(SampleRow.id).where(SampleRow.run_id == run_id,
+                                          SampleRow.name == "vorticity",
                                           SampleRow.id > cursor.sample_id)
             .order_by(SampleRow.id)))
     return MetricsBatch(steps, epochs, sample_ids, MetricsCursor(

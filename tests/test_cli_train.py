@@ -137,8 +137,8 @@ def test_train_writes_a_run_folder(runner, home, toml):
     (start,) = [e for e in read_jsonl(out / "events.jsonl") if e["kind"] == "start"]
     edges = start["provenance"]["loss_bins"]  # the per-bin losses and their edges
     assert all(len(r["fixed_valid_bins"]) == len(edges) - 1 for r in epochs)
-    assert sorted(p.name for p in (out / "samples").iterdir()) == ["epoch-0001.npz",
-                                                                   "epoch-0002.npz"]
+    assert sorted(p.name for p in (out / "samples").iterdir()) == [
+        "epoch-0001.npz", "epoch-0002.npz", "quality-data.npz", "quality.npz"]
     assert (out / "model.pt").is_file() and (out / "checkpoints" / "latest.json").is_file()
 
     again = invoke(runner, home, "-p", str(toml), "-O", "muon", "--out", str(out))

@@ -185,7 +185,7 @@ def test_assess_draws_only_from_its_generator(flow, halves):
     model = build_model(preset.model)
     state = torch.random.get_rng_state()
     runs = [assess(model, halves[1], preset.data, preset.quality,
-                   generator=torch.Generator().manual_seed(5)) for _ in range(2)]
+                   generator=torch.Generator().manual_seed(5)).scores for _ in range(2)]
     assert torch.equal(torch.random.get_rng_state(), state)
     assert isinstance(runs[0], QualityScores) and (runs[0].trajectories, runs[0].length) == (2, 6)
     assert same_scores(runs[0], runs[1])
@@ -208,7 +208,7 @@ def test_assess_samples_in_fp32_and_scores_its_floor(flow, halves):
 
     def run() -> QualityScores:
         return assess(model, b, preset.data, preset.quality, floor=a,
-                      generator=torch.Generator().manual_seed(5))
+                      generator=torch.Generator().manual_seed(5)).scores
 
     plain = run()
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -303,6 +303,19 @@ def test_worker_stores_quality_in_the_run_summary(quick_preset, quick_toml, home
         db.dispose()
     assert run.id == run_id and run.status == "done", run
     assert_stored(run.summary["quality"], quick_preset)
+    db = open_database(f"sqlite:///{tmp_path / 'jobs.db'}")
+    try:  # pictures of what was scored, beside the test data, for the report
+        from diffbench.storage.results import last_sample_ids
+
+        pictures = {name: queue.get_sample(db, last_sample_ids(db, [run_id], name)[run_id])
+                    for name in ("quality", "quality-data")}
+    finally:
+        db.dispose()
+    size = quick_preset.data.resolution
+    for sample in pictures.values():
+        assert sample.array().shape[0] == pictures["quality-data"].array().shape[0] <= 2
+        assert sample.array().shape[2:] == (size, size) and sample.array().shape[1] <= 5
+    assert not np.array_equal(pictures["quality"].array(), pictures["quality-data"].array())
 
 
 def test_cli_train_writes_quality_json(quick_preset, quick_toml, home, tmp_path):
@@ -313,6 +326,13 @@ def test_cli_train_writes_quality_json(quick_preset, quick_toml, home, tmp_path)
                                       "muon", "--device", "cpu", "--out", str(out)])
     assert result.exit_code == 0, result.stderr
     [row] = read_jsonl(out / "quality.json")
+    with np.load(out / "samples" / "quality-data.npz") as data:
+        states = data["velocity"].shape[1]
+        test = load_split(home / "data" / "qquick.h5", "test")
+        picks = np.unique(np.linspace(0, test.shape[1] - 1, 5).round().astype(int))
+        count = min(2, quick_preset.quality.trajectories, len(test))
+        assert np.array_equal(data["velocity"], test[:count, picks])
+    assert np.load(out / "samples" / "quality.npz")["velocity"].shape[1] == states
     assert row["epoch"] == 1 and row["step"] > 0
     assert_stored(row["scores"], quick_preset)
     test_split = load_split(home / "data" / "qquick.h5", "test")

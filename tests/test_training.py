@@ -91,7 +91,8 @@ def test_loss_falls_and_every_record_is_there(quick_preset, data, tmp_path):
     assert last.train_s == pytest.approx(sum(e.epoch_s for e in epochs))
 
     samples = [r for r in records if isinstance(r, SampleRecord)]
-    assert [s.epoch for s in samples] == [9, 19]
+    assert [(s.epoch, s.name) for s in samples] == [(9, "vorticity"), (19, "vorticity"),
+                                                    (20, "quality"), (20, "quality-data")]
     assert samples[0].velocity.shape == (2, 5, 2, 16, 16)
     assert samples[0].vorticity.shape == (2, 5, 16, 16)
     assert sum(isinstance(r, CheckpointRecord) for r in records) == 20

@@ -91,7 +91,7 @@ class StorageSink:
             case SampleRecord():
                 self.flush()
                 queue.add_sample(self.db, self.run_id, epoch=record.epoch, step=record.step,
-                                 array=record.vorticity)
+                                 array=record.vorticity, name=record.name)
             case CheckpointRecord():
                 self.flush()
             case QualityRecord():

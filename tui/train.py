@@ -6,6 +6,8 @@ A run folder holds::
     steps.jsonl  epochs.jsonl   metrics (engine.metrics.FolderSink)
     events.jsonl                start, checkpoints, final status
     samples/epoch-NNNN.npz      preview windows (velocity and picture vorticity)
+    samples/quality.npz         states of the trajectories the quality phase scored, and
+    samples/quality-data.npz    the same states of the test trajectories beside them
     checkpoints/                resume checkpoints and latest.json
     model.pt                    final weights (ScheduleFree: its averaged weights)
 
