@@ -23,12 +23,13 @@ The rules (docs/REPORT.md says the same for users):
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -42,7 +43,13 @@ from diffbench.storage.schema import EpochMetricRow, SampleRow, join_float
 from diffbench.storage.states import Status
 
 BASELINE = "adamw"
-QUALITY_KEYS = ("spectrum_error", "vorticity_w1", "divergence_ratio", "dynamics_error")
+#: Scores of `engine.quality.QualityScores`, in the report's order.
+QUALITY_KEYS = ("std_ratio", "mean_flow", "spectrum_error", "vorticity_w1", "divergence_ratio",
+                "dynamics_error", "unstable_fraction", "lag1_autocorrelation", "sin4y_amplitude")
+#: The scores whose definition runs scored before the sampler settings were recorded (no
+#: ``sampler`` key) share with today's; their spectrum and dynamics errors were defined
+#: otherwise (relative L2 of log spectra; no mean removal, no CFL refinement) and are left out.
+LEGACY_KEYS = ("vorticity_w1", "divergence_ratio")
 
 # ----------------------------------------------------------------------------- filters
 
@@ -354,6 +361,9 @@ class Row:
     time_to_target_s: float | None = None  # None without a baseline; ∞ if never reached
     quality: dict[str, float] = field(default_factory=dict)  # means over measured seeds
     quality_seeds: int = 0
+    floor: dict[str, float] = field(default_factory=dict)  # data-vs-data, means over seeds
+    sampler: dict[str, Any] | None = None  # the settings of the scores (None: several, or
+    # scored before they were recorded)
 
     @property
     def key(self) -> tuple[str, str, str, int | None]:
@@ -388,15 +398,68 @@ def step_ratio(runs: Sequence[RunResult], baseline: Sequence[RunResult]
     return float(np.mean(mine[device]) / np.mean(theirs[device])), device
 
 
-def _quality(runs: Sequence[RunResult]) -> tuple[dict[str, float], int]:
-    measured = [r.quality for r in runs if r.quality]
+def legacy(quality: Mapping[str, Any]) -> bool:
+    """Scored before the sampler settings were recorded (see `LEGACY_KEYS`)."""
+    return "sampler" not in quality
+
+
+def _means(scores: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, float]:
+    """Mean of each key over the scores that hold it finite (NaN, ∞: not a value)."""
     means = {}
-    for key in QUALITY_KEYS:
-        values = [float(q[key]) for q in measured
+    for key in keys:
+        values = [float(q[key]) for q in scores
                   if isinstance(q.get(key), int | float) and math.isfinite(q[key])]
         if values:
             means[key] = float(np.mean(values))
-    return means, len(measured)
+    return means
+
+
+@dataclass(frozen=True)
+class QualitySummary:
+    """Sample quality over a setting's measured seeds: today's scores when any seed has
+    them, else the `LEGACY_KEYS` of older ones."""
+
+    means: dict[str, float]
+    seeds: int
+    floor: dict[str, float]
+    sampler: dict[str, Any] | None
+
+
+def quality_summary(runs: Sequence[RunResult]) -> QualitySummary:
+    measured = [r.quality for r in runs if r.quality]
+    current = [q for q in measured if not legacy(q)]
+    if not current:
+        return QualitySummary(_means(measured, LEGACY_KEYS), len(measured), {}, None)
+    floors = [q["floor"] for q in current if isinstance(q.get("floor"), dict)]
+    settings = {json.dumps(q["sampler"], sort_keys=True) for q in current}
+    return QualitySummary(_means(current, QUALITY_KEYS), len(current),
+                          _means(floors, QUALITY_KEYS),
+                          current[0]["sampler"] if len(settings) == 1 else None)
+
+
+#: "Like data" (docs/QUALITY.md): a velocity std within this factor of the data's, ...
+STD_TOLERANCE = 1.5
+#: ... spectrum error and vorticity W1 within this factor of the data-vs-data floor, and a
+#: finite dynamics score.
+FLOOR_FACTOR = 3.0
+
+
+def unlike_data(quality: Mapping[str, float], floor: Mapping[str, float]) -> list[str]:
+    """What keeps a setting's mean scores from "like data"; empty when they are (or when no
+    floor was measured to judge against)."""
+    if not floor:
+        return []
+    reasons = []
+    std = quality.get("std_ratio")
+    if std is not None and not 1 / STD_TOLERANCE <= std <= STD_TOLERANCE:
+        reasons.append(f"velocity std {std:.2f}× the data's")
+    for key, name in (("spectrum_error", "spectrum error"), ("vorticity_w1", "vorticity W1")):
+        value, bound = quality.get(key), floor.get(key)
+        if value is not None and bound and value > FLOOR_FACTOR * bound:
+            reasons.append(f"{name} {value / bound:.1f}× the data-vs-data floor")
+    if "dynamics_error" not in quality:
+        reasons.append("dynamics not measurable (no pair the solver can advance)")
+    return reasons
 
 
 def _pick_baseline(row: Row, rows: Sequence[Row]) -> Row | None:
@@ -419,9 +482,10 @@ def summarize(runs: Iterable[RunResult]) -> list[Row]:
         run = members[0].first
         members.sort(key=lambda s: (s.first.lr, s.first.weight_decay, s.first.overrides))
         best = min(members, key=lambda s: s.mean)
-        quality, measured = _quality(best.runs)
+        quality = quality_summary(best.runs)
         plain.append(Row(run.preset, run.optimizer, run.schedule, run.epochs, best,
-                         tuple(members), quality=quality, quality_seeds=measured))
+                         tuple(members), quality=quality.means, quality_seeds=quality.seeds,
+                         floor=quality.floor, sampler=quality.sampler))
     rows = []
     for row in plain:
         base = _pick_baseline(row, plain)
@@ -429,12 +493,11 @@ def summarize(runs: Iterable[RunResult]) -> list[Row]:
             rows.append(row)
             continue
         ratio, device = step_ratio(row.best.runs, base.best.runs)
-        rows.append(Row(
-            row.preset, row.optimizer, row.schedule, row.epochs, row.best, row.settings,
-            baseline=base.best, vs_baseline_pct=100.0 * (row.best.mean / base.best.mean - 1.0),
+        rows.append(dataclasses.replace(
+            row, baseline=base.best,
+            vs_baseline_pct=100.0 * (row.best.mean / base.best.mean - 1.0),
             step_ratio=ratio, step_device=device,
-            time_to_target_s=time_to_target(row.curve, base.best.mean),
-            quality=row.quality, quality_seeds=row.quality_seeds))
+            time_to_target_s=time_to_target(row.curve, base.best.mean)))
     return sorted(rows, key=lambda r: (r.preset, r.optimizer != BASELINE, r.optimizer,
                                        r.schedule, r.epochs or 0))
 

@@ -30,10 +30,23 @@ CUDA = {"device": "cuda:0", "device_name": "NVIDIA H100"}
 EDGES = [0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.99, 1.0]
 ADAMW_BINS = [0.01, 0.012, 0.015, 0.02, 0.04, 0.08, 0.2, 1.5]
 MUON_BINS = [0.005, 0.006, 0.008, 0.012, 0.03, 0.09, 0.3, 3.0]
+SAMPLER = {"steps": 128, "corrections": 1, "tau": 0.5, "t_start": 0.9, "remove_mean": True}
+FLOOR = {"spectrum_error": 0.1, "vorticity_w1": 0.04, "divergence_ratio": 1.0,
+         "dynamics_error": 1.0, "std_ratio": 1.0, "mean_flow": 0.0}
 QUALITY = {"spectrum_error": 0.2, "vorticity_w1": 0.05, "divergence_ratio": 1.1,
-           "dynamics_error": 1.3, "trajectories": 2, "length": 5, "seconds": 1.5,
+           "dynamics_error": 1.3, "unstable_fraction": 0.0, "mean_flow": 0.01,
+           "std_ratio": 1.2, "lag1_autocorrelation": 0.96, "sin4y_amplitude": 0.7,
+           "trajectories": 2, "length": 5, "seconds": 1.5,
+           "reference": {"std": 0.9, "lag1_autocorrelation": 0.97, "sin4y_amplitude": 0.74,
+                         "transition_error": 0.08},
+           "sampler": SAMPLER, "floor": FLOOR,
            "spectrum": {"k": [1, 2, 3, 4], "generated": [1.0, 0.3, 0.1, 0.05],
                         "data": [1.0, 0.25, 0.08, 0.02]}}
+#: Scores stored before the sampler settings were (old definitions; no sampler, no floor).
+LEGACY_QUALITY = {"spectrum_error": 2.5, "vorticity_w1": 40.0, "divergence_ratio": 8.0,
+                  "dynamics_error": float("inf"), "trajectories": 2, "length": 5,
+                  "seconds": 1.0, "spectrum": {"k": [1, 2], "generated": [9.0, 9.0],
+                                               "data": [1.0, 0.25]}}
 
 
 def add_run(db: Database, worker_id: int, *, optimizer: str, lr: float, seed: int,

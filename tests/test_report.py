@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
@@ -50,7 +51,10 @@ def test_report_writes_markdown_html_and_every_figure(runner, home):
     assert result.exit_code == 0, result.stderr
     # the terminal table: best settings, % vs AdamW, same-device ratio, ∞, quality
     for text in ("lr 4.5e-4, wd 0.01", "0.09 ± 0.014", "−16.7 %", "1.50×", "other device",
-                 "∞ (never)", "20.0 s", "spec 0.2 · W1 0.05", "not measured", "Devices mixed"):
+                 "∞ (never)", "20.0 s", "not measured", "Devices mixed",
+                 "std 1.20× · spec 0.2 (2.0× floor) · W1 0.05 (1.2× floor) · dyn 1.3",
+                 "Sample quality, best settings", "data vs data",
+                 "Sampled with 128 steps, 1 correction (τ 0.5), from t = 0.9, exact mean."):
         assert text in result.stdout, text
     markdown = (out / "report.md").read_text()
     for name in FIGURES:
@@ -61,6 +65,10 @@ def test_report_writes_markdown_html_and_every_figure(runner, home):
     assert "Run 9 (sgd · linear, lr 0.1, wd 0.01, seed 0) is failed: boom." in markdown
     assert "Runs: 7 done, 1 queued, 1 failed, 1 diverged;" in markdown
     assert "Not measured: adamw · linear, sgd · linear." in markdown
+    assert ("| muon | linear | lr 1e-3, wd 0.01 | 1 | 1.2 | 0.01 | 0.2 | 0.05 | 1.1 | 1.3 | 0% "
+            "| 0.960 | 0.7 | yes |") in markdown
+    assert "| data vs data | (floor) |  |  | 1 | 0 | 0.1 | 0.04 | 1 | 1 | — | — | — |  |" \
+        in markdown
     assert "No finished runs on the `paper` preset" in markdown
     # loss by noise level: AdamW 1.5 × and 0.7071 × ADAMW_BINS, Muon MUON_BINS ± 0, SGD old
     assert "| optimizer | schedule | best setting | seeds | t0.00-0.20 |" in markdown
@@ -190,3 +198,20 @@ def test_report_from_a_study_trained_by_a_real_worker(runner, tmp_path):
     assert "Not drawn" not in markdown and "not measured" not in result.stdout
     assert "One seed per setting" in markdown and "All finished runs ran on one device: cpu" \
         in markdown
+    assert "Sampled with 2 steps, 0 corrections (τ 0.5), from t = 1.0." in markdown
+    # the sample figure: what each run's scores were computed on, the test data beneath
+    from diffbench.storage import results
+    from diffbench.tui.report import _samples
+
+    db = open_database(f"sqlite:///{tmp_path / 'diffbench.db'}")
+    try:
+        pictures = _samples(db, results.summarize(results.load_runs(db)))
+        stored = {name: [queue.get_sample(db, i).array() for i in
+                         results.last_sample_ids(db, [r.id for r in queue.list_runs(db)],
+                                                 name).values()]
+                  for name in ("quality", "quality-data")}
+    finally:
+        db.dispose()
+    assert [label for label, _ in pictures] == ["adamw\nlinear", "muon\nlinear", "data\n(test)"]
+    assert any(np.array_equal(pictures[0][1], a) for a in stored["quality"])
+    assert np.array_equal(pictures[-1][1], stored["quality-data"][0])

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 
@@ -21,7 +22,16 @@ from diffbench.storage.results import (
     settings,
     time_to_target,
 )
-from tests.results_db import ADAMW_BINS, EDGES, MUON_BINS, build_study
+from tests.results_db import (
+    ADAMW_BINS,
+    EDGES,
+    FLOOR,
+    LEGACY_QUALITY,
+    MUON_BINS,
+    QUALITY,
+    SAMPLER,
+    build_study,
+)
 
 
 @pytest.fixture
@@ -75,9 +85,37 @@ def test_quality_means_over_measured_seeds(study):
     rows = by_optimizer(results.summarize(results.load_runs(db)))
     muon = rows["muon", "linear"]
     assert muon.quality_seeds == 1
-    assert muon.quality == {"spectrum_error": 0.2, "vorticity_w1": 0.05,
-                            "divergence_ratio": 1.1, "dynamics_error": 1.3}
+    assert muon.quality == {"std_ratio": 1.2, "mean_flow": 0.01, "spectrum_error": 0.2,
+                            "vorticity_w1": 0.05, "divergence_ratio": 1.1,
+                            "dynamics_error": 1.3, "unstable_fraction": 0.0,
+                            "lag1_autocorrelation": 0.96, "sin4y_amplitude": 0.7}
+    assert muon.floor == FLOOR and muon.sampler == SAMPLER
     assert rows["adamw", "linear"].quality == {}
+
+
+def test_scores_from_before_the_sampler_settings_count_only_where_defined_alike():
+    """Old scores stay readable; only W1 and the divergence ratio kept their definition, and
+    a seed scored today outweighs them."""
+    old, new = SimpleNamespace(quality=LEGACY_QUALITY), SimpleNamespace(quality=QUALITY)
+    summary = results.quality_summary([old])
+    assert summary.means == {"vorticity_w1": 40.0, "divergence_ratio": 8.0}
+    assert (summary.seeds, summary.floor, summary.sampler) == (1, {}, None)
+    mixed = results.quality_summary([old, new, SimpleNamespace(quality=None)])
+    assert mixed.seeds == 1 and mixed.means["vorticity_w1"] == 0.05
+    assert mixed.floor == FLOOR and mixed.sampler == SAMPLER
+
+
+def test_like_data_against_the_floor_by_hand():
+    floor = {"spectrum_error": 0.1, "vorticity_w1": 0.04}
+    like = {"std_ratio": 1.4, "spectrum_error": 0.29, "vorticity_w1": 0.1,
+            "dynamics_error": 4.0}
+    assert results.unlike_data(like, floor) == []
+    assert results.unlike_data(like, {}) == []  # nothing to judge against
+    unlike = {"std_ratio": 0.6, "spectrum_error": 0.35, "vorticity_w1": 0.2}
+    assert results.unlike_data(unlike, floor) == [
+        "velocity std 0.60× the data's", "spectrum error 3.5× the data-vs-data floor",
+        "vorticity W1 5.0× the data-vs-data floor",
+        "dynamics not measurable (no pair the solver can advance)"]
 
 
 def test_final_loss_by_noise_level_over_seeds(study):

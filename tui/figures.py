@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from diffbench.engine.vorticity import display_vorticity
-from diffbench.storage.results import QUALITY_KEYS, Row, RunResult
+from diffbench.storage.results import Row, RunResult
 
 from .render import ICEFIRE
 from .train import OPTIMIZERS
@@ -28,10 +28,13 @@ DPI = 110
 COLORS = dict(zip(OPTIMIZERS, ("#1f77b4", "#7f7f7f", "#d62728", "#2ca02c", "#9467bd",
                                "#ff7f0e"), strict=True))
 LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
-QUALITY_LABELS = {"spectrum_error": "energy-spectrum error",
-                  "vorticity_w1": "vorticity W1 distance",
-                  "divergence_ratio": "divergence / data's",
-                  "dynamics_error": "dynamics error / data's"}
+#: The scores `quality_vs_loss` plots, with their axis labels.
+QUALITY_LABELS = {"std_ratio": "velocity std / data's",
+                  "spectrum_error": "energy-spectrum error (RMS log ratio)",
+                  "vorticity_w1": "vorticity W1 (data stds)",
+                  "dynamics_error": "dynamics error / data's",
+                  "mean_flow": "mean flow (data stds)",
+                  "lag1_autocorrelation": "lag-1 autocorrelation"}
 
 
 def _png(figure: Figure) -> bytes:
@@ -235,9 +238,9 @@ def quality_vs_loss(runs: Sequence[RunResult]) -> bytes | None:
                 and math.isfinite(r.final_loss)]
     if not measured:
         return None
-    figure = Figure(figsize=(9.0, 6.4))
-    for index, key in enumerate(QUALITY_KEYS):
-        ax = figure.add_subplot(2, 2, index + 1)
+    figure = Figure(figsize=(12.0, 6.4))
+    for index, key in enumerate(QUALITY_LABELS):
+        ax = figure.add_subplot(2, 3, index + 1)
         for optimizer in dict.fromkeys(r.optimizer for r in measured):
             points = [(r.final_loss, r.quality[key]) for r in measured
                       if r.optimizer == optimizer and isinstance(r.quality.get(key), int | float)

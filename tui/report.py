@@ -205,11 +205,57 @@ def fmt_duration(seconds: float | None) -> str:
 
 
 def fmt_quality(row: Row) -> str:
+    """The main table's summary: std ratio, spectrum and W1 (× their floor), dynamics."""
     if not row.quality:
         return "not measured"
-    short = {"spectrum_error": "spec", "vorticity_w1": "W1", "divergence_ratio": "div",
-             "dynamics_error": "dyn"}
-    return " · ".join(f"{short[k]} {v:.3g}" for k, v in row.quality.items())
+    parts = []
+    if "std_ratio" in row.quality:
+        parts.append(f"std {row.quality['std_ratio']:.2f}×")
+    for key, short in (("spectrum_error", "spec"), ("vorticity_w1", "W1")):
+        if key in row.quality:
+            floor = row.floor.get(key)
+            parts.append(f"{short} {row.quality[key]:.3g}"
+                         + (f" ({row.quality[key] / floor:.1f}× floor)" if floor else ""))
+    if "dynamics_error" in row.quality:
+        parts.append(f"dyn {row.quality['dynamics_error']:.3g}")
+    return " · ".join(parts)
+
+
+#: Columns of the quality table: score key, header, format.
+QUALITY_COLUMNS = (("std_ratio", "std ×", ".3g"), ("mean_flow", "mean flow", ".2g"),
+                   ("spectrum_error", "spectrum", ".3g"), ("vorticity_w1", "W1", ".3g"),
+                   ("divergence_ratio", "div ×", ".3g"), ("dynamics_error", "dynamics ×", ".3g"),
+                   ("unstable_fraction", "unstable", ".0%"),
+                   ("lag1_autocorrelation", "lag-1 corr", ".3f"),
+                   ("sin4y_amplitude", "sin 4y", ".3g"))
+
+
+def quality_table(rows: Sequence[Row]) -> tuple[tuple[str, ...], list[tuple[str, ...]], int]:
+    """Columns, cells and leading text columns of the sample-quality table: each measured
+    row's mean scores, whether they are like data, then the data-vs-data floor of each
+    preset (the validation split scored against the test split at the samples' size)."""
+    from diffbench.storage.results import unlike_data
+
+    lead = _lead(rows)
+    columns = (*lead, "optimizer", "schedule", "best setting", "seeds",
+               *(header for _, header, _ in QUALITY_COLUMNS), "like data")
+
+    def values(scores: dict[str, float]) -> tuple[str, ...]:
+        return tuple(format(scores[key], spec) if key in scores else "—"
+                     for key, _, spec in QUALITY_COLUMNS)
+
+    cells = [(*_lead_cells(r, lead), r.optimizer, r.schedule, r.best.label(),
+              str(r.quality_seeds), *values(r.quality),
+              ("no" if unlike_data(r.quality, r.floor) else "yes") if r.floor else "—")
+             for r in rows if r.quality]
+    floors: dict[tuple[str, ...], dict[str, float]] = {}
+    for r in rows:
+        if r.floor:
+            floors.setdefault(_lead_cells(r, lead), r.floor)
+    for lead_cells, floor in floors.items():
+        cells.append((*lead_cells, "data vs data", "(floor)", "", "",
+                      *values(floor), ""))
+    return columns, cells, len(lead) + 4
 
 
 def _lead(rows: Sequence[Row]) -> list[str]:
@@ -329,24 +375,37 @@ def _print(console: Console, rows: Sequence[Row], caveats: Caveats) -> None:
     if cells:
         console.print(_rich_table("Final fixed-noise loss by noise level (t-bin), best "
                                   "settings", columns, cells, range(left, len(columns))))
+    columns, cells, left = quality_table(rows)
+    if cells:
+        console.print(_rich_table("Sample quality, best settings (docs/QUALITY.md)", columns,
+                                  cells, range(left, len(columns) - 1)))
+        for line in _sampler_lines([r for r in rows if r.quality]):
+            console.print(line, markup=False, highlight=False)
 
 
 # ----------------------------------------------------------------------------- figures
 
 
 def _samples(db: Database, rows: Sequence[Row]) -> list[tuple[str, object]]:
-    """The newest stored vorticity sample of each optimizer's best run."""
+    """Vorticity of each optimizer's best run: the states its quality phase scored (else its
+    newest preview), then the test data they were scored against."""
     from diffbench.storage.queue import get_sample
     from diffbench.storage.results import last_sample_ids
 
     from .figures import best_per_optimizer
 
-    out = []
-    for row in best_per_optimizer(rows):
-        run = min(row.best.runs, key=lambda r: r.final_loss)
-        ids = last_sample_ids(db, [run.id])
-        if run.id in ids:
-            out.append((f"{row.optimizer}\n{row.schedule}", get_sample(db, ids[run.id]).array()))
+    runs = [(row, min(row.best.runs, key=lambda r: r.final_loss))
+            for row in best_per_optimizer(rows)]
+    ids = [r.id for _, r in runs]
+    scored, previews = last_sample_ids(db, ids, "quality"), last_sample_ids(db, ids)
+    out: list[tuple[str, object]] = []
+    for row, run in runs:
+        sample = scored.get(run.id, previews.get(run.id))
+        if sample is not None:
+            out.append((f"{row.optimizer}\n{row.schedule}", get_sample(db, sample).array()))
+    data = last_sample_ids(db, ids, "quality-data")
+    if data:
+        out.append(("data\n(test)", get_sample(db, next(iter(data.values()))).array()))
     return out
 
 
@@ -373,8 +432,9 @@ def _figures(db: Database, runs: Sequence[RunResult], rows: Sequence[Row]) -> li
               figures.loss_by_t(rows, presets),
               "no run here measured its loss by noise level (runs from before it was)"),
         Drawn("samples", "Vorticity samples",
-              "Two generated windows × five states of each optimizer's best run (the "
-              "newest stored preview), same noise for every run.",
+              "Two generated trajectories × five states of each optimizer's best run: those "
+              "its sample-quality scores were computed on (runs from before: the newest "
+              "preview window), the same noise for every run; the test data beneath.",
               figures.sample_grid(_samples(db, rows)), "no stored samples"),
         Drawn("spectra", "Energy spectra of samples against the data",
               "Each optimizer's best setting.", figures.spectra(rows, presets), quality),
@@ -388,7 +448,7 @@ def _figures(db: Database, runs: Sequence[RunResult], rows: Sequence[Row]) -> li
 
 
 def _quality_blocks(rows: Sequence[Row]) -> list[Block]:
-    from diffbench.storage.results import QUALITY_KEYS
+    from diffbench.storage.results import FLOOR_FACTOR, STD_TOLERANCE, unlike_data
 
     from .document import Paragraph, Table
 
@@ -397,15 +457,55 @@ def _quality_blocks(rows: Sequence[Row]) -> list[Block]:
         return [Paragraph("Not measured: no run in this report has sample-quality scores "
                           "(runs that finished before scoring existed, or scoring was "
                           "skipped).")]
-    lines = tuple((r.optimizer, r.schedule, r.best.label(), str(r.quality_seeds),
-                   *(f"{r.quality[k]:.4g}" if k in r.quality else "—" for k in QUALITY_KEYS))
-                  for r in rows if r.quality)
-    blocks: list[Block] = [Table(("optimizer", "schedule", "best setting", "seeds measured",
-                                  *QUALITY_KEYS), lines, left=3)]
+    columns, cells, left = quality_table(rows)
+    blocks: list[Block] = [
+        Paragraph("Means over the best setting's measured seeds (docs/QUALITY.md). Velocity "
+                  "std and mean flow in units of the data's std; spectrum: RMS log ratio of "
+                  "the energy spectra; W1: vorticity distance in data stds; div ×, "
+                  "dynamics ×: over the data's own; unstable: pairs the solver cannot "
+                  "advance. Like data: std within "
+                  f"{STD_TOLERANCE:g}× the data's, spectrum and W1 within {FLOOR_FACTOR:g}× "
+                  "the data-vs-data floor, dynamics finite."),
+        Table(columns, tuple(cells), left=left)]
+    blocks += [Paragraph(line) for line in _sampler_lines(measured)]
+    best = min(r.best.mean for r in measured)
+    for row in measured:
+        reasons = unlike_data(row.quality, row.floor)
+        if reasons:
+            blocks.append(Paragraph(
+                f"Not like data: {row.optimizer} · {row.schedule} ({row.best.label()}; final "
+                f"loss {row.best.mean:.4g}, best row {best:.4g}): {'; '.join(reasons)}."))
+    legacy = [f"{r.optimizer} · {r.schedule}" for r in measured if r.sampler is None
+              and not r.floor]
+    if legacy:
+        blocks.append(Paragraph(
+            f"Scored before the sampler settings were recorded: {', '.join(legacy)}; only "
+            "their vorticity W1 and divergence ratio share today's definitions."))
     missing = [f"{r.optimizer} · {r.schedule}" for r in rows if not r.quality]
     if missing:
         blocks.append(Paragraph(f"Not measured: {', '.join(missing)}."))
     return blocks
+
+
+def _sampler_lines(rows: Sequence[Row]) -> list[str]:
+    """How the scored samples were made, once per distinct setting."""
+    settings: dict[str, list[str]] = {}
+    for row in rows:
+        if row.sampler is not None:
+            settings.setdefault(fmt_sampler(row.sampler), []).append(
+                f"{row.optimizer} · {row.schedule}")
+    if len(settings) == 1:
+        return [f"Sampled with {next(iter(settings))}."]
+    return [f"Sampled with {text}: {', '.join(names)}." for text, names in settings.items()]
+
+
+def fmt_sampler(sampler: dict[str, object]) -> str:
+    """``128 steps, 1 correction (τ 0.5), from t = 0.9, exact mean``."""
+    corrections = int(sampler.get("corrections", 0))
+    text = (f"{sampler.get('steps')} steps, {corrections} correction"
+            f"{'' if corrections == 1 else 's'} (τ {sampler.get('tau')}), "
+            f"from t = {sampler.get('t_start', 1.0)}")
+    return text + (", exact mean" if sampler.get("remove_mean") else "")
 
 
 def _bins_blocks(rows: Sequence[Row]) -> list[Block]:
