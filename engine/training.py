@@ -423,8 +423,10 @@ class Trainer:
 
     def preview(self, count: int, steps: int) -> Any:
         """``count`` generated windows (count, window, 2, H, W) as float32 NumPy, drawn from the
-        same preview noise every time (so successive previews show the model change)."""
-        window = self.config.preset.model.window
+        same preview noise every time (so successive previews show the model change), from
+        the assessment's start and mean setting (`QualityConfig`), so they show the samples
+        the run is judged by."""
+        window, quality = self.config.preset.model.window, self.config.preset.quality
         size = self.sampler.data.shape[-1]
         set_eval_mode(self.optimizer)
         self.model.eval()
@@ -432,7 +434,8 @@ class Trainer:
             generator = rng.seeded(PREVIEW_SEED, self.device)
             with torch.no_grad(), self._autocast():
                 x = sample_windows(self.model, count, (2 * window, size, size), steps=steps,
-                                   generator=generator)
+                                   generator=generator, t_start=quality.t_start,
+                                   remove_mean=quality.remove_mean)
         finally:
             self.model.train()
             set_train_mode(self.optimizer)
