@@ -215,3 +215,27 @@ def test_report_from_a_study_trained_by_a_real_worker(runner, tmp_path):
     assert [label for label, _ in pictures] == ["adamw\nlinear", "muon\nlinear", "data\n(test)"]
     assert any(np.array_equal(pictures[0][1], a) for a in stored["quality"])
     assert np.array_equal(pictures[-1][1], stored["quality-data"][0])
+
+
+def test_samples_unlike_the_data_are_named_with_what_is_wrong(runner, tmp_path):
+    """A row whose samples miss the like-data bounds is named with its reasons and its loss
+    against the best row's; one that meets them is not; old scores are labelled."""
+    from tests.results_db import LEGACY_QUALITY, QUALITY, add_run
+
+    db = open_database(f"sqlite:///{tmp_path / 'diffbench.db'}")
+    worker = queue.register_worker(db, host="test", pid=1, device="cpu").id
+    grainy = {**QUALITY, "std_ratio": 2.5, "spectrum_error": 0.5}  # 5× FLOOR's 0.1
+    add_run(db, worker, optimizer="adamw", lr=1e-3, seed=0, losses=[0.3, 0.1],
+            quality=QUALITY)
+    add_run(db, worker, optimizer="sgd", lr=1e-2, seed=0, losses=[0.5, 0.3], quality=grainy)
+    add_run(db, worker, optimizer="muon", lr=1e-3, seed=0, losses=[0.3, 0.11],
+            quality=LEGACY_QUALITY)
+    db.dispose()
+    result = report(runner, tmp_path, "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.stderr
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert ("Not like data: sgd · linear (lr 0.01, wd 0.01): velocity std 2.50× the data's; "
+            "spectrum error 5.0× the data-vs-data floor. Its final loss is 0.3, 3.0× the best "
+            "row's: not converged as far") in markdown
+    assert "Not like data: adamw" not in markdown and "| adamw | linear |" in markdown
+    assert "Scored before the sampler settings were recorded: muon · linear" in markdown

@@ -472,9 +472,14 @@ def _quality_blocks(rows: Sequence[Row]) -> list[Block]:
     for row in measured:
         reasons = unlike_data(row.quality, row.floor)
         if reasons:
+            ratio = row.best.mean / best
             blocks.append(Paragraph(
-                f"Not like data: {row.optimizer} · {row.schedule} ({row.best.label()}; final "
-                f"loss {row.best.mean:.4g}, best row {best:.4g}): {'; '.join(reasons)}."))
+                f"Not like data: {row.optimizer} · {row.schedule} ({row.best.label()}): "
+                f"{'; '.join(reasons)}. Its final loss is {row.best.mean:.4g}, "
+                + (f"{ratio:.1f}× the best row's: not converged as far in this preset's "
+                   "steps, and the sampler amplifies what is left near t = 1 (see the loss "
+                   "by noise level)." if ratio > 1.25 else "close to the best row's: a "
+                   "loss that does not tell sample quality.")))
     legacy = [f"{r.optimizer} · {r.schedule}" for r in measured if r.sampler is None
               and not r.floor]
     if legacy:
