@@ -43,12 +43,18 @@ def test_inner_steps_keep_cfl_half_at_speed_five(name: str) -> None:
 
 
 def test_shipped_presets() -> None:
-    assert available_presets() == ["paper", "small", "tiny"]
-    tiny, small = load_preset("tiny"), load_preset("small")
+    assert available_presets() == ["demo", "paper", "small", "tiny"]
+    tiny, small, demo = load_preset("tiny"), load_preset("small"), load_preset("demo")
     assert (tiny.data.resolution, tiny.data.trajectories, tiny.data.split_sizes) == (
         32, 40, (32, 4, 4))
     assert small.data.resolution == 64 and small.model.channels == (48, 96, 192)
     assert tiny.name == "tiny"
+    # the demo: tiny's data and U-Net, trained longer, sampled from t = 0.9 with the exact mean
+    assert (demo.data, demo.model) == (tiny.data, tiny.model)
+    assert demo.train.epochs * demo.data.split_sizes[0] // demo.train.batch_size == 1500
+    assert (demo.quality.t_start, demo.quality.remove_mean) == (0.9, True)
+    assert load_preset("paper").quality.sampler() == {
+        "steps": 256, "corrections": 1, "tau": 0.5, "t_start": 1.0, "remove_mean": False}
 
 
 def test_load_by_path_names_preset_after_file(tmp_path: Path) -> None:
@@ -95,7 +101,8 @@ def test_invalid_toml_is_a_preset_error(tmp_path: Path) -> None:
 
 
 def test_unknown_name_lists_available() -> None:
-    with pytest.raises(PresetError, match="unknown preset 'huge'; available: paper, small, tiny"):
+    with pytest.raises(PresetError,
+                       match="unknown preset 'huge'; available: demo, paper, small, tiny"):
         load_preset("huge")
     with pytest.raises(PresetError, match="does not exist"):
         load_preset("nowhere/missing.toml")

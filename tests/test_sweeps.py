@@ -26,7 +26,7 @@ PAPER_LRS = {"adamw": {4.5e-5, 1e-4, 2e-4, 4.5e-4, 1e-3},
              "soap": {4.5e-5, 1e-4, 2e-4, 4.5e-4, 1e-3, 2e-3},
              "schedulefree": {4.5e-5, 1e-4, 2e-4, 4.5e-4, 1e-3}}
 PAPER_WD = {"adamw": 1e-2, "muon": 3.2e-2, "soap": 3.2e-2, "schedulefree": 1e-2}
-DEMO_EPOCHS = 100
+DEMO_EPOCHS = 375
 
 
 @pytest.fixture
@@ -100,27 +100,35 @@ def test_paper_longer_is_adamw_at_2048_epochs_against_muon_and_soap_at_1024(runn
     assert sorted(r["seed"] for r in runs) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
 
 
-def test_demo_is_six_optimizers_on_tiny_with_one_seed(runner, tmp_path):
+def test_demo_is_six_optimizers_on_the_demo_preset_with_one_seed(runner, tmp_path):
     runs = dry_run(runner, tmp_path, "--sweep", "demo")
     assert [r["optimizer"] for r in runs] == SIX
     for run in runs:
-        assert (run["preset"], run["seed"], run["epochs"]) == ("tiny", 0, DEMO_EPOCHS)
-        assert (run["lr"], run["weight_decay"]) == best("tiny", run["optimizer"])
+        assert (run["preset"], run["seed"], run["epochs"]) == ("demo", 0, DEMO_EPOCHS)
+        assert (run["lr"], run["weight_decay"]) == best("demo", run["optimizer"])
         assert run["schedule"] == expected_schedule(run["optimizer"])
         assert run["tags"] == ["demo"]
-        assert run["overrides"] == {"train.samples_every": 20}  # previews: 5, not 50
+        assert run["overrides"] == {}
+
+
+def test_demo_settings_are_the_best_of_the_shipped_tuning_sweep(runner, tmp_path):
+    """presets/demo.toml records, per optimizer, a setting the demo-tune sweep ran."""
+    tuned = {(r["optimizer"], r["lr"], r["weight_decay"])
+             for r in dry_run(runner, tmp_path, "--sweep", "demo-tune")}
+    for optimizer in SIX:
+        assert (optimizer, *best("demo", optimizer)) in tuned, optimizer
 
 
 def test_queue_sweeps_lists_every_shipped_sweep(runner, tmp_path):
     result = runner.invoke(app, ["--home", str(tmp_path), "queue", "sweeps", "--json"])
     assert result.exit_code == 0, result.output
     listed = {s["name"]: s for s in json.loads(result.stdout)}
-    counts = {"demo": 6, "paper-best": 18, "paper-longer": 9, "paper-lr": 63,
+    counts = {"demo": 6, "demo-tune": 24, "paper-best": 18, "paper-longer": 9, "paper-lr": 63,
               "paper-schedules": 30}
     assert {name: s["runs"] for name, s in listed.items()} == counts
     for sweep in listed.values():
         assert Path(sweep["path"]).is_file() and sweep["description"]
-    assert listed["demo"]["presets"] == ["tiny"]
+    assert listed["demo"]["presets"] == ["demo"]
     table = runner.invoke(app, ["--home", str(tmp_path), "queue", "sweeps"])
     assert table.exit_code == 0 and all(name in table.stdout for name in counts)
 

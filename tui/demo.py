@@ -65,10 +65,11 @@ def demo(
         "process. Default: 2 on a CPU with 2+ cores (twice the throughput of one worker with "
         "two threads), else 1.", show_default=False)] = None,
 ) -> None:
-    """Run the demo study end to end: make the tiny data set, queue six optimizers, train
-    them here with a live display, then print the comparison and write the report.
+    """Run the demo study end to end: make the demo's data set, queue six optimizers (each
+    at the setting tuned for the demo preset), train them two at a time with a live display,
+    score their samples against the data, then print the comparison and write the report.
 
-    About 5 minutes on 2 CPU cores. Runs already done are reused: run it again after
+    About 8 minutes on 2 CPU cores. Runs already done are reused: run it again after
     Ctrl-C (which checkpoints the current run) and it goes on where it stopped.
 
     [bold]Examples[/]
@@ -206,7 +207,7 @@ def _queue(db: Database, specs: Sequence[RunSpec]) -> tuple[list[int], int]:
 
 
 def _describe(specs: Sequence[RunSpec]) -> str:
-    """``tiny, 100 epochs`` (``40–80 epochs`` when they differ)."""
+    """``demo, 375 epochs`` (``40–80 epochs`` when they differ)."""
     presets = ", ".join(dict.fromkeys(s.preset for s in specs))
     epochs = sorted({s.epochs for s in specs if s.epochs is not None})
     span = "–".join(str(e) for e in dict.fromkeys((epochs[0], epochs[-1]))) if epochs else "?"
