@@ -69,7 +69,7 @@ def demo(
     at the setting tuned for the demo preset), train them two at a time with a live display,
     score their samples against the data, then print the comparison and write the report.
 
-    About 8 minutes on 2 CPU cores. Runs already done are reused: run it again after
+    About 5 minutes on 2 CPU cores. Runs already done are reused: run it again after
     Ctrl-C (which checkpoints the current run) and it goes on where it stopped.
 
     [bold]Examples[/]
