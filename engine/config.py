@@ -20,6 +20,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar
 
+from .vocabulary import OPTIMIZERS, lr_problem, weight_decay_problem
+
 
 class PresetError(ValueError):
     """A preset that cannot be loaded; the message names the offending key."""
@@ -180,13 +182,6 @@ class QualityConfig:
 Section = DataConfig | ModelConfig | TrainConfig | QualityConfig
 SECTIONS: tuple[type[Section], ...] = (DataConfig, ModelConfig, TrainConfig, QualityConfig)
 
-# The optimizers of `diffbench.engine.optimizers.OPTIMIZERS` (kept here so that loading a
-# preset needs no torch); a test keeps the two equal.
-OPTIMIZER_NAMES: tuple[str, ...] = ("adamw", "sgd", "muon", "soap", "schedulefree", "prodigy")
-# optimizers that take no external lr schedule (only their own warm-up): a run of one is
-# "constant" whatever schedule is asked for
-OWN_SCHEDULE: tuple[str, ...] = ("schedulefree",)
-
 
 @dataclass(frozen=True)
 class OptimizerDefaults:
@@ -196,9 +191,8 @@ class OptimizerDefaults:
     weight_decay: float
 
     def __post_init__(self) -> None:
-        _require(self.lr > 0, f"lr must be positive, got {self.lr}")
-        _require(self.weight_decay >= 0, f"weight_decay must be non-negative, got "
-                 f"{self.weight_decay}")
+        for problem in (lr_problem(self.lr), weight_decay_problem(self.weight_decay)):
+            _require(problem is None, str(problem))
 
 
 def _parse_optimizers(table: object) -> Mapping[str, OptimizerDefaults]:
@@ -206,11 +200,11 @@ def _parse_optimizers(table: object) -> Mapping[str, OptimizerDefaults]:
     if not isinstance(table, Mapping):
         raise PresetError("missing section [optimizers]")
     for name in table:
-        _require(name in OPTIMIZER_NAMES, f"unknown optimizer [optimizers.{name}]; known: "
-                 f"{', '.join(OPTIMIZER_NAMES)}")
+        _require(name in OPTIMIZERS, f"unknown optimizer [optimizers.{name}]; known: "
+                 f"{', '.join(OPTIMIZERS)}")
     keys = [f.name for f in dataclasses.fields(OptimizerDefaults)]
     parsed = {}
-    for name in OPTIMIZER_NAMES:
+    for name in OPTIMIZERS:
         entry = table.get(name)
         _require(isinstance(entry, Mapping), f"missing section [optimizers.{name}]")
         for key in entry:

@@ -37,9 +37,9 @@ from torch import Tensor
 from . import kolmogorov
 from .config import DataConfig, Preset, parse_section
 from .statistics import FlowStatistics, flow_statistics
+from .vocabulary import SPLITS
 
 FORMAT_VERSION = 1
-SPLITS = ("train", "valid", "test")
 RESUME_PROVENANCE = ("torch_version", "device", "compiled")  # a partial file's must match
 REQUIRED_ATTRS = ("format_version", "preset", "preset_name", "checksum", "trajectories_done")
 

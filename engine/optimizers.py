@@ -24,10 +24,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from diffbench.engine.config import OWN_SCHEDULE
 from diffbench.engine.muon import Muon
 from diffbench.engine.schedules import SCHEDULES
 from diffbench.engine.soap import SOAP
+from diffbench.engine.vocabulary import OWN_SCHEDULE, lr_problem, weight_decay_problem
 
 __all__ = [
     "OPTIMIZERS",
@@ -214,10 +214,9 @@ def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
         if key not in known:
             raise OptimizerError(f"unknown option {key!r} for optimizer {name!r}; "
                                  f"known: {', '.join(known) or 'none'}")
-    if not lr > 0:
-        raise OptimizerError(f"lr must be positive, got {lr}")
-    if not weight_decay >= 0:
-        raise OptimizerError(f"weight_decay must be non-negative, got {weight_decay}")
+    for problem in (lr_problem(lr), weight_decay_problem(weight_decay)):
+        if problem is not None:
+            raise OptimizerError(problem)
     optimizer = builder(model, lr, weight_decay, **options)
     _prove_split(model, optimizer)
     return optimizer

@@ -19,10 +19,15 @@ import torch
 from torch import Tensor
 
 from .config import Preset, QualityConfig
-from .optimizers import OPTIMIZERS, optimizer_options
-from .schedules import SCHEDULES
-
-PRECISIONS = ("fp32", "bf16")
+from .optimizers import optimizer_options
+from .vocabulary import (
+    OPTIMIZERS,
+    PRECISIONS,
+    SCHEDULES,
+    lr_problem,
+    unknown,
+    weight_decay_problem,
+)
 
 
 class RunError(ValueError):
@@ -60,15 +65,11 @@ class RunConfig:
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _require(self.optimizer in OPTIMIZERS,
-                 f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
-        _require(self.schedule in SCHEDULES,
-                 f"unknown schedule {self.schedule!r}; known: {', '.join(SCHEDULES)}")
-        _require(self.precision in PRECISIONS,
-                 f"unknown precision {self.precision!r}; use {' or '.join(PRECISIONS)}")
-        _require(self.lr > 0 and self.lr < float("inf"), f"lr must be positive, got {self.lr}")
-        _require(0 <= self.weight_decay < float("inf"),
-                 f"weight decay must be non-negative, got {self.weight_decay}")
+        for problem in (unknown("optimizer", self.optimizer, OPTIMIZERS),
+                        unknown("schedule", self.schedule, SCHEDULES),
+                        unknown("precision", self.precision, PRECISIONS),
+                        lr_problem(self.lr), weight_decay_problem(self.weight_decay)):
+            _require(problem is None, str(problem))
         _require(0 <= self.seed < 2**63, f"seed must be in [0, 2**63), got {self.seed}")
         _require(not self.cuda_graph or self.compile is not False,
                  "cuda_graph replays the compiled step: it needs compile on")
@@ -111,8 +112,8 @@ UNASSESSED: Mapping[str, Any] = {"enabled": False, "trajectories": 1, "length": 
 
 def default_hyperparameters(preset: Preset, optimizer: str) -> tuple[float, float]:
     """(lr, weight decay) the preset gives ``optimizer`` (the paper's best settings)."""
-    _require(optimizer in OPTIMIZERS,
-             f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+    problem = unknown("optimizer", optimizer, OPTIMIZERS)
+    _require(problem is None, str(problem))
     table = getattr(preset, "optimizers", None)
     _require(table is not None and optimizer in table,
              f"preset {preset.name!r} has no defaults for optimizer {optimizer!r}; "

@@ -43,6 +43,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from diffbench.engine.vocabulary import lr_problem, weight_decay_problem
 from diffbench.storage import states
 from diffbench.storage.db import Database, NotFound, StorageError
 from diffbench.storage.schema import (
@@ -301,10 +302,9 @@ def enqueue(db: Database, specs: Iterable[RunSpec], *, allow_duplicates: bool = 
     run (or to an earlier spec here) unless ``allow_duplicates``."""
     specs = list(specs)
     for spec in specs:
-        if not (math.isfinite(spec.lr) and spec.lr > 0):
-            raise StorageError(f"lr must be a positive number, not {spec.lr!r}")
-        if not (math.isfinite(spec.weight_decay) and spec.weight_decay >= 0):
-            raise StorageError(f"weight decay must be ≥ 0, not {spec.weight_decay!r}")
+        for problem in (lr_problem(spec.lr), weight_decay_problem(spec.weight_decay)):
+            if problem is not None:
+                raise StorageError(problem)
         if spec.epochs is not None and spec.epochs < 1:
             raise StorageError(f"epochs must be ≥ 1, not {spec.epochs!r}")
         if db.dialect != "sqlite":  # SQLite keeps any length; PostgreSQL refuses, unnamed

@@ -232,7 +232,7 @@ async def test_queue_form_validates_then_queues(trained, copy):
         form.query_one("#field-seeds", Input).value = "0-1"
         form.query_one("#field-preset", Input).focus()
         await pilot.press("enter")
-        assert "--lr must be positive, got -1" in screen_text(app)
+        assert "--lr must be a positive number, got -1.0" in screen_text(app)
         form.query_one("#field-lrs", Input).value = "2e-3"
         form.query_one("#field-optimizers", Input).value = "adamw,nosuch"
         await pilot.press("enter")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from diffbench.engine.vocabulary import SPLITS
 from diffbench.storage.workspace import Workspace, dataset_name
 
 from . import output
@@ -28,7 +29,6 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-SPLITS = ("train", "valid", "test")
 
 
 # --------------------------------------------------------------------------- generate

@@ -18,15 +18,13 @@ from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from diffbench.engine.vocabulary import optimizer_hex
 from diffbench.engine.vorticity import display_vorticity
 from diffbench.storage.results import Row, RunResult
 
 from .render import ICEFIRE
-from .train import OPTIMIZERS
 
 DPI = 110
-COLORS = dict(zip(OPTIMIZERS, ("#1f77b4", "#7f7f7f", "#d62728", "#2ca02c", "#9467bd",
-                               "#ff7f0e"), strict=True))
 LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
 #: The scores `quality_vs_loss` plots, with their axis labels.
 QUALITY_LABELS = {"std_ratio": "velocity std / data's",
@@ -54,7 +52,7 @@ def _log_if_wide(ax, axis: str, values: Sequence[float]) -> None:
 
 
 def _color(optimizer: str) -> str:
-    return COLORS.get(optimizer, "#17becf")
+    return optimizer_hex(optimizer)
 
 
 def _linestyle(schedule: str, rows: Sequence[Row]) -> str | tuple:

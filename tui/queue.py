@@ -7,17 +7,24 @@ writes nothing. Loading the preset needs no torch (`engine.config` is torch-free
 
 from __future__ import annotations
 
-import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from diffbench.engine.vocabulary import (
+    OPTIMIZERS,
+    SCHEDULES,
+    lr_problem,
+    weight_decay_problem,
+)
+
 from .errors import UserError, require, user_errors
 from .output import JsonOption, console, database, notice, print_json, print_table, run_dict
-from .train import OPTIMIZERS, RUN_KEYS, SCHEDULES
+from .train import RUN_KEYS
 
 if TYPE_CHECKING:
     from diffbench.storage.queue import RunSpec
@@ -42,18 +49,18 @@ def split_list(values: list[str] | None) -> list[str]:
     return list(dict.fromkeys(v for v in items if v))
 
 
-def parse_floats(values: list[str] | None, option: str, *, positive: bool) -> list[float]:
+def parse_floats(values: list[str] | None, option: str,
+                 problem: Callable[[float, str], str | None]) -> list[float]:
+    """Numbers from repeated and comma-separated ``values``, each checked by ``problem``
+    (`vocabulary.lr_problem` or `weight_decay_problem`), in order, without repeats."""
     out = []
     for text in split_list(values):
         try:
             value = float(text)
         except ValueError:
             raise UserError(f"{option}: {text!r} is not a number") from None
-        require(math.isfinite(value), f"{option}: {text!r} is not a finite number")
-        if positive:
-            require(value > 0, f"{option} must be positive, got {text}")
-        else:
-            require(value >= 0, f"{option} must be non-negative, got {text}")
+        error = problem(value, option)
+        require(error is None, str(error))
         out.append(value)
     return list(dict.fromkeys(out))
 
@@ -114,7 +121,8 @@ def resolve_specs(grid: Grid) -> list[RunSpec]:
     ``--set`` keys via `override`); lr/wd default to the preset's per optimizer and epochs
     to the preset's (so an identical run queued another way is still a duplicate). Bad
     values raise `UserError`."""
-    from diffbench.engine.config import OWN_SCHEDULE, PresetError, load_preset, override
+    from diffbench.engine.config import PresetError, load_preset, override
+    from diffbench.engine.vocabulary import run_schedule
     from diffbench.storage.queue import RunSpec
 
     require(bool(grid.optimizers), f"--optimizer is required; one or more of "
@@ -154,8 +162,7 @@ def resolve_specs(grid: Grid) -> list[RunSpec]:
     for optimizer in grid.optimizers:
         defaults = resolved.optimizers[optimizer]
         # one spelling of what ScheduleFree trains, so a run queued another way is a duplicate
-        schedules = ["constant"] if optimizer in OWN_SCHEDULE else grid.schedules
-        for schedule in schedules:
+        for schedule in dict.fromkeys(run_schedule(optimizer, s) for s in grid.schedules):
             for lr in grid.lrs or [defaults.lr]:
                 for wd in grid.wds or [defaults.weight_decay]:
                     for seed in grid.seeds:
@@ -291,8 +298,8 @@ def sweep_grids(path: Path, cli: dict[str, Any]) -> list[Grid]:
         grids.append(Grid(
             preset=str(pick("preset")), optimizers=split_list(_strings(pick("optimizer"))),
             schedules=split_list(_strings(pick("schedule"))) or ["linear"],
-            lrs=parse_floats(_strings(pick("lr")), "lr", positive=True),
-            wds=parse_floats(_strings(pick("wd")), "wd", positive=False),
+            lrs=parse_floats(_strings(pick("lr")), "lr", lr_problem),
+            wds=parse_floats(_strings(pick("wd")), "wd", weight_decay_problem),
             seeds=parse_seeds(_strings(pick("seeds"))) or [0],
             epochs=None if epochs is None else _int(epochs, "epochs"), sets=sets,
             priority=_int(pick("priority"), "priority"),
@@ -381,8 +388,8 @@ def add(
         grid = Grid(
             preset=preset, optimizers=split_list(optimizer),
             schedules=split_list(schedule) or ["linear"],
-            lrs=parse_floats(lr, "--lr", positive=True),
-            wds=parse_floats(wd, "--wd", positive=False),
+            lrs=parse_floats(lr, "--lr", lr_problem),
+            wds=parse_floats(wd, "--wd", weight_decay_problem),
             seeds=parse_seeds(seeds) or [0], epochs=epochs, sets=parse_sets(set_),
             priority=priority, tags=tuple(split_list(tag)))
         specs = resolve_specs(grid)

@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from diffbench.engine.vocabulary import OPTIMIZERS, SCHEDULES
+
 from .errors import UserError, require, user_errors
 from .output import database
-from .train import OPTIMIZERS, SCHEDULES
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -26,6 +26,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from diffbench.engine.vocabulary import (
+    OPTIMIZERS,
+    PRECISIONS,
+    SCHEDULES,
+    lr_problem,
+    unknown,
+    weight_decay_problem,
+)
 from diffbench.storage.workspace import Workspace
 
 from .errors import EXIT_INTERRUPTED, UserError, require, user_errors
@@ -33,10 +41,6 @@ from .errors import EXIT_INTERRUPTED, UserError, require, user_errors
 if TYPE_CHECKING:
     from rich.console import Console
 
-# Names as the engine spells them (tests check they agree); kept here so --help needs no torch.
-OPTIMIZERS = ("adamw", "sgd", "muon", "soap", "schedulefree", "prodigy")
-SCHEDULES = ("constant", "linear", "cosine", "wsd", "sqrt", "sqrt-cooldown")
-PRECISIONS = ("fp32", "bf16")
 # Run settings a queued run may set with an undotted --set key (not preset keys): how a step
 # is computed, and its precision. The values each takes.
 RUN_KEYS: dict[str, tuple[object, ...]] = {"precision": PRECISIONS,
@@ -137,13 +141,12 @@ def _train(workspace: Workspace, *, preset: str | None, optimizer: str | None, s
         require(preset is not None, "--preset is required (or --resume DIR)")
         require(optimizer is not None, "--optimizer is required; "
                 f"one of {', '.join(OPTIMIZERS)}")
-        require(optimizer in OPTIMIZERS,
-                f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}")
-        require(schedule in SCHEDULES,
-                f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
-        require(precision in PRECISIONS, f"--precision must be fp32 or bf16, got {precision!r}")
-        require(lr is None or lr > 0, f"--lr must be positive, got {lr}")
-        require(wd is None or wd >= 0, f"--wd must be non-negative, got {wd}")
+        for problem in (unknown("optimizer", optimizer, OPTIMIZERS),
+                        unknown("schedule", schedule, SCHEDULES),
+                        unknown("precision", precision, PRECISIONS),
+                        None if lr is None else lr_problem(lr, "--lr"),
+                        None if wd is None else weight_decay_problem(wd, "--wd")):
+            require(problem is None, str(problem))
         require(seed >= 0, f"--seed must be non-negative, got {seed}")
         require(epochs is None or epochs > 0, f"--epochs must be positive, got {epochs}")
         require(checkpoint_every is None or checkpoint_every > 0,

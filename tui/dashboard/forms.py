@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from diffbench.engine.vocabulary import lr_problem, weight_decay_problem
+
 from ..errors import UserError
 from ..queue import Grid, parse_floats, parse_seeds, resolve_specs, split_list
 
@@ -36,8 +38,8 @@ def specs_from_fields(fields: QueueFields) -> list:
             preset=fields.preset.strip() or "tiny",
             optimizers=split_list([fields.optimizers]),
             schedules=split_list([fields.schedules]) or ["linear"],
-            lrs=parse_floats([fields.lrs], "--lr", positive=True),
-            wds=parse_floats([fields.wds], "--wd", positive=False),
+            lrs=parse_floats([fields.lrs], "--lr", lr_problem),
+            wds=parse_floats([fields.wds], "--wd", weight_decay_problem),
             seeds=parse_seeds([fields.seeds]) or [0],
             epochs=int(epochs) if epochs else None, sets={}, priority=0, tags=())
         return resolve_specs(grid)

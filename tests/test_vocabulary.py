@@ -1,0 +1,66 @@
+"""One vocabulary (engine/vocabulary.py): the registries that implement its names agree with
+it, the report and the dashboard colour an optimizer alike, and every layer words a bad
+learning rate or weight decay the same way."""
+
+from __future__ import annotations
+
+import pytest
+
+from diffbench.engine import vocabulary
+from diffbench.engine.config import PresetError, load_preset, override
+from diffbench.engine.dataset import SPLITS
+from diffbench.engine.optimizers import OPTIMIZERS, OptimizerError, build_optimizer
+from diffbench.engine.run import RunConfig, RunError
+from diffbench.engine.schedules import SCHEDULES
+from diffbench.storage.db import StorageError, open_database
+from diffbench.storage.queue import RunSpec, enqueue
+from diffbench.tui.dashboard.palette import optimizer_rgb, optimizer_style
+from diffbench.tui.figures import _color
+
+
+def test_the_registries_implement_exactly_the_vocabulary():
+    assert OPTIMIZERS == vocabulary.OPTIMIZERS
+    assert SCHEDULES == vocabulary.SCHEDULES
+    assert SPLITS == vocabulary.SPLITS
+    assert set(vocabulary.OWN_SCHEDULE) <= set(OPTIMIZERS)
+    for preset in ("tiny", "demo", "small", "paper"):  # every optimizer has its defaults
+        assert tuple(load_preset(preset).optimizers) == vocabulary.OPTIMIZERS
+
+
+def test_one_colour_per_optimizer_in_report_and_dashboard():
+    """Before: ScheduleFree and Prodigy had each other's colour in the dashboard."""
+    colours = [vocabulary.optimizer_rgb(name) for name in vocabulary.OPTIMIZERS]
+    assert len(set(colours)) == len(colours) and vocabulary.OTHER_RGB not in colours
+    for name in vocabulary.OPTIMIZERS:
+        r, g, b = optimizer_rgb(name)
+        assert _color(name) == f"#{r:02x}{g:02x}{b:02x}"
+        assert optimizer_style(name) == f"rgb({r},{g},{b})"
+    assert _color("lion") == vocabulary.optimizer_hex("lion")  # unknown: one grey everywhere
+
+
+def test_run_schedule_is_the_schedulefree_rule():
+    assert vocabulary.run_schedule("schedulefree", "wsd") == "constant"
+    assert vocabulary.run_schedule("adamw", "wsd") == "wsd"
+
+
+@pytest.mark.parametrize(("lr", "wd", "wording"), [
+    (0.0, 0.01, "lr must be a positive number, got 0.0"),
+    (float("inf"), 0.01, "lr must be a positive number, got inf"),
+    (1e-3, -1.0, "weight_decay must be a non-negative number, got -1.0"),
+])
+def test_every_layer_words_a_bad_value_alike(tmp_path, lr, wd, wording):
+    preset = load_preset("tiny")
+    with pytest.raises(RunError, match=wording):
+        RunConfig(preset=preset, optimizer="adamw", schedule="linear", lr=lr, weight_decay=wd)
+    with pytest.raises(OptimizerError, match=wording):
+        import torch
+
+        build_optimizer(torch.nn.Linear(2, 2), "adamw", lr, wd)
+    with pytest.raises(PresetError, match=f"optimizers.adamw.{wording}"):
+        override(preset, {"optimizers.adamw.lr": lr, "optimizers.adamw.weight_decay": wd})
+    db = open_database(f"sqlite:///{tmp_path / 'jobs.db'}")
+    try:
+        with pytest.raises(StorageError, match=wording):
+            enqueue(db, [RunSpec("tiny", "adamw", "linear", lr, wd, 0)])
+    finally:
+        db.dispose()
