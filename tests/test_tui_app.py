@@ -292,15 +292,35 @@ async def test_group_by_optimizer_gives_mean_and_std_over_seeds(fixed):
     async with app.run_test(size=WIDE) as pilot:
         await settle(pilot)
         await pilot.press("g")
-        rows = {r[0]: r for r in table_rows(app)}
+        rows = {r[1]: r for r in table_rows(app)}
     finals = [e.fixed_valid_loss for run_id in (1, 2)
               for e in queue.metrics_since(db, run_id).epochs[-1:]]
     adamw = rows["adamw"]
-    assert adamw[4] == "2" and adamw[5] == "2"
-    mean, std = adamw[6].split(" ± ")
+    assert adamw[0].startswith("tiny·") and adamw[5] == "2" and adamw[6] == "2"
+    mean, std = adamw[7].split(" ± ")
     assert float(mean) == pytest.approx(statistics.fmean(finals), rel=1e-3)
     assert float(std) == pytest.approx(statistics.stdev(finals), rel=1e-2)
-    assert rows["soap"][6] == "—"  # running: no final loss yet
+    assert rows["soap"][7] == "—"  # running: no final loss yet
+
+
+def test_groups_keep_presets_and_epochs_apart_and_one_seed_has_no_std():
+    """The report's setting: the same optimizer, schedule, lr and wd on another preset or
+    for other epochs is another group (they used to be mixed); one seed gives no std."""
+    from diffbench.tui.dashboard.state import RunView, group_runs
+
+    def run(id_: int, preset: str, epochs: int, seed: int, final: float) -> RunView:
+        return RunView(id=id_, status="done", preset=preset, optimizer="adamw",
+                       schedule="linear", lr=1e-3, wd=0.01, seed=seed, epochs_done=epochs,
+                       epochs_total=epochs, progress=1.0, steps=10, train_loss=final,
+                       valid_loss=final, final_loss=final, ms_per_step=5.0, eta_s=None,
+                       device="cpu", worker_id=None)
+
+    groups = group_runs([run(1, "tiny", 4, 0, 0.2), run(2, "tiny", 4, 1, 0.4),
+                         run(3, "tiny", 8, 0, 0.1), run(4, "demo", 4, 0, 0.05)])
+    assert [(g.preset, g.epochs, g.run_ids) for g in groups] == [
+        ("demo", 4, (4,)), ("tiny", 8, (3,)), ("tiny", 4, (1, 2))]
+    assert groups[2].mean == pytest.approx(0.3) and groups[2].std == pytest.approx(0.1414, 1e-3)
+    assert groups[0].std is None and groups[1].std is None
 
 
 @sync

@@ -20,7 +20,8 @@ from .filters import COLUMNS
 from .palette import STATUS_COLOR, STATUS_SYMBOL, optimizer_style
 from .state import GroupView, RunView
 
-GROUP_COLUMNS = (("optimizer", "optimizer"), ("schedule", "schedule"), ("lr", "lr"),
+GROUP_COLUMNS = (("preset", "preset·epochs"), ("optimizer", "optimizer"),
+                 ("schedule", "schedule"), ("lr", "lr"),
                  ("wd", "wd"), ("seeds", "seeds"), ("done", "done"),
                  ("final", "final loss (mean ± std)"), ("ms", "ms/step"))
 BAR = 5
@@ -71,15 +72,18 @@ def run_cells(run: RunView, marked: bool) -> tuple[Text | str, ...]:
 
 
 def group_cells(group: GroupView) -> tuple[Text | str, ...]:
-    final = ("—" if group.mean is None
+    final = ("—" if group.mean is None else number(group.mean) if group.std is None
              else f"{number(group.mean)} ± {number(group.std, 2)}")
-    return (Text(group.optimizer, style=optimizer_style(group.optimizer)), group.schedule,
+    epochs = "?" if group.epochs is None else str(group.epochs)
+    return (f"{group.preset}·{epochs}",
+            Text(group.optimizer, style=optimizer_style(group.optimizer)), group.schedule,
             number(group.lr, 3), number(group.wd, 3), str(group.runs), str(group.done),
             final, number(group.ms_per_step, 3))
 
 
 def group_key(group: GroupView) -> str:
-    return f"group:{group.optimizer}:{group.schedule}:{group.lr!r}:{group.wd!r}"
+    return (f"group:{group.preset}:{group.epochs}:{group.optimizer}:{group.schedule}:"
+            f"{group.lr!r}:{group.wd!r}")
 
 
 class RunsPane(Vertical):

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from diffbench.storage import queue, reads
 from diffbench.storage.db import Database
+from diffbench.storage.results import mean_std
 from diffbench.storage.states import Status
 
 Clock = Callable[[], dt.datetime]
@@ -262,8 +263,12 @@ def _finite(value: float | None) -> float | None:
 
 @dataclass(frozen=True)
 class GroupView:
-    """Runs that differ only in their seed: the final loss as mean ± std over seeds."""
+    """Runs that differ only in their seed (the same preset, epochs, optimizer, schedule, lr
+    and wd: the report's setting): the final loss as mean ± sample std over seeds, as the
+    report gives it (`storage.results.mean_std`: no std for one seed)."""
 
+    preset: str
+    epochs: int | None
     optimizer: str
     schedule: str
     lr: float
@@ -277,23 +282,25 @@ class GroupView:
 
 
 def group_runs(runs: Iterable[RunView]) -> list[GroupView]:
-    """Group by (optimizer, schedule, lr, wd), ordered by optimizer then mean final loss."""
-    groups: dict[tuple[str, str, float, float], list[RunView]] = {}
+    """Group by setting (preset, epochs, optimizer, schedule, lr, wd), ordered by preset,
+    optimizer, then mean final loss."""
+    groups: dict[tuple[str, int | None, str, str, float, float], list[RunView]] = {}
     for run in runs:
-        groups.setdefault((run.optimizer, run.schedule, run.lr, run.wd), []).append(run)
+        key = (run.preset, run.epochs_total, run.optimizer, run.schedule, run.lr, run.wd)
+        groups.setdefault(key, []).append(run)
     out = []
-    for (optimizer, schedule, lr, wd), members in groups.items():
+    for (preset, epochs, optimizer, schedule, lr, wd), members in groups.items():
         finals = [r.final_loss for r in members
                   if r.final_loss is not None and math.isfinite(r.final_loss)]
+        mean, std = mean_std(finals) if finals else (None, None)
         times = [r.ms_per_step for r in members if r.ms_per_step is not None]
         out.append(GroupView(
-            optimizer=optimizer, schedule=schedule, lr=lr, wd=wd, runs=len(members),
-            done=sum(r.status == Status.DONE for r in members),
-            mean=statistics.fmean(finals) if finals else None,
-            std=statistics.stdev(finals) if len(finals) > 1 else (0.0 if finals else None),
-            ms_per_step=statistics.fmean(times) if times else None,
+            preset=preset, epochs=epochs, optimizer=optimizer, schedule=schedule, lr=lr,
+            wd=wd, runs=len(members), done=sum(r.status == Status.DONE for r in members),
+            mean=mean, std=std, ms_per_step=statistics.fmean(times) if times else None,
             run_ids=tuple(r.id for r in members)))
-    return sorted(out, key=lambda g: (g.optimizer, g.mean is None, g.mean or 0.0, g.lr))
+    return sorted(out, key=lambda g: (g.preset, g.optimizer, g.mean is None, g.mean or 0.0,
+                                      g.lr, g.epochs or 0))
 
 
 @dataclass(frozen=True)
