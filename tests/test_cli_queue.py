@@ -116,6 +116,43 @@ def test_run_settings_are_set_for_queued_runs(runner, url, tmp_path):
     assert config.preset.train.epochs == run.epochs
 
 
+def test_a_queued_run_trains_as_queued_not_as_its_preset_file_reads_later(runner, url,
+                                                                          tmp_path):
+    """Each run is resolved once, when queued: editing the preset file afterwards changes
+    nothing a worker trains, and a queued bf16 run trains in bf16 (the worker's start record
+    stores the config it trained)."""
+    from diffbench.storage.db import open_database
+    from diffbench.storage.queue import list_runs
+    from diffbench.storage.workspace import Workspace
+    from diffbench.tui.worker import Worker, run_config
+    from tests.test_cli_train import preset_toml, quick
+
+    toml = tmp_path / "mine.toml"
+    toml.write_text(preset_toml(quick(**{"train.epochs": 1, "train.samples_every": 0,
+                                         "quality.enabled": False})))
+    result = cli(runner, url, "queue", "add", "-p", str(toml), "-O", "adamw",
+                 "--set", "precision=bf16")
+    assert result.exit_code == 0, result.stderr
+    toml.write_text(preset_toml(quick(**{"train.epochs": 1, "train.samples_every": 0,
+                                         "quality.enabled": False, "train.batch_size": 2,
+                                         "model.channels": [4, 8]})))
+    (run,) = runs(url)
+    config = run_config(run, "cpu")
+    assert (config.precision, config.preset.train.batch_size,
+            config.preset.model.channels) == ("bf16", 4, (8, 16))
+    db = open_database(url)
+    try:
+        assert Worker(db, Workspace.resolve(tmp_path / "home"), device="cpu").serve(
+            max_runs=1) == 0
+        (done,) = list_runs(db)
+    finally:
+        db.dispose()
+    assert done.status == "done", done.error
+    assert done.config["precision"] == "bf16" and done.config["device"] == "cpu"
+    assert done.config["preset"]["train"]["batch_size"] == 4
+    assert done.config["preset"]["model"]["channels"] == [8, 16]
+
+
 def test_dry_run_writes_nothing(runner, url, tmp_path):
     result = cli(runner, url, "queue", "add", "-p", "tiny", "-O", "adamw,soap",
                  "--seeds", "0,3", "--dry-run", "--json")

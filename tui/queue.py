@@ -155,6 +155,10 @@ def resolve_specs(grid: Grid) -> list[RunSpec]:
         resolved = override(preset, changes) if changes else preset
     except PresetError as error:  # a UserError like every other check here
         raise UserError(str(error)) from None
+    # the run as validated here, stored with it and trained as stored (`worker.run_config`):
+    # `RunConfig.to_dict()` without the device (the worker's) and with only the run
+    # settings given (the rest take `RunConfig`'s defaults), so no torch is needed to plan
+    run_settings = {key: sets[key] for key in RUN_KEYS if key in sets}
     name = grid.preset
     if Path(name).suffix == ".toml" or "/" in name:  # a file: where a worker finds it
         name = str(Path(name).expanduser().absolute())
@@ -166,10 +170,14 @@ def resolve_specs(grid: Grid) -> list[RunSpec]:
             for lr in grid.lrs or [defaults.lr]:
                 for wd in grid.wds or [defaults.weight_decay]:
                     for seed in grid.seeds:
+                        config = {"preset": resolved.to_dict(), "optimizer": optimizer,
+                                  "schedule": schedule, "lr": lr, "weight_decay": wd,
+                                  "seed": seed, **run_settings}
                         specs.append(RunSpec(
                             preset=name, optimizer=optimizer, schedule=schedule, lr=lr,
                             weight_decay=wd, seed=seed, epochs=resolved.train.epochs,
-                            overrides=sets, priority=grid.priority, tags=grid.tags))
+                            overrides=sets, priority=grid.priority, tags=grid.tags,
+                            config=config))
     return specs
 
 

@@ -21,7 +21,6 @@ anything more: another worker owns it now.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -368,15 +367,16 @@ class Worker:
 
 
 def run_config(run: Any, device: str) -> Any:
-    """The `RunConfig` of a queued run: its stored resolved config if it has one (the device
-    replaced by this worker's), else its preset with ``--epochs`` and ``--set`` applied."""
+    """The `RunConfig` of a queued run: the resolved config stored when it was queued (the
+    device this worker's), so a preset file edited since changes nothing; runs queued
+    before configs were stored: their preset with ``--epochs`` and ``--set`` applied."""
     from diffbench.engine.config import load_preset, override
     from diffbench.engine.run import RunConfig
 
     from .train import RUN_KEYS
 
     if run.config:
-        return dataclasses.replace(RunConfig.from_dict(run.config), device=device)
+        return RunConfig.from_dict({**run.config, "device": device})
     changes = dict(run.overrides)
     extra = {k: changes.pop(k) for k in RUN_KEYS if k in changes}
     if run.epochs is not None:
