@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -125,9 +125,6 @@ class StartRecord:
     provenance: dict[str, Any]
 
 
-STATES = ("done", "diverged", "interrupted")
-
-
 @dataclass(frozen=True)
 class StatusRecord:
     """The last record of a run: ``done``, ``diverged`` (at ``step``) or ``interrupted``."""
@@ -146,17 +143,6 @@ class Sink(Protocol):
     """Takes records as the trainer yields them."""
 
     def write(self, record: Record) -> None: ...
-
-
-def drain(records: Iterable[Record], *sinks: Sink) -> StatusRecord | None:
-    """Send every record to every sink; the final status (None if the stream had none)."""
-    status = None
-    for record in records:
-        for sink in sinks:
-            sink.write(record)
-        if isinstance(record, StatusRecord):
-            status = record
-    return status
 
 
 # ----------------------------------------------------------------------------- JSON lines
@@ -235,7 +221,3 @@ class FolderSink:
                 line = json.dumps({"kind": kind, **json.loads(to_json(record))})
                 self._append("events.jsonl", [line])
 
-
-def iter_steps(folder: Path) -> Iterator[dict[str, Any]]:
-    """The step rows of a run folder written by `FolderSink`."""
-    yield from read_jsonl(Path(folder) / "steps.jsonl")

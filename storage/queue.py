@@ -545,25 +545,17 @@ def get_run(db: Database, run_id: int) -> Run:
 
 
 def list_runs(db: Database, *, status: str | Status | Iterable[str | Status] | None = None,
-              preset: str | None = None, optimizer: str | None = None,
-              tag: str | None = None, ids: Iterable[int] | None = None,
-              limit: int | None = None) -> list[Run]:
-    """Runs by id, filtered (``status`` one or several)."""
+              ids: Iterable[int] | None = None) -> list[Run]:
+    """Runs by id, filtered (``status`` one or several; the report and `runs ls` filter
+    further with `storage.results.RunFilter`)."""
     query = sa.select(RunRow).order_by(RunRow.id)
     if status is not None:
         wanted = [status] if isinstance(status, str) else list(status)
         query = query.where(RunRow.status.in_([states.status(s).value for s in wanted]))
-    if preset is not None:
-        query = query.where(RunRow.preset == preset)
-    if optimizer is not None:
-        query = query.where(RunRow.optimizer == optimizer)
     if ids is not None:
         query = query.where(RunRow.id.in_(list(ids)))
     with db.session() as session:
-        rows = [Run.from_row(r) for r in session.scalars(query)]
-    if tag is not None:
-        rows = [r for r in rows if tag in r.tags]
-    return rows[:limit] if limit is not None else rows
+        return [Run.from_row(r) for r in session.scalars(query)]
 
 
 def count_by_status(db: Database) -> dict[Status, int]:

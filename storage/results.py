@@ -516,10 +516,6 @@ class Caveats:
     presets: tuple[str, ...]
     not_done: tuple[RunResult, ...]  # failed, diverged, cancelled, queued, running
 
-    @property
-    def mixed_devices(self) -> bool:
-        return len(self.devices) > 1
-
 
 def caveats(runs: Sequence[RunResult], rows: Sequence[Row]) -> Caveats:
     done = [r for r in runs if r.status == Status.DONE.value]

@@ -44,9 +44,6 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 
 #: States a run ends in (a worker's `finish`).
 FINAL = frozenset({Status.DONE, Status.FAILED, Status.DIVERGED, Status.CANCELLED})
-#: States a run can be retried from.
-RETRYABLE = frozenset(s for s, targets in TRANSITIONS.items()
-                      if Status.QUEUED in targets and s is not Status.RUNNING)
 #: An identical run in one of these states makes a new one a duplicate.
 BLOCKS_DUPLICATES = frozenset({Status.QUEUED, Status.RUNNING, Status.DONE})
 
@@ -76,8 +73,3 @@ def check_transition(source: str | Status, target: str | Status, *, run_id: int 
         raise IllegalTransition(f"{what}cannot go from {status(source).value} "
                                 f"to {status(target).value}")
 
-
-def sources(target: str | Status) -> frozenset[Status]:
-    """Every status that may move to ``target`` (for ``UPDATE … WHERE status IN …``)."""
-    goal = status(target)
-    return frozenset(s for s, targets in TRANSITIONS.items() if goal in targets)

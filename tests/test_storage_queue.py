@@ -263,8 +263,8 @@ def test_record_start_list_and_workers(db, worker):
     assert started.provenance == {"dirty": True, "git": "abc"}
     assert started.checkpoint == "/ckpt/1.pt"
     assert [r.id for r in q.list_runs(db, status="queued")] == [2, 3]
-    assert [r.id for r in q.list_runs(db, status=["queued", "running"], optimizer="muon")] == [2]
-    assert [r.id for r in q.list_runs(db, tag="sweep1")] == [1]
+    assert [r.id for r in q.list_runs(db, status=["queued", "running"], ids=[1, 3])] == [1, 3]
+    assert [r.id for r in q.list_runs(db, status="running", ids=[2, 3])] == []
     assert q.get_run(db, 3).config == {"lr": 1e-3, "options": {"betas": [0.9, 0.99]}}
     assert q.count_by_status(db)[Status.QUEUED] == 2
     q.heartbeat(db, worker.id, now=at(30))

@@ -26,7 +26,6 @@ from diffbench.engine.metrics import (
     StartRecord,
     StatusRecord,
     Steps,
-    drain,
     read_jsonl,
 )
 from diffbench.engine.optimizers import OPTIMIZERS
@@ -101,8 +100,11 @@ def test_loss_falls_and_every_record_is_there(quick_preset, data, tmp_path):
 
 def test_folder_sink_writes_metrics(quick_preset, data, tmp_path):
     preset = toy(quick_preset, **{"train.epochs": 2, "train.samples_every": 2})
-    status = drain(Trainer(run_config(preset), data, tmp_path), FolderSink(tmp_path))
-    assert status.state == "done"
+    sink = FolderSink(tmp_path)
+    records = list(Trainer(run_config(preset), data, tmp_path))
+    for record in records:
+        sink.write(record)
+    assert records[-1].state == "done"
     assert [row["step"] for row in read_jsonl(tmp_path / "steps.jsonl")] == [1, 2, 3, 4]
     assert [row["epoch"] for row in read_jsonl(tmp_path / "epochs.jsonl")] == [0, 1]
     events = [row["kind"] for row in read_jsonl(tmp_path / "events.jsonl")]
@@ -149,7 +151,7 @@ def test_stop_checkpoints_and_reports_interrupted(quick_preset, data, tmp_path):
                                  {"options": {"betas2": 1}}])
 def test_bad_run_settings_name_the_problem(quick_preset, bad):
     with pytest.raises(RunError,
-                       match=r"optimizer|schedule|lr|weight decay|precision|option|compile"):
+                       match=r"optimizer|schedule|lr|weight_decay|precision|option|compile"):
         RunConfig(**{"preset": quick_preset, "optimizer": "adamw", "lr": 1e-3,
                      "weight_decay": 0.0, **bad})
 
