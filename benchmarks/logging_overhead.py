@@ -37,8 +37,8 @@ from diffbench.engine.run import RunConfig, TrainingData
 from diffbench.engine.training import Trainer
 from diffbench.storage import queue
 from diffbench.storage.db import open_database
-from diffbench.tui.queue import parse_sets
-from diffbench.tui.record_sink import StorageSink
+from diffbench.tui.runner.sink import StorageSink
+from diffbench.tui.study.plan import parse_sets
 
 
 def synthetic(batch: int, window: int, n: int, steps_per_epoch: int) -> TrainingData:

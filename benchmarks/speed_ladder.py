@@ -58,7 +58,7 @@ from diffbench.engine.layers import CircularConv2d
 from diffbench.engine.optimizers import build_optimizer
 from diffbench.engine.unet import ChannelNorm, build_model
 from diffbench.engine.windows import WindowSampler
-from diffbench.tui.mps import mps_daemon
+from diffbench.tui.runner.mps import mps_daemon
 
 
 @dataclass(frozen=True)

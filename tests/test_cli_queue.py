@@ -103,7 +103,7 @@ def test_set_overrides_are_validated_and_stored(runner, url):
 def test_run_settings_are_set_for_queued_runs(runner, url, tmp_path):
     """Undotted --set keys are the run's (precision, layout, compile), and a worker's
     `RunConfig` of the run has them."""
-    from diffbench.tui.worker import run_config
+    from diffbench.tui.runner.worker import run_config
 
     result = cli(runner, url, "queue", "add", "-p", "tiny", "-O", "adamw",
                  "--set", "precision=bf16", "--set", "compile=true",
@@ -124,7 +124,7 @@ def test_a_queued_run_trains_as_queued_not_as_its_preset_file_reads_later(runner
     from diffbench.storage.db import open_database
     from diffbench.storage.queue import list_runs
     from diffbench.storage.workspace import Workspace
-    from diffbench.tui.worker import Worker, run_config
+    from diffbench.tui.runner.worker import Worker, run_config
     from tests.test_cli_train import preset_toml, quick
 
     toml = tmp_path / "mine.toml"

@@ -289,7 +289,7 @@ def test_worker_stores_quality_in_the_run_summary(quick_preset, quick_toml, home
     from diffbench.storage.db import open_database
     from diffbench.storage.queue import RunSpec
     from diffbench.storage.workspace import Workspace
-    from diffbench.tui.worker import Worker
+    from diffbench.tui.runner.worker import Worker
 
     db = open_database(f"sqlite:///{tmp_path / 'jobs.db'}")
     try:

@@ -149,7 +149,7 @@ def test_overlapping_sweeps_queue_each_run_once(runner, tmp_path):
 
 
 def test_a_copied_sweep_file_and_command_line_defaults(runner, tmp_path):
-    from diffbench.tui.queue import shipped_sweeps
+    from diffbench.tui.study.sweeps import shipped_sweeps
 
     mine = tmp_path / "my-best.toml"
     shutil.copy(shipped_sweeps()["paper-best"], mine)

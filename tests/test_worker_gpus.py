@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from diffbench.tui.errors import UserError
-from diffbench.tui.mps import mps_daemon
-from diffbench.tui.worker import describe_workers, expand_gpus
+from diffbench.tui.runner.gpus import describe_workers, expand_gpus
+from diffbench.tui.runner.mps import mps_daemon
 
 FAKE_CONTROL = """#!/bin/bash
 # Stand-in for nvidia-cuda-mps-control: logs argv, environment and stdin; -d "starts" the

@@ -42,7 +42,7 @@ def trained_workspace(root: Path) -> TrainedWorkspace:
     if root in _TRAINED:
         return _TRAINED[root]
     from diffbench.engine.config import load_preset, override
-    from diffbench.tui.worker import Worker
+    from diffbench.tui.runner.worker import Worker
     from tests.test_cli_train import preset_toml
 
     home = root / "home"

@@ -96,7 +96,7 @@ def demo_specs(sweep: str, epochs: int | None = None) -> list[RunSpec]:
     replacing the sweep's; `UserError` for a bad sweep."""
     import dataclasses
 
-    from .queue import sweep_path, sweep_specs
+    from .study.sweeps import sweep_path, sweep_specs
 
     specs = sweep_specs(sweep_path(sweep))
     require(bool(specs), f"sweep {sweep!r} holds no runs")
@@ -114,7 +114,8 @@ def _demo(ctx: typer.Context, workspace: Workspace, specs: Sequence[RunSpec], ou
     from diffbench.engine.run import RunError
 
     from .output import console
-    from .worker import dataset_stem, run_config
+    from .runner.provision import dataset_stem
+    from .runner.worker import run_config
 
     err = console(stderr=True)
     with user_errors(DeviceError, PresetError, RunError):
@@ -172,7 +173,7 @@ def _train(db: Database, workspace: Workspace, ids: Sequence[int], device: str,
            err: Console, helpers: Sequence[subprocess.Popen] = ()) -> int:
     """Train the demo's unfinished runs in this process, ``helpers`` training beside it, with
     the live display; the worst exit code."""
-    from .worker import Worker
+    from .runner.worker import Worker
 
     started = time.monotonic()
     with Display(db, ids, err):
@@ -217,7 +218,7 @@ def _describe(specs: Sequence[RunSpec]) -> str:
 def _ensure_data(path: Path, preset: Any, device: str, err: Console) -> None:
     """Generate the preset's data set unless it is there (under the worker's file lock)."""
     from .data import _progress
-    from .worker import ensure_dataset
+    from .runner.provision import ensure_dataset
 
     if path.exists():
         return

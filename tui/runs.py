@@ -38,7 +38,8 @@ from .output import (
     print_table,
     run_dict,
 )
-from .queue import STATUSES, split_list
+from .queue import STATUSES
+from .study.plan import split_list
 
 if TYPE_CHECKING:
     from diffbench.storage.db import Database

@@ -41,13 +41,6 @@ from .errors import EXIT_INTERRUPTED, UserError, require, user_errors
 if TYPE_CHECKING:
     from rich.console import Console
 
-# Run settings a queued run may set with an undotted --set key (not preset keys): how a step
-# is computed, and its precision. The values each takes.
-RUN_KEYS: dict[str, tuple[object, ...]] = {"precision": PRECISIONS,
-                                           "deterministic": (True, False),
-                                           "channels_last": (True, False),
-                                           "compile": (True, False),
-                                           "cuda_graph": (True, False)}
 CONFIG = "config.json"
 
 

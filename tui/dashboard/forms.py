@@ -1,5 +1,5 @@
 """The queue form's validation: the same parsing and checks as `diffbench queue add`
-(`tui/queue.py`), returning run specs or one message (no Textual here)."""
+(`tui/study/plan.py`), returning run specs or one message (no Textual here)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from diffbench.engine.vocabulary import lr_problem, weight_decay_problem
 
 from ..errors import UserError
-from ..queue import Grid, parse_floats, parse_seeds, resolve_specs, split_list
+from ..study.plan import Grid, parse_floats, parse_seeds, resolve_specs, split_list
 
 
 class FormError(ValueError):

@@ -49,7 +49,7 @@ def dataset_path(run: Run, workspace: Workspace) -> Path | None:
     config (or its preset when it has not started)."""
     from diffbench.engine.config import Preset, PresetError, load_preset
 
-    from ..worker import dataset_stem
+    from ..runner.provision import dataset_stem
 
     try:
         preset = (Preset.from_dict(run.config["preset"]) if run.config

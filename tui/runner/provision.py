@@ -1,0 +1,52 @@
+"""The data set a run needs: one file per data recipe in the workspace, generated once.
+
+Several workers may need the same missing file at once; one generates it under
+``<file>.lock`` (fcntl) while the others wait and then load it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+
+def dataset_stem(preset: Any) -> str:
+    """``<name>`` (what `diffbench data generate` writes), or ``<name>-<hash>`` when the
+    data recipe differs from the shipped preset of that name (a ``--set data.…``)."""
+    from diffbench.engine.config import available_presets, load_preset
+
+    name = preset.name
+    if name in available_presets() and load_preset(name).data != preset.data:
+        digest = hashlib.sha256(json.dumps(preset.to_dict()["data"], sort_keys=True)
+                                .encode()).hexdigest()[:8]
+        return f"{name}-{digest}"
+    return name
+
+
+def ensure_dataset(preset: Any, path: Path, device: str, progress: Any = None) -> None:
+    """Generate ``path`` unless it exists, holding ``<path>.lock`` (fcntl) meanwhile, so of
+    several workers one generates and the rest wait and then load it (``progress``: as
+    `generate_dataset` takes it)."""
+    import fcntl
+
+    from diffbench.engine.dataset import compile_pays_off, generate_dataset
+    from diffbench.engine.device import resolve_device
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if path.exists():
+                return
+            torch_device = resolve_device(device)
+            from .worker import log
+
+            log(f"data set {path} is missing; generating it "
+                 f"({preset.data.trajectories} trajectories)")
+            generate_dataset(preset, path, device=torch_device,
+                             compile=compile_pays_off(preset.data, torch_device),
+                             progress=progress)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
