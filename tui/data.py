@@ -21,7 +21,7 @@ from . import output
 from .errors import EXIT_INTERRUPTED, UserError, require, user_errors
 
 if TYPE_CHECKING:
-    from rich.console import Console
+    pass
 
 app = typer.Typer(
     help="Make, inspect and look at Kolmogorov-flow data sets (HDF5).",
@@ -151,7 +151,7 @@ def _generate(workspace: Workspace, *, preset: str, out: Path | None, trajectori
               f"{' (compiled solver)' if compile else ''}")
     started = time.perf_counter()
     try:
-        with user_errors(DatasetError), _progress(err, data.trajectories) as report:
+        with user_errors(DatasetError), output.GenerationProgress(err, data.trajectories) as report:
             path.parent.mkdir(parents=True, exist_ok=True)
             written = generate_dataset(config, path, device=torch_device, compile=compile,
                                        progress=report)
@@ -161,41 +161,6 @@ def _generate(workspace: Workspace, *, preset: str, out: Path | None, trajectori
         raise typer.Exit(EXIT_INTERRUPTED) from None
     elapsed = time.perf_counter() - started
     _print_written(Path(written), elapsed)
-
-
-class _progress:
-    """A rich progress bar on stderr fed by ``generate_dataset``'s (done, total) callback.
-
-    Rich's speed (and so the ETA) ignores the first update, so the head start of a resumed
-    run does not inflate it.
-    """
-
-    def __init__(self, console: Console, total: int) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(
-            TextColumn("trajectories"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-            console=console,
-        )
-        self.task = self.bar.add_task("generate", total=total)
-
-    def __enter__(self):
-        self.bar.start()
-        return self.report
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.stop()
-
-    def report(self, done: int, total: int) -> None:
-        self.bar.update(self.task, completed=done, total=total)
 
 
 def _print_written(path: Path, elapsed: float) -> None:

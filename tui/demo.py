@@ -217,12 +217,12 @@ def _describe(specs: Sequence[RunSpec]) -> str:
 
 def _ensure_data(path: Path, preset: Any, device: str, err: Console) -> None:
     """Generate the preset's data set unless it is there (under the worker's file lock)."""
-    from .data import _progress
+    from .output import GenerationProgress
     from .runner.provision import ensure_dataset
 
     if path.exists():
         return
-    with _progress(err, preset.data.trajectories) as report:  # ensure_dataset says what
+    with GenerationProgress(err, preset.data.trajectories) as report:  # ensure_dataset says what
         ensure_dataset(preset, path, device, progress=report)
 
 

@@ -182,3 +182,38 @@ def flatten(mapping: Mapping[str, Any] | None, prefix: str = "") -> dict[str, An
         else:
             out[name] = value
     return out
+
+
+class GenerationProgress:
+    """A rich progress bar on stderr fed by ``generate_dataset``'s (done, total) callback.
+
+    Rich's speed (and so the ETA) ignores the first update, so the head start of a resumed
+    run does not inflate it.
+    """
+
+    def __init__(self, console: Console, total: int) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("trajectories"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            console=console,
+        )
+        self.task = self.bar.add_task("generate", total=total)
+
+    def __enter__(self):
+        self.bar.start()
+        return self.report
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def report(self, done: int, total: int) -> None:
+        self.bar.update(self.task, completed=done, total=total)

@@ -18,7 +18,6 @@ have none: empty cells.
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -28,10 +27,8 @@ import typer
 from .errors import UserError, require, user_errors
 from .output import (
     JsonOption,
-    bin_cells,
     console,
     database,
-    flatten,
     notice,
     plain,
     print_json,
@@ -39,6 +36,17 @@ from .output import (
     run_dict,
 )
 from .queue import STATUSES
+from .study.export import (
+    EPOCH_FIELDS,
+    FORMATS,
+    LS_SUMMARY,
+    columns,
+    epoch_columns,
+    epoch_rows,
+    run_row,
+    write_csv,
+    write_parquet,
+)
 from .study.plan import split_list
 
 if TYPE_CHECKING:
@@ -50,47 +58,6 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="rich",
 )
-
-FORMATS = ("csv", "json", "parquet")
-BASE = ("id", "status", "preset", "optimizer", "schedule", "lr", "wd", "seed", "epochs",
-        "steps_done", "attempts", "priority", "tags")
-TIMES = ("created_at", "started_at", "finished_at", "error")
-EPOCH_FIELDS = ("run_id", "epoch", "step", "train_loss", "valid_loss", "fixed_valid_loss",
-                "epoch_s", "valid_s", "sample_s", "train_s")
-# summary columns `runs ls` shows when present (all of them are in --json and export)
-LS_SUMMARY = ("final_train_loss", "final_valid_loss", "final_fixed_valid_loss",
-              "best_valid_loss", "ms_per_step")
-
-
-def run_row(run: Run) -> dict[str, Any]:
-    """One flat row per run (see the module docstring)."""
-    summary = dict(run.summary or {})
-    final_bins = summary.pop("final_fixed_valid_bins", None)
-    summary.pop("loss_bins", None)
-    provenance = {k: v for k, v in (run.provenance or {}).items() if k != "loss_bins"}
-    row: dict[str, Any] = {
-        "id": run.id, "status": run.status.value, "preset": run.preset,
-        "optimizer": run.optimizer, "schedule": run.schedule, "lr": run.lr,
-        "wd": run.weight_decay, "seed": run.seed, "epochs": run.epochs,
-        "steps_done": run.steps_done, "attempts": run.attempts, "priority": run.priority,
-        "tags": ",".join(run.tags)}
-    for key, value in flatten(summary).items():
-        row[key if key not in row else f"summary.{key}"] = value
-    row.update(bin_cells("final_fixed_valid_", final_bins, run.loss_bins))
-    for key, value in flatten(provenance).items():
-        row[key if key not in row else f"provenance.{key}"] = value
-    row.update(created_at=run.created_at, started_at=run.started_at,
-               finished_at=run.finished_at, error=run.error)
-    return row
-
-
-def columns(rows: list[dict[str, Any]]) -> list[str]:
-    """The union of the rows' keys: base columns, summary/provenance keys, then times."""
-    seen = dict.fromkeys(BASE)
-    for row in rows:
-        seen.update(dict.fromkeys(k for k in row if k not in TIMES))
-    return [*seen, *TIMES]
-
 
 def _runs(db: Database, status: list[str] | None) -> list[Run]:
     from diffbench.storage.queue import list_runs
@@ -145,28 +112,12 @@ def show(
     _show(ctx, run_id, as_json=json_)
 
 
-def _epochs(db: Database, run: Run) -> list[dict[str, Any]]:
-    """The run's epoch rows: `EPOCH_FIELDS`, then one ``fixed_valid_t…`` cell per t-bin."""
-    import dataclasses
-
-    from diffbench.storage.queue import metrics_since
-
-    return [{**{k: v for k, v in dataclasses.asdict(e).items() if k in EPOCH_FIELDS},
-             **bin_cells("fixed_valid_", e.fixed_valid_bins, run.loss_bins)}
-            for e in metrics_since(db, run.id).epochs]
-
-
-def epoch_columns(epochs: list[dict[str, Any]]) -> list[str]:
-    """`EPOCH_FIELDS`, then the t-bin columns of any row (first-seen order)."""
-    return list(dict.fromkeys([*EPOCH_FIELDS, *(k for e in epochs for k in e)]))
-
-
 def _show(ctx: typer.Context, run_id: int, *, as_json: bool) -> None:
     from diffbench.storage.queue import get_run
 
     with database(ctx) as db:
         run = get_run(db, run_id)
-        epochs = _epochs(db, run)
+        epochs = epoch_rows(db, run)
     if as_json:
         print_json({**run_dict(run), "epochs": epochs})
         return
@@ -243,7 +194,7 @@ def _export(ctx: typer.Context, path: Path, kind: str, *, metrics: bool,
     with database(ctx) as db:
         runs = _runs(db, status)
         rows = [run_row(r) for r in runs]
-        epochs = [e for r in runs for e in _epochs(db, r)] if metrics else []
+        epochs = [e for r in runs for e in epoch_rows(db, r)] if metrics else []
     names = columns(rows)
     written = [path]
     with user_errors():
@@ -255,30 +206,9 @@ def _export(ctx: typer.Context, path: Path, kind: str, *, metrics: bool,
             path.write_text(json.dumps(plain(data), indent=2, allow_nan=False) + "\n")
         else:
             side = path.with_name(f"{path.stem}-epochs{path.suffix or '.' + kind}")
-            write = write_csv if kind == "csv" else _write_parquet
+            write = write_csv if kind == "csv" else write_parquet
             write(path, names, rows)
             if metrics:
                 write(side, epoch_columns(epochs), epochs)
                 written.append(side)
     notice(f"exported {len(rows)} runs to {', '.join(map(str, written))}")
-
-
-def _cell(value: Any) -> Any:
-    return value.isoformat() if hasattr(value, "isoformat") else value
-
-
-def write_csv(path: Path, names: list[str], rows: list[dict[str, Any]]) -> None:
-    """One row per run, columns ``names`` (also the dashboard's export)."""
-    with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=names)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _cell(row.get(k)) for k in names})
-
-
-def _write_parquet(path: Path, names: list[str], rows: list[dict[str, Any]]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pylist([{k: _cell(r.get(k)) for k in names} for r in rows])
-    pq.write_table(table, path)

@@ -209,7 +209,7 @@ def _generate(preset: Any, path: Path, device: str) -> None:
     from diffbench.engine.dataset import DatasetError, compile_pays_off, generate_dataset
     from diffbench.engine.device import DeviceError, resolve_device
 
-    from .data import _progress
+    from .output import GenerationProgress
 
     with user_errors(DeviceError):
         torch_device = resolve_device(device)
@@ -217,7 +217,7 @@ def _generate(preset: Any, path: Path, device: str) -> None:
     err.print(f"data set {path} is missing; generating it first "
               f"({preset.data.trajectories} trajectories)", markup=False)
     try:
-        with user_errors(DatasetError), _progress(err, preset.data.trajectories) as report:
+        with user_errors(DatasetError), GenerationProgress(err, preset.data.trajectories) as report:
             path.parent.mkdir(parents=True, exist_ok=True)
             generate_dataset(preset, path, device=torch_device,
                              compile=compile_pays_off(preset.data, torch_device),

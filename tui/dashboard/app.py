@@ -407,7 +407,7 @@ class DashboardApp(App[None]):
 
 def export_csv(db: Database, path: Path, ids: list[int]) -> str:
     """The runs ``ids`` as `diffbench runs export` writes them (same columns)."""
-    from ..runs import columns, run_row, write_csv
+    from ..study.export import columns, run_row, write_csv
 
     rows = [run_row(r) for r in queue.list_runs(db, ids=ids)]
     try:
