@@ -35,7 +35,7 @@ from diffbench.engine.config import load_preset, override
 from diffbench.engine.metrics import EpochRecord, Steps
 from diffbench.engine.run import RunConfig, TrainingData
 from diffbench.engine.training import Trainer
-from diffbench.storage import queue
+from diffbench.storage import queue, records, workers
 from diffbench.storage.db import open_database
 from diffbench.tui.runner.sink import StorageSink
 from diffbench.tui.study.plan import parse_sets
@@ -62,7 +62,7 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         queue.enqueue(db, [queue.RunSpec(
             preset=args.preset, optimizer=args.optimizer, schedule="linear", lr=defaults.lr,
             weight_decay=defaults.weight_decay, seed=0, epochs=args.epochs)])
-        worker = queue.register_worker(db, host="bench", pid=os.getpid(), device=args.device)
+        worker = workers.register_worker(db, host="bench", pid=os.getpid(), device=args.device)
         run = queue.claim_next(db, worker.id)
         sink = StorageSink(db, run.id, active=lambda: True)  # the worker's defaults
 
@@ -84,7 +84,7 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 epoch_s.append(record.epoch_s)
             elif getattr(record, "state", "done") != "done":
                 raise RuntimeError(f"run ended {record}")
-        stored = queue.metrics_since(db, run.id)
+        stored = records.metrics_since(db, run.id)
     finally:
         db.dispose()
     assert len(stored.steps) == n_steps, (len(stored.steps), n_steps)  # all written

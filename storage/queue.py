@@ -1,8 +1,9 @@
-"""The queue and the run records: plain functions over a `Database`, shared by the CLI,
-the worker and the TUI.
+"""The queue: runs and their state machine, plain functions over a `Database`, shared by the
+CLI, the worker and the TUI (the workers table is `storage.workers`, the metrics a run
+writes `storage.records`).
 
 Every function is one transaction (`Database.session`) and returns frozen value objects
-(`Run`, `Worker`, `StepMetric`, …), never ORM rows. Status changes follow
+(`Run`, `Lease`, …), never ORM rows. Status changes follow
 `storage.states`; claims and lease updates are conditional ``UPDATE``s whose row count
 says whether this caller won, so any number of workers (processes or machines) can share
 one database.
@@ -13,13 +14,13 @@ skewed clocks still agree on leases; tests pass explicit times instead of sleepi
 
 A worker's life, in calls::
 
-    worker = register_worker(db, host=…, pid=…, device=…)
+    worker = workers.register_worker(db, host=…, pid=…, device=…)
     run = claim_next(db, worker.id, lease_s=60)          # None: the queue is empty
     record_start(db, run.id, worker.id, provenance=…)
-    add_step_metrics(db, run.id, steps)                  # batches, as the trainer flushes
+    records.add_step_metrics(db, run.id, steps)          # batches, as the trainer flushes
     lease = heartbeat(db, worker.id, run.id, lease_s=60) # lease.lost: stop; .cancel_requested
     finish(db, run.id, worker.id, "done", summary=…)     # or release() on SIGTERM
-    stop_worker(db, worker.id)
+    workers.stop_worker(db, worker.id)
 
 Somebody (every worker before it claims, or the CLI) calls `requeue_stale` to put runs
 whose lease expired back in the queue.
@@ -35,8 +36,7 @@ takes an advisory lock so two callers cannot both queue the same run. SQLite ign
 from __future__ import annotations
 
 import datetime as dt
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,16 +47,10 @@ from diffbench.engine.vocabulary import lr_problem, weight_decay_problem
 from diffbench.storage import states
 from diffbench.storage.db import Database, NotFound, StorageError
 from diffbench.storage.schema import (
-    FLAGGED,
-    EpochMetricRow,
     RunRow,
-    SampleRow,
-    StepMetricRow,
     WorkerRow,
-    db_now,
     identity,
-    join_float,
-    split_float,
+    stamp,
 )
 from diffbench.storage.states import IllegalTransition, Status
 
@@ -146,25 +140,6 @@ class EnqueueResult:
 
 
 @dataclass(frozen=True)
-class Worker:
-    id: int
-    host: str
-    pid: int
-    device: str
-    started_at: dt.datetime
-    heartbeat_at: dt.datetime
-    stopped_at: dt.datetime | None
-
-    @classmethod
-    def from_row(cls, row: WorkerRow) -> Worker:
-        return cls(**{f: getattr(row, f) for f in cls.__dataclass_fields__})
-
-    def alive(self, now: dt.datetime, grace_s: float) -> bool:
-        """Not stopped and heard from within ``grace_s`` of ``now`` (aware UTC)."""
-        return self.stopped_at is None and (now - self.heartbeat_at).total_seconds() <= grace_s
-
-
-@dataclass(frozen=True)
 class Lease:
     """What a heartbeat learned: ``lost`` (the run is no longer this worker's: stop without
     writing), ``cancel_requested`` (finish it as cancelled at the next step)."""
@@ -174,87 +149,7 @@ class Lease:
     expires_at: dt.datetime | None
 
 
-@dataclass(frozen=True)
-class StepMetric:
-    id: int
-    run_id: int
-    step: int
-    epoch: int
-    loss: float
-    lr: float
-    grad_norm: float
-    data_ms: float
-    compute_ms: float
-    optimizer_ms: float
-
-
-@dataclass(frozen=True)
-class EpochMetric:
-    id: int
-    run_id: int
-    epoch: int
-    step: int
-    train_loss: float
-    valid_loss: float | None
-    fixed_valid_loss: float | None
-    epoch_s: float
-    valid_s: float
-    sample_s: float
-    train_s: float
-    # the fixed-noise loss per t-bin (edges: the run's provenance["loss_bins"]); None on
-    # epochs without validation and rows from before the engine measured it
-    fixed_valid_bins: tuple[float, ...] | None = None
-
-
-@dataclass(frozen=True, eq=False)
-class Sample:
-    """A stored array; `array()` gives it back as NumPy (imported only then)."""
-
-    id: int
-    run_id: int
-    epoch: int
-    step: int
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    data: bytes
-
-    def array(self) -> Any:
-        import numpy as np
-
-        return np.frombuffer(self.data, dtype=np.dtype(self.dtype)).reshape(self.shape)
-
-
-@dataclass(frozen=True)
-class MetricsCursor:
-    """Where a poller got to: the last step, epoch and sample row ids it has seen."""
-
-    step_id: int = 0
-    epoch_id: int = 0
-    sample_id: int = 0
-
-
-@dataclass(frozen=True)
-class MetricsBatch:
-    """Rows newer than a cursor, and the cursor to pass next time. ``sample_ids``: the
-    previews' (samples named ``vorticity``; a sample's bytes are fetched with `get_sample`)."""
-
-    steps: tuple[StepMetric, ...]
-    epochs: tuple[EpochMetric, ...]
-    sample_ids: tuple[int, ...]
-    cursor: MetricsCursor
-
-
 # ----------------------------------------------------------------------------- helpers
-
-
-def _stamp(now: dt.datetime | None, seconds: float = 0.0) -> Any:
-    """``now + seconds`` as a value, or the database clock's expression if ``now`` is None."""
-    if now is None:
-        return db_now(seconds)
-    if now.tzinfo is not None:
-        now = now.astimezone(dt.UTC).replace(tzinfo=None)
-    return now + dt.timedelta(seconds=seconds)
 
 
 def _row(session: Session, run_id: int, *, lock: bool = False) -> RunRow:
@@ -281,16 +176,6 @@ def _rows(session: Session, run_ids: Iterable[int], *, key_share: bool = True
     if missing:
         raise NotFound(f"no run with id {', '.join(map(str, missing))}")
     return [found[i] for i in ids]
-
-
-def _float(value: Any) -> float:
-    return math.nan if value is None else float(value)
-
-
-def _field(record: Any, name: str) -> Any:
-    if isinstance(record, Mapping):  # a mapping may leave out what older writers lacked
-        return record.get(name) if name in _OPTIONAL_FIELDS else record[name]
-    return getattr(record, name)
 
 
 # ----------------------------------------------------------------------------- queue
@@ -328,7 +213,7 @@ def enqueue(db: Database, specs: Iterable[RunSpec], *, allow_duplicates: bool = 
                            RunRow.status.in_([s.value for s in states.BLOCKS_DUPLICATES]))
                     .group_by(RunRow.identity))
                 seen.update({key: run_id for key, run_id in rows})
-        created = _stamp(now)
+        created = stamp(now)
         for spec in specs:
             key = spec.identity
             if key in seen and not allow_duplicates:
@@ -374,14 +259,14 @@ def claim_next(db: Database, worker_id: int, *, lease_s: float = 60.0,
                 .with_for_update(skip_locked=True, key_share=True))
             if run_id is None:
                 return None
-            stamp = _stamp(now)
+            claimed_at = stamp(now)
             result = session.execute(
                 sa.update(RunRow)
                 .where(RunRow.id == run_id, RunRow.status == Status.QUEUED.value)
                 .values(status=Status.RUNNING.value, worker_id=worker_id,
-                        attempts=RunRow.attempts + 1, heartbeat_at=stamp,
-                        lease_expires_at=_stamp(now, lease_s), cancel_requested=False,
-                        started_at=sa.func.coalesce(RunRow.started_at, stamp),
+                        attempts=RunRow.attempts + 1, heartbeat_at=claimed_at,
+                        lease_expires_at=stamp(now, lease_s), cancel_requested=False,
+                        started_at=sa.func.coalesce(RunRow.started_at, claimed_at),
                         error=None, traceback=None)
                 .execution_options(synchronize_session=False))
             if result.rowcount == 1:
@@ -396,7 +281,7 @@ def heartbeat(db: Database, worker_id: int, run_id: int | None = None, *,
     requeued, cancelled or removed meanwhile) and whether a cancel was requested."""
     with db.session(write=True) as session:
         session.execute(sa.update(WorkerRow).where(WorkerRow.id == worker_id)
-                        .values(heartbeat_at=_stamp(now))
+                        .values(heartbeat_at=stamp(now))
                         .execution_options(synchronize_session=False))
         if run_id is None:
             return Lease(lost=False, cancel_requested=False, expires_at=None)
@@ -404,7 +289,7 @@ def heartbeat(db: Database, worker_id: int, run_id: int | None = None, *,
             sa.update(RunRow)
             .where(RunRow.id == run_id, RunRow.worker_id == worker_id,
                    RunRow.status == Status.RUNNING.value)
-            .values(heartbeat_at=_stamp(now), lease_expires_at=_stamp(now, lease_s))
+            .values(heartbeat_at=stamp(now), lease_expires_at=stamp(now, lease_s))
             .execution_options(synchronize_session=False))
         if result.rowcount != 1:
             return Lease(lost=True, cancel_requested=False, expires_at=None)
@@ -436,7 +321,7 @@ def finish(db: Database, run_id: int, worker_id: int | None, status: str | Statu
         row = _owned_running(session, run_id, worker_id)
         states.check_transition(row.status, target, run_id=run_id)
         row.status = target.value
-        row.finished_at = _stamp(now)
+        row.finished_at = stamp(now)
         row.lease_expires_at = None
         row.summary = None if summary is None else dict(summary)
         row.error = error
@@ -476,13 +361,13 @@ def requeue_stale(db: Database, *, now: dt.datetime | None = None,
     with db.session(write=True) as session:
         stale = session.scalars(  # rows another caller is moving are its business
             sa.select(RunRow).where(RunRow.status == Status.RUNNING.value,
-                                    RunRow.lease_expires_at < _stamp(now))
+                                    RunRow.lease_expires_at < stamp(now))
             .order_by(RunRow.id).with_for_update(skip_locked=True, key_share=True)).all()
         for row in stale:
             if max_attempts is not None and row.attempts >= max_attempts:
                 states.check_transition(row.status, Status.FAILED, run_id=row.id)
                 row.status = Status.FAILED.value
-                row.finished_at = _stamp(now)
+                row.finished_at = stamp(now)
                 row.lease_expires_at = None
                 row.error = f"lease expired {row.attempts} times (worker lost each time)"
             else:
@@ -585,167 +470,3 @@ def record_start(db: Database, run_id: int, worker_id: int | None, *,
         return Run.from_row(row)
 
 
-# ----------------------------------------------------------------------------- workers
-
-
-def register_worker(db: Database, *, host: str, pid: int, device: str,
-                    now: dt.datetime | None = None) -> Worker:
-    with db.session(write=True) as session:
-        row = WorkerRow(host=host, pid=int(pid), device=device, started_at=_stamp(now),
-                        heartbeat_at=_stamp(now))
-        session.add(row)
-        session.flush()
-        session.refresh(row)
-        return Worker.from_row(row)
-
-
-def stop_worker(db: Database, worker_id: int, *, now: dt.datetime | None = None) -> None:
-    with db.session(write=True) as session:
-        session.execute(sa.update(WorkerRow).where(WorkerRow.id == worker_id)
-                        .values(stopped_at=_stamp(now), heartbeat_at=_stamp(now))
-                        .execution_options(synchronize_session=False))
-
-
-def list_workers(db: Database) -> list[Worker]:
-    with db.session() as session:
-        return [Worker.from_row(r)
-                for r in session.scalars(sa.select(WorkerRow).order_by(WorkerRow.id))]
-
-
-def database_now(db: Database) -> dt.datetime:
-    """The database clock (aware UTC): what heartbeats and leases are measured against."""
-    with db.session() as session:
-        return session.scalar(sa.select(db_now()))
-
-
-# ----------------------------------------------------------------------------- metrics
-
-
-def _metric_values(table: type, run_id: int, record: Any, names: Sequence[str]
-                   ) -> dict[str, Any]:
-    values: dict[str, Any] = {"run_id": run_id}
-    flagged = FLAGGED[table]
-    for name in names:
-        value = _field(record, name)
-        if name in flagged:
-            values[name], values[f"{name}_kind"] = split_float(value)
-        elif isinstance(value, list | tuple):  # per-bin losses: a JSON list, NaN kept
-            values[name] = [float(v) for v in value]
-        elif isinstance(value, float) and not math.isfinite(value):
-            values[name] = None  # timings: finite by construction
-        else:
-            values[name] = value
-    return values
-
-
-_STEP_FIELDS = ("step", "epoch", "loss", "lr", "grad_norm", "data_ms", "compute_ms",
-                "optimizer_ms")
-_EPOCH_FIELDS = ("epoch", "step", "train_loss", "valid_loss", "fixed_valid_loss", "epoch_s",
-                 "valid_s", "sample_s", "train_s", "fixed_valid_bins")
-#: Fields a mapping may leave out (None): the per-bin losses came later than the rest.
-_OPTIONAL_FIELDS = frozenset({"fixed_valid_bins"})
-
-
-def add_step_metrics(db: Database, run_id: int, records: Iterable[Any]) -> int:
-    """Insert a batch of step records (`engine.metrics.StepRecord`s or mappings with its
-    fields) in one statement, and advance the run's ``steps_done``. The rows written."""
-    rows = [_metric_values(StepMetricRow, run_id, r, _STEP_FIELDS) for r in records]
-    if not rows:
-        return 0
-    with db.session(write=True) as session:
-        session.execute(sa.insert(StepMetricRow), rows)
-        last = max(r["step"] for r in rows)
-        session.execute(sa.update(RunRow).where(RunRow.id == run_id, RunRow.steps_done < last)
-                        .values(steps_done=last).execution_options(synchronize_session=False))
-    return len(rows)
-
-
-def add_epoch_metrics(db: Database, run_id: int, records: Iterable[Any]) -> int:
-    """Insert epoch records (`engine.metrics.EpochRecord`s or mappings; a mapping may leave
-    out ``fixed_valid_bins``) in one statement."""
-    rows = [_metric_values(EpochMetricRow, run_id, r, _EPOCH_FIELDS) for r in records]
-    if rows:
-        with db.session(write=True) as session:
-            session.execute(sa.insert(EpochMetricRow), rows)
-    return len(rows)
-
-
-def add_sample(db: Database, run_id: int, *, epoch: int, step: int, array: Any,
-               name: str = "vorticity") -> int:
-    """Store a small array (anything with ``shape``, ``dtype`` and ``tobytes()``, e.g. a
-    NumPy array; C order). Its id."""
-    with db.session(write=True) as session:
-        row = SampleRow(run_id=run_id, epoch=int(epoch), step=int(step), name=name,
-                        shape=[int(n) for n in array.shape], dtype=array.dtype.str,
-                        data=array.tobytes(order="C"))
-        session.add(row)
-        session.flush()
-        return row.id
-
-
-def truncate_metrics(db: Database, run_id: int, after_step: int) -> None:
-    """Drop metrics past ``after_step``: what a killed run wrote after its last checkpoint,
-    before the resumed run writes them again (a poller sees the step count go back)."""
-    with db.session(write=True) as session:
-        for table in (StepMetricRow, EpochMetricRow, SampleRow):
-            session.execute(sa.delete(table).where(table.run_id == run_id,
-                                                   table.step > after_step)
-                            .execution_options(synchronize_session=False))
-        session.execute(sa.update(RunRow).where(RunRow.id == run_id)
-                        .values(steps_done=after_step)
-                        .execution_options(synchronize_session=False))
-
-
-def _step(row: StepMetricRow) -> StepMetric:
-    return StepMetric(id=row.id, run_id=row.run_id, step=row.step, epoch=row.epoch,
-                      loss=_float(join_float(row.loss, row.loss_kind)),
-                      lr=_float(join_float(row.lr, row.lr_kind)),
-                      grad_norm=_float(join_float(row.grad_norm, row.grad_norm_kind)),
-                      data_ms=_float(row.data_ms), compute_ms=_float(row.compute_ms),
-                      optimizer_ms=_float(row.optimizer_ms))
-
-
-def _epoch(row: EpochMetricRow) -> EpochMetric:
-    return EpochMetric(id=row.id, run_id=row.run_id, epoch=row.epoch, step=row.step,
-                       train_loss=_float(join_float(row.train_loss, row.train_loss_kind)),
-                       valid_loss=join_float(row.valid_loss, row.valid_loss_kind),
-                       fixed_valid_loss=join_float(row.fixed_valid_loss,
-                                                   row.fixed_valid_loss_kind),
-                       epoch_s=_float(row.epoch_s), valid_s=_float(row.valid_s),
-                       sample_s=_float(row.sample_s), train_s=_float(row.train_s),
-                       fixed_valid_bins=None if row.fixed_valid_bins is None
-                       else tuple(row.fixed_valid_bins))
-
-
-def metrics_since(db: Database, run_id: int, cursor: MetricsCursor | None = None, *,
-                  limit: int = 100_000) -> MetricsBatch:
-    """The run's metric rows newer than ``cursor`` (all, without one), for incremental
-    polling: pass the returned ``cursor`` next time."""
-    cursor = cursor or MetricsCursor()
-    with db.session() as session:
-        steps = tuple(_step(r) for r in session.scalars(
-            sa.select(StepMetricRow).where(StepMetricRow.run_id == run_id,
-                                           StepMetricRow.id > cursor.step_id)
-            .order_by(StepMetricRow.id).limit(limit)))
-        epochs = tuple(_epoch(r) for r in session.scalars(
-            sa.select(EpochMetricRow).where(EpochMetricRow.run_id == run_id,
-                                            EpochMetricRow.id > cursor.epoch_id)
-            .order_by(EpochMetricRow.id).limit(limit)))
-        sample_ids = tuple(session.scalars(
-            sa.select(SampleRow.id).where(SampleRow.run_id == run_id,
-                                          SampleRow.name == "vorticity",
-                                          SampleRow.id > cursor.sample_id)
-            .order_by(SampleRow.id)))
-    return MetricsBatch(steps, epochs, sample_ids, MetricsCursor(
-        step_id=steps[-1].id if steps else cursor.step_id,
-        epoch_id=epochs[-1].id if epochs else cursor.epoch_id,
-        sample_id=sample_ids[-1] if sample_ids else cursor.sample_id))
-
-
-def get_sample(db: Database, sample_id: int) -> Sample:
-    with db.session() as session:
-        row = session.get(SampleRow, sample_id)
-        if row is None:
-            raise NotFound(f"no sample with id {sample_id}")
-        return Sample(id=row.id, run_id=row.run_id, epoch=row.epoch, step=row.step,
-                      name=row.name, shape=tuple(row.shape), dtype=row.dtype, data=row.data)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from diffbench.storage.queue import EpochMetric, Worker, _epoch
+from diffbench.storage.records import EpochMetric, _epoch
 from diffbench.storage.schema import (
     EpochMetricRow,
     RunRow,
@@ -31,6 +31,7 @@ from diffbench.storage.schema import (
     join_float,
 )
 from diffbench.storage.states import Status
+from diffbench.storage.workers import Worker
 
 
 @dataclass(frozen=True)

@@ -291,3 +291,12 @@ def identity(preset: str, optimizer: str, schedule: str, lr: float, weight_decay
            "overrides": strict_json.encode(dict(overrides))}
     text = json.dumps(key, sort_keys=True, allow_nan=False, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def stamp(now: dt.datetime | None, seconds: float = 0.0) -> Any:
+    """``now + seconds`` as a value, or the database clock's expression if ``now`` is None."""
+    if now is None:
+        return db_now(seconds)
+    if now.tzinfo is not None:
+        now = now.astimezone(dt.UTC).replace(tzinfo=None)
+    return now + dt.timedelta(seconds=seconds)

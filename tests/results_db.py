@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from diffbench.storage import queue
+from diffbench.storage import queue, records, workers
 from diffbench.storage.db import Database
 from diffbench.storage.queue import RunSpec
 
@@ -66,7 +66,7 @@ def add_run(db: Database, worker_id: int, *, optimizer: str, lr: float, seed: in
     queue.record_start(db, run_id, worker_id,
                        provenance={**device, "loss_bins": EDGES} if bins else device)
     losses = losses or []
-    queue.add_epoch_metrics(db, run_id, [
+    records.add_epoch_metrics(db, run_id, [
         {"epoch": e, "step": 10 * (e + 1), "train_loss": loss, "valid_loss": loss,
          "fixed_valid_loss": loss, "epoch_s": 10.0, "valid_s": 1.0, "sample_s": 0.0,
          "train_s": 10.0 * (e + 1),
@@ -74,8 +74,8 @@ def add_run(db: Database, worker_id: int, *, optimizer: str, lr: float, seed: in
         for e, loss in enumerate(losses)])
     if sample:
         states = np.linspace(-1, 1, 4 * 5 * 8 * 8, dtype=np.float32).reshape(4, 5, 8, 8)
-        queue.add_sample(db, run_id, epoch=len(losses) - 1, step=10 * len(losses),
-                         array=states * (1 + seed))
+        records.add_sample(db, run_id, epoch=len(losses) - 1, step=10 * len(losses),
+                           array=states * (1 + seed))
     summary: dict[str, Any] = {"ms_per_step": ms, "train_s": 10.0 * len(losses)}
     if quality is not None:
         summary["quality"] = quality
@@ -88,7 +88,7 @@ def add_run(db: Database, worker_id: int, *, optimizer: str, lr: float, seed: in
 
 def build_study(db: Database) -> dict[str, int]:
     """The study of the module docstring; the run ids by name."""
-    worker = queue.register_worker(db, host="test", pid=1, device="cpu").id
+    worker = workers.register_worker(db, host="test", pid=1, device="cpu").id
     ids = {
         "adamw_hi_0": add_run(db, worker, optimizer="adamw", lr=1e-3, seed=0,
                               losses=[0.3, 0.2, 0.10]),

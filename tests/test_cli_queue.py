@@ -14,7 +14,8 @@ from cli_checks import assert_one_line_error
 from typer.testing import CliRunner
 
 from diffbench.storage.db import open_database
-from diffbench.storage.queue import claim_next, finish, list_runs, register_worker
+from diffbench.storage.queue import claim_next, finish, list_runs
+from diffbench.storage.workers import register_worker
 from diffbench.tui.cli import app
 
 

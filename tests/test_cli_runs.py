@@ -12,15 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from diffbench.storage.db import open_database
-from diffbench.storage.queue import (
-    RunSpec,
-    add_epoch_metrics,
-    claim_next,
-    enqueue,
-    finish,
-    record_start,
-    register_worker,
-)
+from diffbench.storage.queue import RunSpec, claim_next, enqueue, finish, record_start
+from diffbench.storage.records import add_epoch_metrics
+from diffbench.storage.workers import register_worker
 from diffbench.tui.cli import app
 
 EDGES = [0.0, 0.5, 0.9, 0.995, 1.0]  # t-bin edges, as the trainer's provenance records them

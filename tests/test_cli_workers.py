@@ -8,7 +8,7 @@ import json
 from typer.testing import CliRunner
 
 from diffbench.storage.db import open_database
-from diffbench.storage.queue import database_now, register_worker, stop_worker
+from diffbench.storage.workers import database_now, register_worker, stop_worker
 from diffbench.tui.cli import app
 
 

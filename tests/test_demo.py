@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from diffbench.storage import queue
+from diffbench.storage import queue, records
 from diffbench.storage.db import open_database
 from diffbench.storage.queue import RunSpec
 from diffbench.tui.cli import app
@@ -113,7 +113,7 @@ def test_demo_ctrl_c_then_rerun_continues_reports_and_a_third_reuses_everything(
         assert (home / "report" / name).stat().st_size > 0
     assert list((home / "report" / "figures").glob("*.png"))
     assert "soap" in out and "adamw" in out  # the report's table on stdout
-    steps = {r.id: len(queue.metrics_since(db, r.id).steps) for r in runs}
+    steps = {r.id: len(records.metrics_since(db, r.id).steps) for r in runs}
     assert steps == {runs[0].id: 2 * LONG, runs[1].id: 4}
 
     # 3. once more: nothing to train, the same runs reported again
@@ -123,7 +123,7 @@ def test_demo_ctrl_c_then_rerun_continues_reports_and_a_third_reuses_everything(
     assert "(attempt" not in err  # no worker claimed anything
     again = demo_runs(db)
     assert [(r.id, r.attempts) for r in again] == [(r.id, r.attempts) for r in runs]
-    assert {r.id: len(queue.metrics_since(db, r.id).steps) for r in again} == steps
+    assert {r.id: len(records.metrics_since(db, r.id).steps) for r in again} == steps
     assert (home / "report" / "report.md").exists() and "soap" in out
 
 

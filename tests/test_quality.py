@@ -285,7 +285,7 @@ def assert_stored(quality: dict, preset: Preset) -> None:
 
 
 def test_worker_stores_quality_in_the_run_summary(quick_preset, quick_toml, home, tmp_path):
-    from diffbench.storage import queue
+    from diffbench.storage import queue, records
     from diffbench.storage.db import open_database
     from diffbench.storage.queue import RunSpec
     from diffbench.storage.workspace import Workspace
@@ -307,7 +307,7 @@ def test_worker_stores_quality_in_the_run_summary(quick_preset, quick_toml, home
     try:  # pictures of what was scored, beside the test data, for the report
         from diffbench.storage.results import last_sample_ids
 
-        pictures = {name: queue.get_sample(db, last_sample_ids(db, [run_id], name)[run_id])
+        pictures = {name: records.get_sample(db, last_sample_ids(db, [run_id], name)[run_id])
                     for name in ("quality", "quality-data")}
     finally:
         db.dispose()

@@ -15,7 +15,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from diffbench.storage import queue
+from diffbench.storage import queue, records, workers
 from diffbench.storage.db import open_database
 from diffbench.storage.queue import RunSpec
 from diffbench.tui.cli import app
@@ -111,7 +111,7 @@ def test_runs_from_before_the_loss_bins_leave_the_figure_out_saying_why(runner, 
 
 def test_paper_runs_are_set_beside_the_published_numbers(tmp_path):
     db = open_database(f"sqlite:///{tmp_path / 'diffbench.db'}")
-    worker = queue.register_worker(db, host="t", pid=1, device="cpu").id
+    worker = workers.register_worker(db, host="t", pid=1, device="cpu").id
     for seed, final in ((0, 0.0100), (1, 0.0102)):
         add_run(db, worker, optimizer="adamw", lr=4.5e-4, seed=seed, preset="paper",
                 epochs=1024, losses=[0.02, final])
@@ -206,7 +206,7 @@ def test_report_from_a_study_trained_by_a_real_worker(runner, tmp_path):
     db = open_database(f"sqlite:///{tmp_path / 'diffbench.db'}")
     try:
         pictures = _samples(db, results.summarize(results.load_runs(db)))
-        stored = {name: [queue.get_sample(db, i).array() for i in
+        stored = {name: [records.get_sample(db, i).array() for i in
                          results.last_sample_ids(db, [r.id for r in queue.list_runs(db)],
                                                  name).values()]
                   for name in ("quality", "quality-data")}
@@ -223,7 +223,7 @@ def test_samples_unlike_the_data_are_named_with_what_is_wrong(runner, tmp_path):
     from tests.results_db import LEGACY_QUALITY, QUALITY, add_run
 
     db = open_database(f"sqlite:///{tmp_path / 'diffbench.db'}")
-    worker = queue.register_worker(db, host="test", pid=1, device="cpu").id
+    worker = workers.register_worker(db, host="test", pid=1, device="cpu").id
     grainy = {**QUALITY, "std_ratio": 2.5, "spectrum_error": 0.5}  # 5× FLOOR's 0.1
     add_run(db, worker, optimizer="adamw", lr=1e-3, seed=0, losses=[0.3, 0.1],
             quality=QUALITY)

@@ -268,18 +268,18 @@ def test_hyperparameters_print_as_people_write_them():
 def test_bookkeeping_overrides_neither_split_settings_nor_show(tmp_path):
     """Runs that differ only in what they record (preview cadence, quality settings) are seeds
     of one setting and their label shows no overrides; a training override does both."""
-    from diffbench.storage import queue
+    from diffbench.storage import queue, records, workers
     from diffbench.storage.queue import RunSpec
 
     db = open_database(f"sqlite:///{tmp_path / 'jobs.db'}")
-    worker = queue.register_worker(db, host="h", pid=1, device="cpu").id
+    worker = workers.register_worker(db, host="h", pid=1, device="cpu").id
     bookkeeping = [{"train.samples_every": 20}, {"quality.enabled": False}]
     training = {"train.grad_clip": 0.5}
     for seed, overrides in enumerate([*bookkeeping, training]):
         (run_id,) = queue.enqueue(db, [RunSpec("tiny", "adamw", "linear", 1e-3, 0.01, seed,
                                                epochs=1, overrides=overrides)]).ids
         queue.claim_next(db, worker)
-        queue.add_epoch_metrics(db, run_id, [{
+        records.add_epoch_metrics(db, run_id, [{
             "epoch": 0, "step": 1, "train_loss": 0.6, "valid_loss": 0.5, "fixed_valid_loss": 0.5,
             "epoch_s": 1.0, "valid_s": 0.1, "sample_s": 0.0, "train_s": 1.0}])
         queue.finish(db, run_id, worker, "done", summary={"ms_per_step": 1.0})

@@ -88,12 +88,13 @@ def test_populated_0002_database_upgrades_to_per_bin_losses(url):
     from alembic import command
 
     from diffbench.storage import queue as q
+    from diffbench.storage import records, workers
 
     engine = create_engine(url)
     with engine.begin() as connection:
         command.upgrade(migrations._config(connection), "0002")
     old = Database(engine)  # what the older diffbench wrote, through today's queue API
-    worker = q.register_worker(old, host="h", pid=1, device="cpu").id
+    worker = workers.register_worker(old, host="h", pid=1, device="cpu").id
     (run_id,) = q.enqueue(old, [q.RunSpec("tiny", "adamw", "linear", 1e-3, 0.01, 0)]).ids
     q.claim_next(old, worker)
     q.record_start(old, run_id, worker, provenance={"device": "cpu"})
@@ -114,19 +115,20 @@ def test_populated_0002_database_upgrades_to_per_bin_losses(url):
     try:
         with db.engine.connect() as connection:
             assert migrations.current(connection) == "0003"
-        epochs = q.metrics_since(db, run_id).epochs
+        epochs = records.metrics_since(db, run_id).epochs
         assert [(e.epoch, e.fixed_valid_loss, e.fixed_valid_bins) for e in epochs] == [
             (0, 1.0, None), (1, 0.5, None)]
         assert q.get_run(db, run_id).summary == {"final_fixed_valid_loss": 0.5}
         (new,) = q.enqueue(db, [q.RunSpec("tiny", "muon", "linear", 1e-3, 0.01, 0)]).ids
         q.claim_next(db, worker)
-        q.add_epoch_metrics(db, new, [
+        records.add_epoch_metrics(db, new, [
             {"epoch": 0, "step": 5, "train_loss": 0.9, "valid_loss": 0.8,
              "fixed_valid_loss": 0.7, "epoch_s": 1.0, "valid_s": 0.1, "sample_s": 0.0,
              "train_s": 1.0, "fixed_valid_bins": [0.2, 0.9, 3.5]}])
-        (epoch,) = q.metrics_since(db, new).epochs
+        (epoch,) = records.metrics_since(db, new).epochs
         assert epoch.fixed_valid_bins == (0.2, 0.9, 3.5)
-        assert [e.fixed_valid_bins for e in q.metrics_since(db, run_id).epochs] == [None, None]
+        epochs = records.metrics_since(db, run_id).epochs
+        assert [e.fixed_valid_bins for e in epochs] == [None, None]
     finally:
         db.dispose()
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from cli_checks import assert_one_line_error
 from typer.testing import CliRunner
 
-from diffbench.storage import migrations
+from diffbench.storage import migrations, records, workers
 from diffbench.storage import queue as q
 from diffbench.storage.db import StorageError, create_engine, open_database
 from diffbench.storage.states import Status
@@ -87,7 +87,7 @@ def test_claims_and_requeue_skip_rows_another_transaction_locks(url):
     db = open_database(waiting.render_as_string(hide_password=False))
     holder = create_engine(url)
     try:
-        worker = q.register_worker(db, host="h", pid=1, device="cpu")
+        worker = workers.register_worker(db, host="h", pid=1, device="cpu")
         q.enqueue(db, [spec(s) for s in range(4)])
         with holder.connect() as connection, connection.begin():
             connection.execute(sa.text("SELECT id FROM runs WHERE id = 1 FOR UPDATE"))
@@ -97,7 +97,7 @@ def test_claims_and_requeue_skip_rows_another_transaction_locks(url):
         assert q.claim_next(db, worker.id).id == 1  # released: claimable again
         assert q.get_run(db, 1).status == Status.RUNNING  # the cancel changed nothing
 
-        far = q.database_now(db).replace(year=2100)
+        far = workers.database_now(db).replace(year=2100)
         with holder.connect() as connection, connection.begin():
             connection.execute(sa.text("SELECT id FROM runs WHERE id = 1 FOR UPDATE"))
             assert q.requeue_stale(db, now=far) == (2,)  # run 1 is its holder's business
@@ -202,11 +202,11 @@ def test_four_workers_on_postgres_claim_each_of_40_runs_exactly_once(url, tmp_pa
         runs = q.list_runs(db, ids=ids)
         assert [r.status for r in runs] == [Status.DONE] * 40, [(r.id, r.error) for r in runs]
         assert all(r.attempts == 1 and r.steps_done > 0 for r in runs)
-        worker_ids = {w.id for w in q.list_workers(db)}
+        worker_ids = {w.id for w in workers.list_workers(db)}
         assert len(worker_ids) == 4 and {r.worker_id for r in runs} <= worker_ids
         assert len({r.worker_id for r in runs}) >= 2  # they did share the queue
         for run in runs:
-            steps = [s.step for s in q.metrics_since(db, run.id).steps]
+            steps = [s.step for s in records.metrics_since(db, run.id).steps]
             assert steps == list(range(1, run.steps_done + 1))  # each step written once
     finally:
         db.dispose()

@@ -14,6 +14,7 @@ import pytest
 
 from diffbench.engine.metrics import EpochRecord
 from diffbench.storage import queue as q
+from diffbench.storage import records, workers
 from diffbench.storage.db import NotFound, open_database
 from diffbench.storage.states import IllegalTransition, Status
 from tests.postgres_db import KINDS, database_url
@@ -47,7 +48,7 @@ def db(url):
 
 @pytest.fixture
 def worker(db):
-    return q.register_worker(db, host="host", pid=123, device="cpu", now=T0)
+    return workers.register_worker(db, host="host", pid=123, device="cpu", now=T0)
 
 
 def test_enqueue_skips_duplicates(db):
@@ -84,7 +85,7 @@ def test_claim_order_and_lease(db, worker):
 
 def test_claim_uses_database_clock_by_default(db, worker):
     q.enqueue(db, [spec()])
-    now = q.database_now(db)
+    now = workers.database_now(db)
     run = q.claim_next(db, worker.id, lease_s=60)
     assert abs((run.started_at - now).total_seconds()) < 5
     assert abs((run.lease_expires_at - run.heartbeat_at).total_seconds() - 60) < 1e-3
@@ -104,7 +105,7 @@ def test_heartbeat_extends_lease_and_stale_runs_requeue(db, worker):
     assert q.heartbeat(db, worker.id, run.id, now=at(52)).lost
     with pytest.raises(IllegalTransition):
         q.finish(db, run.id, worker.id, "done")
-    other = q.register_worker(db, host="other", pid=2, device="cpu", now=at(52))
+    other = workers.register_worker(db, host="other", pid=2, device="cpu", now=at(52))
     again = q.claim_next(db, other.id, now=at(53))
     assert (again.id, again.attempts, again.started_at) == (run.id, 2, at(0))
     with pytest.raises(IllegalTransition, match="not leased to worker"):
@@ -160,9 +161,9 @@ def test_release_retry_remove(db, worker):
     assert q.retry(db, [failed.id]) == (failed.id,)
     retried = q.get_run(db, failed.id)
     assert (retried.status, retried.error, retried.traceback) == (Status.QUEUED, None, None)
-    q.add_step_metrics(db, other.id, [_step(1)])
+    records.add_step_metrics(db, other.id, [_step(1)])
     assert q.remove(db, [other.id]) == (other.id,)
-    assert q.metrics_since(db, other.id).steps == ()  # cascaded
+    assert records.metrics_since(db, other.id).steps == ()  # cascaded
     running = q.claim_next(db, worker.id, now=T0)
     with pytest.raises(IllegalTransition, match="cancel it first"):
         q.remove(db, [running.id])
@@ -185,17 +186,17 @@ def _step(step: int, loss: float = 0.5, grad_norm: float = 1.0) -> dict:
 def test_non_finite_metrics_round_trip(db, worker):
     (run_id,) = q.enqueue(db, [spec()]).ids
     q.claim_next(db, worker.id)
-    q.add_step_metrics(db, run_id, [_step(1, math.nan, math.inf), _step(2, -math.inf, 3.0),
+    records.add_step_metrics(db, run_id, [_step(1, math.nan, math.inf), _step(2, -math.inf, 3.0),
                                     _step(3, 0.25, math.nan)])
-    steps = q.metrics_since(db, run_id).steps
+    steps = records.metrics_since(db, run_id).steps
     assert math.isnan(steps[0].loss) and steps[0].grad_norm == math.inf
     assert steps[1].loss == -math.inf and steps[1].grad_norm == 3.0
     assert steps[2].loss == 0.25 and math.isnan(steps[2].grad_norm)
-    q.add_epoch_metrics(db, run_id, [dict(epoch=0, step=3, train_loss=math.nan,
+    records.add_epoch_metrics(db, run_id, [dict(epoch=0, step=3, train_loss=math.nan,
                                           valid_loss=None, fixed_valid_loss=math.inf,
                                           epoch_s=1.0, valid_s=0.0, sample_s=0.0,
                                           train_s=1.0)])
-    (epoch,) = q.metrics_since(db, run_id).epochs
+    (epoch,) = records.metrics_since(db, run_id).epochs
     assert math.isnan(epoch.train_loss) and epoch.valid_loss is None
     assert epoch.fixed_valid_loss == math.inf and epoch.fixed_valid_bins is None
     summary = {"final_loss": math.nan, "best": -math.inf, "nested": [math.inf, 1.0]}
@@ -212,16 +213,16 @@ def test_epoch_loss_bins_round_trip(db, worker):
     q.claim_next(db, worker.id)
     bins = (0.9, 0.5, 0.25, math.nan, math.inf)
     timing = dict(epoch_s=1.0, valid_s=0.1, sample_s=0.0, train_s=1.0)
-    q.add_epoch_metrics(db, run_id, [
+    records.add_epoch_metrics(db, run_id, [
         EpochRecord(epoch=0, step=2, train_loss=1.0, valid_loss=None, fixed_valid_loss=None,
                     **timing),
         EpochRecord(epoch=1, step=4, train_loss=0.8, valid_loss=0.7, fixed_valid_loss=0.6,
                     fixed_valid_bins=bins, **timing)])
-    q.add_epoch_metrics(db, run_id, [
+    records.add_epoch_metrics(db, run_id, [
         dict(epoch=2, step=6, train_loss=0.6, valid_loss=0.5, fixed_valid_loss=0.4,
              fixed_valid_bins=[0.3, 0.2], **timing),
         dict(epoch=3, step=8, train_loss=0.5, valid_loss=0.4, fixed_valid_loss=0.3, **timing)])
-    first, second, third, fourth = q.metrics_since(db, run_id).epochs
+    first, second, third, fourth = records.metrics_since(db, run_id).epochs
     assert first.fixed_valid_bins is None and fourth.fixed_valid_bins is None
     assert second.fixed_valid_bins[:3] == (0.9, 0.5, 0.25)
     assert math.isnan(second.fixed_valid_bins[3]) and second.fixed_valid_bins[4] == math.inf
@@ -231,25 +232,25 @@ def test_epoch_loss_bins_round_trip(db, worker):
 def test_metrics_since_is_incremental_and_truncate_drops_the_tail(db, worker):
     (run_id,) = q.enqueue(db, [spec()]).ids
     q.claim_next(db, worker.id)
-    q.add_step_metrics(db, run_id, [_step(i) for i in (1, 2, 3)])
-    batch = q.metrics_since(db, run_id)
+    records.add_step_metrics(db, run_id, [_step(i) for i in (1, 2, 3)])
+    batch = records.metrics_since(db, run_id)
     assert [s.step for s in batch.steps] == [1, 2, 3]
-    assert q.metrics_since(db, run_id, batch.cursor).steps == ()
-    q.add_step_metrics(db, run_id, [_step(4), _step(5)])
-    later = q.metrics_since(db, run_id, batch.cursor)
+    assert records.metrics_since(db, run_id, batch.cursor).steps == ()
+    records.add_step_metrics(db, run_id, [_step(4), _step(5)])
+    later = records.metrics_since(db, run_id, batch.cursor)
     assert [s.step for s in later.steps] == [4, 5]
-    q.truncate_metrics(db, run_id, after_step=3)  # resumed from the step-3 checkpoint
-    assert [s.step for s in q.metrics_since(db, run_id).steps] == [1, 2, 3]
+    records.truncate_metrics(db, run_id, after_step=3)  # resumed from the step-3 checkpoint
+    assert [s.step for s in records.metrics_since(db, run_id).steps] == [1, 2, 3]
     assert q.get_run(db, run_id).steps_done == 3
 
 
 def test_samples_round_trip(db, worker):
     (run_id,) = q.enqueue(db, [spec()]).ids
     vorticity = np.arange(2 * 3 * 4 * 4, dtype=np.float32).reshape(2, 3, 4, 4)
-    sample_id = q.add_sample(db, run_id, epoch=1, step=10, array=vorticity)
-    batch = q.metrics_since(db, run_id)
+    sample_id = records.add_sample(db, run_id, epoch=1, step=10, array=vorticity)
+    batch = records.metrics_since(db, run_id)
     assert batch.sample_ids == (sample_id,) and batch.cursor.sample_id == sample_id
-    sample = q.get_sample(db, sample_id)
+    sample = records.get_sample(db, sample_id)
     assert (sample.shape, sample.dtype, sample.epoch) == ((2, 3, 4, 4), "<f4", 1)
     np.testing.assert_array_equal(sample.array(), vorticity)
 
@@ -268,10 +269,10 @@ def test_record_start_list_and_workers(db, worker):
     assert q.get_run(db, 3).config == {"lr": 1e-3, "options": {"betas": [0.9, 0.99]}}
     assert q.count_by_status(db)[Status.QUEUED] == 2
     q.heartbeat(db, worker.id, now=at(30))
-    (listed,) = q.list_workers(db)
+    (listed,) = workers.list_workers(db)
     assert listed.alive(at(40), grace_s=30) and not listed.alive(at(61), grace_s=30)
-    q.stop_worker(db, worker.id, now=at(41))
-    assert not q.list_workers(db)[0].alive(at(41), grace_s=30)
+    workers.stop_worker(db, worker.id, now=at(41))
+    assert not workers.list_workers(db)[0].alive(at(41), grace_s=30)
 
 
 # ----------------------------------------------------------------------------- concurrency
@@ -279,13 +280,13 @@ def test_record_start_list_and_workers(db, worker):
 
 def _enqueue_and_claim_all(url: str, name: str, barrier, results) -> None:
     db = open_database(url)
-    worker = q.register_worker(db, host=name, pid=0, device="cpu")
+    worker = workers.register_worker(db, host=name, pid=0, device="cpu")
     barrier.wait(timeout=60)  # all four queue the same grid at once, then drain the queue
     queued = q.enqueue(db, [spec(seed) for seed in range(60)]).ids
     claimed = []
     while (run := q.claim_next(db, worker.id, lease_s=60)) is not None:
         claimed.append(run.id)
-        q.add_step_metrics(db, run.id, [_step(1)])
+        records.add_step_metrics(db, run.id, [_step(1)])
         q.finish(db, run.id, worker.id, "done")
     results.put((name, queued, claimed))
     db.dispose()

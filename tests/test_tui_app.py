@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Input
 
-from diffbench.storage import queue
+from diffbench.storage import queue, records
 from diffbench.storage.db import open_database
 from diffbench.storage.workspace import Workspace
 from diffbench.tui.dashboard.app import DashboardApp, DashboardOptions
@@ -151,8 +151,8 @@ async def test_a_new_metric_row_shows_on_the_next_refresh(trained, copy, tmp_pat
         cursor = app.reader._step_cursor
         before = {r.id: r for r in app.snapshot.runs}
         run = trained.done[0]
-        last = queue.metrics_since(copy, run).steps[-1]
-        queue.add_step_metrics(copy, run, [{
+        last = records.metrics_since(copy, run).steps[-1]
+        records.add_step_metrics(copy, run, [{
             "step": last.step + 1, "epoch": last.epoch, "loss": 0.123, "lr": 1e-4,
             "grad_norm": 1.0, "data_ms": 1.0, "compute_ms": 1.0, "optimizer_ms": 1.0}])
         app.refresh_data()
@@ -175,19 +175,19 @@ def test_state_keeps_each_runs_latest_loss_bins(trained, copy):
     views = {v.id: v for v in reader.refresh().runs}
     run = trained.done[0]
     for run_id in trained.done:
-        last = queue.metrics_since(copy, run_id).epochs[-1]
+        last = records.metrics_since(copy, run_id).epochs[-1]
         assert views[run_id].fixed_valid_bins == last.fixed_valid_bins
         assert len(last.fixed_valid_bins) == len(queue.get_run(copy, run_id).loss_bins) - 1
     assert views[trained.queued].fixed_valid_bins is None
-    epoch = queue.metrics_since(copy, run).epochs[-1]
+    epoch = records.metrics_since(copy, run).epochs[-1]
     later = {"step": epoch.step + 1, "train_loss": 0.5, "valid_loss": None,
              "fixed_valid_loss": None, "epoch_s": 1.0, "valid_s": 0.0, "sample_s": 0.0,
              "train_s": epoch.train_s + 1}
     bins = tuple(range(1, len(epoch.fixed_valid_bins) + 1))
-    queue.add_epoch_metrics(copy, run, [{**later, "epoch": epoch.epoch + 1,
+    records.add_epoch_metrics(copy, run, [{**later, "epoch": epoch.epoch + 1,
                                          "fixed_valid_bins": bins}])
     assert {v.id: v for v in reader.refresh().runs}[run].fixed_valid_bins == bins
-    queue.add_epoch_metrics(copy, run, [{**later, "epoch": epoch.epoch + 2}])
+    records.add_epoch_metrics(copy, run, [{**later, "epoch": epoch.epoch + 2}])
     assert {v.id: v for v in reader.refresh().runs}[run].fixed_valid_bins == bins
 
 
@@ -294,7 +294,7 @@ async def test_group_by_optimizer_gives_mean_and_std_over_seeds(fixed):
         await pilot.press("g")
         rows = {r[1]: r for r in table_rows(app)}
     finals = [e.fixed_valid_loss for run_id in (1, 2)
-              for e in queue.metrics_since(db, run_id).epochs[-1:]]
+              for e in records.metrics_since(db, run_id).epochs[-1:]]
     adamw = rows["adamw"]
     assert adamw[0].startswith("tiny·") and adamw[5] == "2" and adamw[6] == "2"
     mean, std = adamw[7].split(" ± ")

@@ -21,7 +21,7 @@ from cli_checks import assert_one_line_error
 
 from diffbench.engine.config import load_preset
 from diffbench.engine.dataset import generate_dataset
-from diffbench.storage import queue
+from diffbench.storage import queue, records, workers
 from diffbench.storage.db import open_database
 from diffbench.storage.queue import RunSpec
 from tests.test_cli_train import preset_toml, quick
@@ -104,7 +104,7 @@ def test_worker_trains_runs_to_done_diverged_and_failed(home, toml, db):
         assert run.summary["ms_per_step"] > 0
         assert run.provenance["device"] == "cpu" and run.config["optimizer"] == "adamw"
         assert run.provenance["threads"] == 2  # --threads (the test environment says 1)
-        metrics = queue.metrics_since(db, run_id)
+        metrics = records.metrics_since(db, run_id)
         assert [s.step for s in metrics.steps] == list(range(1, run.steps_done + 1))
         assert len(metrics.epochs) == 3 and metrics.sample_ids
         edges = run.provenance["loss_bins"]  # the per-bin losses, with their edges
@@ -116,7 +116,7 @@ def test_worker_trains_runs_to_done_diverged_and_failed(home, toml, db):
     assert "non-finite" in runs[diverged].error
     assert runs[failed].status == "failed"
     assert "DatasetError" in runs[failed].error and "Traceback" in runs[failed].traceback
-    assert all(w.stopped_at is not None for w in queue.list_workers(db))
+    assert all(w.stopped_at is not None for w in workers.list_workers(db))
 
 
 def test_two_workers_never_train_the_same_run(home, toml, db):
@@ -134,7 +134,7 @@ def test_two_workers_never_train_the_same_run(home, toml, db):
     assert [r.status for r in runs] == ["done"] * 4
     assert all(r.attempts == 1 for r in runs)
     for run in runs:  # each step written once: no second trainer wrote into the run
-        steps = [s.step for s in queue.metrics_since(db, run.id).steps]
+        steps = [s.step for s in records.metrics_since(db, run.id).steps]
         assert steps == list(range(1, run.steps_done + 1))
 
 
@@ -148,14 +148,14 @@ def test_four_workers_claim_each_of_40_runs_exactly_once(home, db):
     assert not any("generating" in log for log in logs), logs
     claims = [int(m) for log in logs for m in re.findall(r": run (\d+) \(attempt ", log)]
     assert sorted(claims) == sorted(ids), logs  # each run claimed once, by one worker
-    worker_ids = {w.id for w in queue.list_workers(db)}
+    worker_ids = {w.id for w in workers.list_workers(db)}
     assert len(worker_ids) == 4
     runs = queue.list_runs(db, ids=ids)
     assert [r.status for r in runs] == ["done"] * 40, [(r.id, r.status, r.error) for r in runs]
     for run in runs:
         assert run.attempts == 1 and run.steps_done > 0, run
         assert run.worker_id in worker_ids and run.provenance["worker_id"] == run.worker_id
-        steps = [s.step for s in queue.metrics_since(db, run.id).steps]
+        steps = [s.step for s in records.metrics_since(db, run.id).steps]
         assert steps == list(range(1, run.steps_done + 1))  # each step written once
         assert (home / "runs" / str(run.id) / "model.pt").exists()
     assert len({r.worker_id for r in runs}) >= 2  # they did share the queue
@@ -188,7 +188,7 @@ def test_sigterm_requeues_with_checkpoint_and_another_worker_resumes_exactly(hom
     assert run.status == ref.status == "done", err
     assert run.attempts == 2 and f"run {interrupted} resumed at step" in err
     assert run.steps_done == ref.steps_done
-    steps = [s.step for s in queue.metrics_since(db, interrupted).steps]
+    steps = [s.step for s in records.metrics_since(db, interrupted).steps]
     assert steps == list(range(1, run.steps_done + 1))  # truncated, then written once
     assert run.summary["final_fixed_valid_loss"] == ref.summary["final_fixed_valid_loss"]
     assert run.summary["final_fixed_valid_bins"] == ref.summary["final_fixed_valid_bins"]
@@ -239,7 +239,7 @@ def test_sigkill_lease_expires_and_another_worker_resumes(home, toml, db):
     resumed = re.search(rf"run {killed} resumed at step (\d+)", err)
     assert resumed and 0 < int(resumed.group(1)) < run.steps_done, err  # from the checkpoint
     assert run.steps_done == ref.steps_done
-    steps = [s.step for s in queue.metrics_since(db, killed).steps]
+    steps = [s.step for s in records.metrics_since(db, killed).steps]
     assert steps == list(range(1, run.steps_done + 1))
     assert run.summary["final_fixed_valid_loss"] is not None
     assert run.summary["final_fixed_valid_loss"] == ref.summary["final_fixed_valid_loss"]
@@ -261,13 +261,13 @@ def test_cancel_stops_a_running_run(home, toml, db):
 def test_sigint_while_idle_exits_130(home, db):
     process = spawn(home, db)
     deadline = time.monotonic() + 30
-    while not queue.list_workers(db):
+    while not workers.list_workers(db):
         assert time.monotonic() < deadline and process.poll() is None, process.stderr.read()
         time.sleep(0.1)
     process.send_signal(signal.SIGINT)
     code, err = finish(process, timeout=10)
     assert code == 130, err
-    assert queue.list_workers(db)[0].stopped_at is not None
+    assert workers.list_workers(db)[0].stopped_at is not None
 
 
 @pytest.mark.parametrize("args,message", [

@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from diffbench.storage import queue
+from diffbench.storage import queue, records, workers
 from diffbench.storage.db import Database, open_database
 from diffbench.storage.queue import RunSpec
 from diffbench.storage.workspace import Workspace
@@ -88,11 +88,11 @@ def _field(size: int, phase: float) -> np.ndarray:
 def _train(db: Database, run_id: int, *, steps: int, epochs: int, scale: float,
            opt_ms: float) -> None:
     per_epoch = steps // epochs
-    queue.add_step_metrics(db, run_id, [
+    records.add_step_metrics(db, run_id, [
         {"step": s, "epoch": (s - 1) // per_epoch, "loss": scale * (0.05 + 1.0 / (1 + s / 8)),
          "lr": 1e-3, "grad_norm": 1.0, "data_ms": 1.0, "compute_ms": 20.0 + (s % 3),
          "optimizer_ms": opt_ms} for s in range(1, steps + 1)])
-    queue.add_epoch_metrics(db, run_id, [
+    records.add_epoch_metrics(db, run_id, [
         {"epoch": e, "step": (e + 1) * per_epoch,
          "train_loss": scale * (0.06 + 1.0 / (1 + (e + 1) * per_epoch / 8)),
          "valid_loss": scale * (0.07 + 1.0 / (1 + (e + 1) * per_epoch / 8)),
@@ -129,8 +129,8 @@ def _fill(db: Database) -> None:
                                         ("sgd", "linear", 10.0, 0.0, 0),
                                         ("prodigy", "wsd", 1.0, 0.0, 0))]
     ids = queue.enqueue(db, specs, now=_at(-3600)).ids
-    alive = queue.register_worker(db, host="gpu-box", pid=101, device="cuda:0", now=_at(-600))
-    dead = queue.register_worker(db, host="gpu-box", pid=102, device="cuda:1", now=_at(-900))
+    alive = workers.register_worker(db, host="gpu-box", pid=101, device="cuda:0", now=_at(-600))
+    dead = workers.register_worker(db, host="gpu-box", pid=102, device="cuda:1", now=_at(-900))
     queue.heartbeat(db, dead.id, now=_at(-400))
     plan = [(ids[0], alive.id, 1.0, 6.0, "done"), (ids[1], alive.id, 1.05, 6.0, "done"),
             (ids[2], alive.id, 0.8, 9.0, "done"), (ids[3], alive.id, 0.9, 15.0, None),
@@ -141,7 +141,7 @@ def _fill(db: Database) -> None:
         queue.record_start(db, run_id, worker, provenance={"device": "cuda:0",
                                                            "device_name": "H100"})
         if final == "diverged":
-            queue.add_step_metrics(db, run_id, [
+            records.add_step_metrics(db, run_id, [
                 {"step": 1, "epoch": 0, "loss": 5.0, "lr": 10.0, "grad_norm": 1e3,
                  "data_ms": 1.0, "compute_ms": 20.0, "optimizer_ms": opt_ms},
                 {"step": 2, "epoch": 0, "loss": math.nan, "lr": 10.0, "grad_norm": math.nan,
@@ -152,7 +152,7 @@ def _fill(db: Database) -> None:
         steps = 64 if final else 40
         _train(db, run_id, steps=steps, epochs=4 if final else 2, scale=scale, opt_ms=opt_ms)
         sample = np.stack([_field(16, 0.4 * t + scale) for t in range(5)])[None]
-        queue.add_sample(db, run_id, epoch=1, step=steps, array=sample)
+        records.add_sample(db, run_id, epoch=1, step=steps, array=sample)
         if final:
             queue.finish(db, run_id, worker, final, now=_at(-100))
     queue.heartbeat(db, alive.id, ids[3], lease_s=3600, now=_at(-5))

@@ -337,7 +337,8 @@ class Display:
     def _refresh(self) -> None:
         """Read the runs' states and their newest metrics; update the bars."""
         from diffbench.storage import states
-        from diffbench.storage.queue import list_runs, metrics_since
+        from diffbench.storage.queue import list_runs
+        from diffbench.storage.records import metrics_since
 
         for run in list_runs(self.db, ids=self.ids):
             line = self.runs[run.id]

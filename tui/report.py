@@ -390,7 +390,7 @@ def _print(console: Console, rows: Sequence[Row], caveats: Caveats) -> None:
 def _samples(db: Database, rows: Sequence[Row]) -> list[tuple[str, object]]:
     """Vorticity of each optimizer's best run: the states its quality phase scored (else its
     newest preview), then the test data they were scored against."""
-    from diffbench.storage.queue import get_sample
+    from diffbench.storage.records import get_sample
     from diffbench.storage.results import last_sample_ids
 
     from .figures import best_per_optimizer

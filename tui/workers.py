@@ -38,10 +38,10 @@ def ls(
 
 
 def _ls(ctx: typer.Context, grace: float, *, as_json: bool) -> None:
-    from diffbench.storage import queue
+    from diffbench.storage import workers
 
     with database(ctx) as db:
-        workers, now = queue.list_workers(db), queue.database_now(db)
+        workers, now = workers.list_workers(db), workers.database_now(db)
     rows = [{"id": w.id, "state": _state(w, now, grace), "host": w.host, "pid": w.pid,
              "device": w.device, "started_at": w.started_at, "heartbeat_at": w.heartbeat_at,
              "seconds_since_heartbeat": round((now - w.heartbeat_at).total_seconds(), 1),

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from diffbench.engine.vorticity import display_vorticity, vorticity
-from diffbench.storage import queue
+from diffbench.storage import queue, records
 from diffbench.storage.db import Database
 from diffbench.storage.queue import Run
 from diffbench.storage.workspace import Workspace
@@ -38,7 +38,7 @@ class Pictures:
 
 def generated_images(db: Database, sample_id: int) -> tuple[int, tuple[np.ndarray, ...]]:
     """(epoch, the first generated window's states as display values)."""
-    sample = queue.get_sample(db, sample_id)
+    sample = records.get_sample(db, sample_id)
     array = sample.array()
     window = array.reshape(-1, *array.shape[-3:])[0][:STATES]  # (states, H, W)
     return sample.epoch, tuple(display_vorticity(w) for w in window)

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from diffbench.storage import queue
+from diffbench.storage import records
 from diffbench.storage.db import Database
-from diffbench.storage.queue import MetricsCursor
+from diffbench.storage.records import MetricsCursor
 
 POINTS = 300  # points per plotted line: more than a terminal has columns
 
@@ -70,7 +70,7 @@ class _Series:
     sample_id: int | None = None
     drawn: RunCurves | None = None  # the curves of the rows so far
 
-    def add(self, batch: queue.MetricsBatch) -> None:
+    def add(self, batch: records.MetricsBatch) -> None:
         if batch.steps and self.step and batch.steps[0].step <= self.step[-1]:
             self._cut(batch.steps[0].step)  # a resumed run rewrote these steps
         for s in batch.steps:
@@ -135,7 +135,7 @@ class SeriesCache:
         out = {}
         for run_id in wanted:
             series = self._series[run_id]
-            batch = queue.metrics_since(self.db, run_id, series.cursor)
+            batch = records.metrics_since(self.db, run_id, series.cursor)
             if batch.steps or batch.epochs or batch.sample_ids:
                 series.add(batch)
                 series.drawn = None

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 from sqlalchemy.orm import Session
 
-from diffbench.storage import queue, reads
+from diffbench.storage import reads, workers
 from diffbench.storage.db import Database
 from diffbench.storage.results import mean_std
 from diffbench.storage.states import Status
@@ -242,7 +242,7 @@ class DashboardReader:
             eta_s=eta, device=self._devices.get(line.id), worker_id=line.mark.worker_id,
             fixed_valid_bins=epochs.fixed_valid_bins)
 
-    def _worker(self, worker: queue.Worker, run_id: int | None,
+    def _worker(self, worker: workers.Worker, run_id: int | None,
                 now: dt.datetime) -> WorkerView:
         if worker.stopped_at is not None:
             state = "stopped"

@@ -5,7 +5,7 @@ buffers them further and writes one ``INSERT`` per ``batch_rows`` steps or ``bat
 seconds, whichever comes first, so logging stays far below 1 % of a step. Everything
 buffered is written before an epoch, checkpoint or final record, so the database never
 lags a checkpoint: a run resumed from it truncates exactly what the killed attempt wrote
-after that checkpoint (`queue.truncate_metrics`, on a `StartRecord` with step > 0).
+after that checkpoint (`records.truncate_metrics`, on a `StartRecord` with step > 0).
 
 It also keeps what the run's summary needs (final and best losses, the last epoch's
 fixed-noise loss per t-bin with the bins' edges from the start record's provenance, mean step
@@ -21,7 +21,7 @@ import math
 import time
 from typing import Any
 
-from diffbench.storage import queue
+from diffbench.storage import records
 from diffbench.storage.db import Database
 
 
@@ -71,7 +71,7 @@ class StorageSink:
                 self.start = record
                 self.step = record.step
                 if record.step > 0:
-                    queue.truncate_metrics(self.db, self.run_id, record.step)
+                    records.truncate_metrics(self.db, self.run_id, record.step)
                     self._seed_from_database()
             case Steps(records=steps):
                 self.pending.extend(steps)
@@ -86,12 +86,12 @@ class StorageSink:
                     self.flush()
             case EpochRecord():
                 self.flush()
-                queue.add_epoch_metrics(self.db, self.run_id, [record])
+                records.add_epoch_metrics(self.db, self.run_id, [record])
                 self._epoch(record)
             case SampleRecord():
                 self.flush()
-                queue.add_sample(self.db, self.run_id, epoch=record.epoch, step=record.step,
-                                 array=record.vorticity, name=record.name)
+                records.add_sample(self.db, self.run_id, epoch=record.epoch, step=record.step,
+                                   array=record.vorticity, name=record.name)
             case CheckpointRecord():
                 self.flush()
             case QualityRecord():
@@ -102,7 +102,7 @@ class StorageSink:
 
     def flush(self) -> None:
         if self.pending and self.active():
-            queue.add_step_metrics(self.db, self.run_id, self.pending)
+            records.add_step_metrics(self.db, self.run_id, self.pending)
         self.pending = []
         self.last_write = time.monotonic()
 
@@ -119,7 +119,7 @@ class StorageSink:
 
     def _seed_from_database(self) -> None:
         """A resumed attempt: the aggregates of the steps and epochs kept from before."""
-        batch = queue.metrics_since(self.db, self.run_id)
+        batch = records.metrics_since(self.db, self.run_id)
         for s in batch.steps:
             self.n_steps += 1
             self.ms["data_ms"] += s.data_ms

@@ -31,6 +31,7 @@ import traceback
 from collections.abc import Iterable
 from typing import Any
 
+from diffbench.storage import queue, workers
 from diffbench.storage.workspace import Workspace
 
 from ..errors import EXIT_INTERRUPTED
@@ -60,7 +61,6 @@ class Heartbeat(threading.Thread):
         self.cancelled = False
 
     def run(self) -> None:
-        from diffbench.storage import queue
         from diffbench.storage.db import StorageError
 
         while not self.stopped.wait(self.lease_s / 3):
@@ -116,12 +116,11 @@ class Worker:
 
     def serve(self, *, max_runs: int | None = None, idle_exit: float | None = None) -> int:
         from diffbench.engine.device import resolve_device
-        from diffbench.storage import queue
 
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
-            me = queue.register_worker(self.db, host=socket.gethostname(), pid=os.getpid(),
-                                       device=str(resolve_device(self.device)))
+            me = workers.register_worker(self.db, host=socket.gethostname(), pid=os.getpid(),
+                                         device=str(resolve_device(self.device)))
             self.id = me.id
             log(f"worker {me.id} ({me.host}, pid {me.pid}, {me.device}) on {self.db.url}")
             done, idle_since, beat = 0, time.monotonic(), 0.0
@@ -146,7 +145,7 @@ class Worker:
             pass
         finally:
             if self.id is not None:
-                queue.stop_worker(self.db, self.id)
+                workers.stop_worker(self.db, self.id)
             for s, handler in previous.items():
                 signal.signal(s, handler)
         return EXIT_INTERRUPTED if self.signal == signal.SIGINT else 0
@@ -156,7 +155,6 @@ class Worker:
     def train(self, run: Any) -> str:
         """Train one claimed run to an outcome: its final status, "released" or "lost"."""
         from diffbench.engine.metrics import StartRecord, StatusRecord
-        from diffbench.storage import queue
 
         from .sink import StorageSink
 
@@ -213,7 +211,6 @@ class Worker:
 
     def _conclude(self, run: Any, status: Any, interrupted: bool, beat: Heartbeat,
                   sink: Any) -> str:
-        from diffbench.storage import queue
         from diffbench.storage.db import StorageError
 
         if beat.lost:
@@ -241,7 +238,6 @@ class Worker:
         return outcome
 
     def _fail(self, run: Any, error: Exception, trace: str, sink: Any) -> str:
-        from diffbench.storage import queue
         from diffbench.storage.db import StorageError
 
         message = f"{type(error).__name__}: {error}"

@@ -66,7 +66,7 @@ def epoch_rows(db: Database, run: Run) -> list[dict[str, Any]]:
     """The run's epoch rows: `EPOCH_FIELDS`, then one ``fixed_valid_t…`` cell per t-bin."""
     import dataclasses
 
-    from diffbench.storage.queue import metrics_since
+    from diffbench.storage.records import metrics_since
 
     return [{**{k: v for k, v in dataclasses.asdict(e).items() if k in EPOCH_FIELDS},
              **bin_cells("fixed_valid_", e.fixed_valid_bins, run.loss_bins)}
