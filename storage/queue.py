@@ -432,7 +432,7 @@ def get_run(db: Database, run_id: int) -> Run:
 def list_runs(db: Database, *, status: str | Status | Iterable[str | Status] | None = None,
               ids: Iterable[int] | None = None) -> list[Run]:
     """Runs by id, filtered (``status`` one or several; the report and `runs ls` filter
-    further with `storage.results.RunFilter`)."""
+    further with `storage.filters.RunFilter`)."""
     query = sa.select(RunRow).order_by(RunRow.id)
     if status is not None:
         wanted = [status] if isinstance(status, str) else list(status)

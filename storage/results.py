@@ -22,88 +22,25 @@ The rules (docs/REPORT.md says the same for users):
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import math
-import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 
 from diffbench.storage.db import Database
+from diffbench.storage.filters import RunFilter
 from diffbench.storage.queue import Run, list_runs
+from diffbench.storage.sample_quality import quality_summary
 from diffbench.storage.schema import EpochMetricRow, SampleRow, join_float
 from diffbench.storage.states import Status
 
 BASELINE = "adamw"
-#: Scores of `engine.quality.QualityScores`, in the report's order.
-QUALITY_KEYS = ("std_ratio", "mean_flow", "spectrum_error", "vorticity_w1", "divergence_ratio",
-                "dynamics_error", "unstable_fraction", "lag1_autocorrelation", "sin4y_amplitude")
-#: The scores whose definition runs scored before the sampler settings were recorded (no
-#: ``sampler`` key) share with today's; their spectrum and dynamics errors were defined
-#: otherwise (relative L2 of log spectra; no mean removal, no CFL refinement) and are left out.
-LEGACY_KEYS = ("vorticity_w1", "divergence_ratio")
-
-# ----------------------------------------------------------------------------- filters
-
-FILTER_KEYS = {"preset": "preset", "opt": "optimizer", "optimizer": "optimizer",
-               "schedule": "schedule", "tag": "tags", "status": "status"}
-
-
-class FilterError(ValueError):
-    """A ``--filter`` term the report cannot read; the message names it."""
-
-
-@dataclass(frozen=True)
-class RunFilter:
-    """``key:value`` terms: values of one key are alternatives (``opt:adamw,muon`` or the
-    term repeated), different keys must all hold."""
-
-    terms: dict[str, frozenset[str]] = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, terms: Iterable[str]) -> RunFilter:
-        wanted: dict[str, set[str]] = defaultdict(set)
-        for term in terms:
-            key, colon, value = term.partition(":")
-            key = key.strip().lower()
-            values = {v.strip() for v in value.split(",") if v.strip()}
-            if not colon or not values:
-                raise FilterError(f"--filter {term!r}: write key:value, e.g. opt:muon")
-            if key not in FILTER_KEYS:
-                raise FilterError(f"--filter {term!r}: unknown key {key!r}; known: "
-                                  f"{', '.join(sorted(FILTER_KEYS))}")
-            if key == "status":
-                bad = sorted(values - {s.value for s in Status})
-                if bad:
-                    raise FilterError(f"--filter {term!r}: unknown status {bad[0]!r}; known: "
-                                      f"{', '.join(s.value for s in Status)}")
-            wanted[FILTER_KEYS[key]] |= values
-        return cls({k: frozenset(v) for k, v in wanted.items()})
-
-    def matches(self, run: Run) -> bool:
-        for attribute, values in self.terms.items():
-            if attribute == "tags":
-                if not values & set(run.tags):
-                    return False
-            elif attribute == "status":
-                if run.status.value not in values:
-                    return False
-            elif getattr(run, attribute) not in values:
-                return False
-        return True
-
-    def __str__(self) -> str:
-        return " ".join(f"{k}:{','.join(sorted(v))}" for k, v in sorted(self.terms.items()))
-
-
 # ----------------------------------------------------------------------------- values
 
 
@@ -398,70 +335,6 @@ def step_ratio(runs: Sequence[RunResult], baseline: Sequence[RunResult]
     return float(np.mean(mine[device]) / np.mean(theirs[device])), device
 
 
-def legacy(quality: Mapping[str, Any]) -> bool:
-    """Scored before the sampler settings were recorded (see `LEGACY_KEYS`)."""
-    return "sampler" not in quality
-
-
-def _means(scores: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, float]:
-    """Mean of each key over the scores that hold it finite (NaN, ∞: not a value)."""
-    means = {}
-    for key in keys:
-        values = [float(q[key]) for q in scores
-                  if isinstance(q.get(key), int | float) and math.isfinite(q[key])]
-        if values:
-            means[key] = float(np.mean(values))
-    return means
-
-
-@dataclass(frozen=True)
-class QualitySummary:
-    """Sample quality over a setting's measured seeds: today's scores when any seed has
-    them, else the `LEGACY_KEYS` of older ones."""
-
-    means: dict[str, float]
-    seeds: int
-    floor: dict[str, float]
-    sampler: dict[str, Any] | None
-
-
-def quality_summary(runs: Sequence[RunResult]) -> QualitySummary:
-    measured = [r.quality for r in runs if r.quality]
-    current = [q for q in measured if not legacy(q)]
-    if not current:
-        return QualitySummary(_means(measured, LEGACY_KEYS), len(measured), {}, None)
-    floors = [q["floor"] for q in current if isinstance(q.get("floor"), dict)]
-    settings = {json.dumps(q["sampler"], sort_keys=True) for q in current}
-    return QualitySummary(_means(current, QUALITY_KEYS), len(current),
-                          _means(floors, QUALITY_KEYS),
-                          current[0]["sampler"] if len(settings) == 1 else None)
-
-
-#: "Like data" (docs/QUALITY.md): a velocity std within this factor of the data's, ...
-STD_TOLERANCE = 1.5
-#: ... spectrum error and vorticity W1 within this factor of the data-vs-data floor, and a
-#: finite dynamics score.
-FLOOR_FACTOR = 3.0
-
-
-def unlike_data(quality: Mapping[str, float], floor: Mapping[str, float]) -> list[str]:
-    """What keeps a setting's mean scores from "like data"; empty when they are (or when no
-    floor was measured to judge against)."""
-    if not floor:
-        return []
-    reasons = []
-    std = quality.get("std_ratio")
-    if std is not None and not 1 / STD_TOLERANCE <= std <= STD_TOLERANCE:
-        reasons.append(f"velocity std {std:.2f}× the data's")
-    for key, name in (("spectrum_error", "spectrum error"), ("vorticity_w1", "vorticity W1")):
-        value, bound = quality.get(key), floor.get(key)
-        if value is not None and bound and value > FLOOR_FACTOR * bound:
-            reasons.append(f"{name} {value / bound:.1f}× the data-vs-data floor")
-    if "dynamics_error" not in quality:
-        reasons.append("dynamics not measurable (no pair the solver can advance)")
-    return reasons
-
-
 def _pick_baseline(row: Row, rows: Sequence[Row]) -> Row | None:
     candidates = [r for r in rows if r.optimizer == BASELINE and r.preset == row.preset]
     if not candidates:
@@ -529,96 +402,3 @@ def caveats(runs: Sequence[RunResult], rows: Sequence[Row]) -> Caveats:
         not_done=tuple(r for r in runs if r.status != Status.DONE.value))
 
 
-# ----------------------------------------------------------------------------- the paper
-
-
-PAPER_PRESET = "paper"
-PAPER_EPOCHS = 1024  # spec §7: the published losses are after 1024 epochs
-_SERIES = re.compile(r"^(?P<name>[A-Za-z]+)(?:\((?P<params>[^)]*)\))?(?P<rest>.*)$")
-
-
-@dataclass(frozen=True)
-class Published:
-    """One published number (a row of presets/paper_results.csv)."""
-
-    figure: str
-    series: str
-    key: str
-    value: float
-
-
-@dataclass(frozen=True)
-class Compared:
-    """A published number beside diffbench's (None: no matching finished runs)."""
-
-    published: Published
-    ours: float | None
-    seeds: int
-    setting: str
-
-
-def load_published() -> tuple[list[Published], str]:
-    """The published figures shipped in ``presets/paper_results.csv`` and its source line."""
-    text = resources.files("diffbench.presets").joinpath("paper_results.csv").read_text()
-    comments = [line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")]
-    rows = csv.DictReader(io.StringIO("\n".join(
-        line for line in text.splitlines() if line and not line.startswith("#"))))
-    values = [Published(r["figure"], r["series"], r["key"], float(r["value"])) for r in rows]
-    return values, comments[0] if comments else ""
-
-
-def _series(series: str) -> tuple[str, dict[str, float], int | None]:
-    """``AdamW(lr2e-4,wd1e-2,2048ep)`` → ("adamw", {lr, wd, epochs}, rank of "topN" or None)."""
-    match = _SERIES.match(series.strip())
-    if match is None:
-        raise ValueError(f"unreadable series {series!r}")
-    params: dict[str, float] = {}
-    for token in filter(None, (t.strip() for t in (match["params"] or "").split(","))):
-        if token.startswith(("lr", "wd")):
-            params[token[:2]] = float(token[2:])
-        elif token.endswith("ep"):
-            params["epochs"] = float(token[:-2])
-    rank = re.search(r"top(\d+)", match["rest"])
-    return match["name"].lower(), params, int(rank[1]) if rank else None
-
-
-def _close(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=1e-6)
-
-
-def compare_published(stats: Sequence[SettingStats], published: Sequence[Published]
-                      ) -> list[Compared]:
-    """Each published number beside the matching ``paper``-preset setting: same optimizer,
-    linear decay (ScheduleFree: constant), 1024 epochs unless the series says otherwise,
-    the lr and wd the series or key names, else the best one (``topN``: the N-th best lr)."""
-    paper = [s for s in stats if s.first.preset == PAPER_PRESET]
-    out = []
-    for item in published:
-        name, params, rank = _series(item.series)
-        schedule = "constant" if name == "schedulefree" else "linear"
-        lr = params.get("lr")
-        if lr is None and re.fullmatch(r"[0-9.]+e-?[0-9]+", item.key):
-            lr = float(item.key)
-        pool = [s for s in paper if s.first.optimizer == name and s.first.schedule == schedule
-                and s.first.epochs == int(params.get("epochs", PAPER_EPOCHS))
-                and (lr is None or _close(s.first.lr, lr))
-                and ("wd" not in params or _close(s.first.weight_decay, params["wd"]))]
-        pool.sort(key=lambda s: s.mean)
-        if rank is not None:  # the best setting of each lr, ranked
-            best_per_lr: dict[float, SettingStats] = {}
-            for s in pool:
-                best_per_lr.setdefault(s.first.lr, s)
-            pool = list(best_per_lr.values())[rank - 1:rank]
-        if not pool:
-            out.append(Compared(item, None, 0, ""))
-            continue
-        chosen = pool[0]
-        if item.key == "end_time_min":
-            values = [r.train_s / 60 for r in chosen.runs if r.train_s is not None]
-            ours = float(np.mean(values)) if values else None
-        elif item.key == "min_val_on_curve":
-            ours = float(np.mean([min(p.loss for p in r.curve) for r in chosen.runs]))
-        else:
-            ours = chosen.mean
-        out.append(Compared(item, ours, chosen.seeds, chosen.label()))
-    return out

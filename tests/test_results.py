@@ -8,15 +8,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from diffbench.storage import results
+from diffbench.storage import published, results, sample_quality
 from diffbench.storage.db import open_database
+from diffbench.storage.filters import FilterError, RunFilter
+from diffbench.storage.published import Published, compare_published
 from diffbench.storage.results import (
     CurvePoint,
-    FilterError,
-    Published,
-    RunFilter,
     RunResult,
-    compare_published,
     mean_curve,
     mean_std,
     settings,
@@ -97,10 +95,10 @@ def test_scores_from_before_the_sampler_settings_count_only_where_defined_alike(
     """Old scores stay readable; only W1 and the divergence ratio kept their definition, and
     a seed scored today outweighs them."""
     old, new = SimpleNamespace(quality=LEGACY_QUALITY), SimpleNamespace(quality=QUALITY)
-    summary = results.quality_summary([old])
+    summary = sample_quality.quality_summary([old])
     assert summary.means == {"vorticity_w1": 40.0, "divergence_ratio": 8.0}
     assert (summary.seeds, summary.floor, summary.sampler) == (1, {}, None)
-    mixed = results.quality_summary([old, new, SimpleNamespace(quality=None)])
+    mixed = sample_quality.quality_summary([old, new, SimpleNamespace(quality=None)])
     assert mixed.seeds == 1 and mixed.means["vorticity_w1"] == 0.05
     assert mixed.floor == FLOOR and mixed.sampler == SAMPLER
 
@@ -109,10 +107,10 @@ def test_like_data_against_the_floor_by_hand():
     floor = {"spectrum_error": 0.1, "vorticity_w1": 0.04}
     like = {"std_ratio": 1.4, "spectrum_error": 0.29, "vorticity_w1": 0.1,
             "dynamics_error": 4.0}
-    assert results.unlike_data(like, floor) == []
-    assert results.unlike_data(like, {}) == []  # nothing to judge against
+    assert sample_quality.unlike_data(like, floor) == []
+    assert sample_quality.unlike_data(like, {}) == []  # nothing to judge against
     unlike = {"std_ratio": 0.6, "spectrum_error": 0.35, "vorticity_w1": 0.2}
-    assert results.unlike_data(unlike, floor) == [
+    assert sample_quality.unlike_data(unlike, floor) == [
         "velocity std 0.60× the data's", "spectrum error 3.5× the data-vs-data floor",
         "vorticity W1 5.0× the data-vs-data floor",
         "dynamics not measurable (no pair the solver can advance)"]
@@ -252,7 +250,7 @@ def test_paper_comparison_matches_lr_epochs_and_rank():
 
 
 def test_the_shipped_published_figures_load():
-    values, source = results.load_published()
+    values, source = published.load_published()
     assert source.startswith("Source: arXiv 2510.19376")
     assert len(values) == 39
     assert {v.figure for v in values} == {"fig2L", "fig2R", "fig3L", "fig3R"}

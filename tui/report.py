@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from rich.table import Table as RichTable
 
     from diffbench.storage.db import Database
-    from diffbench.storage.results import Caveats, Row, RunFilter, RunResult
+    from diffbench.storage.filters import RunFilter
+    from diffbench.storage.results import Caveats, Row, RunResult
 
     from .document import Block
 
@@ -64,7 +65,7 @@ class Drawn:
 def check_filters(terms: Sequence[str]) -> RunFilter:
     """The filter, or `UserError` naming the bad term (unknown key, status, optimizer or
     schedule)."""
-    from diffbench.storage.results import FilterError, RunFilter
+    from diffbench.storage.filters import FilterError, RunFilter
 
     try:
         run_filter = RunFilter.parse(terms)
@@ -235,7 +236,7 @@ def quality_table(rows: Sequence[Row]) -> tuple[tuple[str, ...], list[tuple[str,
     """Columns, cells and leading text columns of the sample-quality table: each measured
     row's mean scores, whether they are like data, then the data-vs-data floor of each
     preset (the validation split scored against the test split at the samples' size)."""
-    from diffbench.storage.results import unlike_data
+    from diffbench.storage.sample_quality import unlike_data
 
     lead = _lead(rows)
     columns = (*lead, "optimizer", "schedule", "best setting", "seeds",
@@ -449,7 +450,7 @@ def _figures(db: Database, runs: Sequence[RunResult], rows: Sequence[Row]) -> li
 
 
 def _quality_blocks(rows: Sequence[Row]) -> list[Block]:
-    from diffbench.storage.results import FLOOR_FACTOR, STD_TOLERANCE, unlike_data
+    from diffbench.storage.sample_quality import FLOOR_FACTOR, STD_TOLERANCE, unlike_data
 
     from .document import Paragraph, Table
 
@@ -536,7 +537,7 @@ def _bins_blocks(rows: Sequence[Row]) -> list[Block]:
 
 
 def _paper_blocks(rows: Sequence[Row]) -> list[Block]:
-    from diffbench.storage.results import PAPER_PRESET, compare_published, load_published
+    from diffbench.storage.published import PAPER_PRESET, compare_published, load_published
 
     from .document import Paragraph, Table
 
