@@ -19,7 +19,7 @@ from diffbench.storage import queue, records, workers
 from diffbench.storage.db import open_database
 from diffbench.storage.queue import RunSpec
 from diffbench.tui.cli import app
-from diffbench.tui.report import NoRuns, write_report
+from diffbench.tui.report.write import NoRuns, write_report
 from tests.cli_checks import assert_one_line_error
 from tests.results_db import add_run, build_study
 
@@ -201,7 +201,7 @@ def test_report_from_a_study_trained_by_a_real_worker(runner, tmp_path):
     assert "Sampled with 2 steps, 0 corrections (τ 0.5), from t = 1.0." in markdown
     # the sample figure: what each run's scores were computed on, the test data beneath
     from diffbench.storage import results
-    from diffbench.tui.report import _samples
+    from diffbench.tui.report.write import _samples
 
     db = open_database(f"sqlite:///{tmp_path / 'diffbench.db'}")
     try:

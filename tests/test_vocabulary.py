@@ -15,7 +15,7 @@ from diffbench.engine.schedules import SCHEDULES
 from diffbench.storage.db import StorageError, open_database
 from diffbench.storage.queue import RunSpec, enqueue
 from diffbench.tui.dashboard.palette import optimizer_rgb, optimizer_style
-from diffbench.tui.figures import _color
+from diffbench.tui.report.figures import _color
 
 
 def test_the_registries_implement_exactly_the_vocabulary():

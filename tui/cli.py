@@ -21,9 +21,10 @@ import typer
 
 from diffbench.storage.workspace import ENV_VAR, Workspace
 
-from . import data, db, demo, queue, report, runs, train, worker, workers
+from . import data, db, demo, queue, runs, train, worker, workers
 from .dashboard.command import tui
 from .output import DB_KEY
+from .report import command as report
 
 app = typer.Typer(
     name="diffbench",

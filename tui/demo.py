@@ -78,7 +78,7 @@ def demo(
       diffbench --home /tmp/demo demo --out /tmp/demo/report
       diffbench demo --epochs 5
     """
-    from .report import check_out
+    from .report.write import check_out
 
     workspace: Workspace = ctx.obj
     target = (out if out is not None else workspace.root / "report").expanduser().absolute()
@@ -235,7 +235,7 @@ def _unfinished(db: Database, ids: Sequence[int]) -> list[int]:
 
 def _report(db: Database, out: Path, specs: Sequence[RunSpec]) -> None:
     from .errors import UserError, fail
-    from .report import NoRuns, write_report
+    from .report.write import NoRuns, write_report
 
     filters = [f"tag:{DEMO_TAG}", "preset:" + ",".join(dict.fromkeys(s.preset for s in specs))]
     try:

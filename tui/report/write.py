@@ -1,33 +1,30 @@
-"""`diffbench report`: the study's answer in one command. Reads finished runs from the job
-database (`storage.results`), prints the main table, and writes ``report.md``, a
-self-contained ``report.html`` and ``figures/*.png`` (matplotlib, `tui.figures`).
-
-Filters (``--filter``, repeatable): ``key:value`` with keys preset, opt (or optimizer),
-schedule, tag and status; ``opt:adamw,muon`` or a repeated key means either, different
-keys must all hold. Bad input (a filter it cannot read, an output folder it cannot write)
-exits 2 with one line before anything is written.
-
-`write_report` is the library entry point (``diffbench demo`` calls it too). This module
-stays light at import: storage, NumPy and matplotlib load inside the functions.
+"""`write_report`: finished runs out of the job database (`storage.results`) into the
+terminal table, ``report.md``, a self-contained ``report.html`` and ``figures/*.png``
+(matplotlib, `figures.py`). `diffbench report` and `diffbench demo` call it. Storage,
+NumPy and matplotlib load inside the functions, so importing it stays light.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import itertools
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
-
-import typer
+from typing import TYPE_CHECKING
 
 from diffbench.engine.vocabulary import OPTIMIZERS, SCHEDULES
 
-from .errors import UserError, require, user_errors
-from .output import database
+from ..errors import UserError, require
+from .tables import (
+    bins_table,
+    caveat_lines,
+    fmt_loss,
+    fmt_pct,
+    main_table,
+    quality_table,
+    sampler_lines,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -38,6 +35,7 @@ if TYPE_CHECKING:
     from diffbench.storage.results import Caveats, Row, RunResult
 
     from .document import Block
+
 
 MARKDOWN, HTML, FIGURES = "report.md", "report.html", "figures"
 TITLE = "diffbench report"
@@ -90,39 +88,6 @@ def check_out(out: Path) -> None:
     require(not figures.exists() or figures.is_dir(), f"{figures} exists and is not a folder")
 
 
-# ----------------------------------------------------------------------------- command
-
-
-def report(
-    ctx: typer.Context,
-    out: Annotated[Path | None, typer.Option(
-        "--out", "-o", metavar="DIR", help="Folder for report.md, report.html and "
-        "figures/. Default: <home>/report.", show_default=False)] = None,
-    filters: Annotated[list[str] | None, typer.Option(
-        "--filter", "-f", metavar="KEY:VALUE", help="Only these runs: preset:, opt:, "
-        "schedule:, tag:, status: (repeatable; a,b = either).", show_default=False)] = None,
-) -> None:
-    """Compare optimizers and schedules: the best setting of each, mean ± std over seeds,
-    % against AdamW, step-time ratio, time to AdamW's loss, sample quality, the paper's
-    figures beside ours.
-
-    [bold]Examples[/]
-
-      diffbench report
-      diffbench report --out results/ --filter preset:tiny --filter opt:adamw,muon
-    """
-    terms = list(filters or ())
-    target = out if out is not None else ctx.find_root().obj.root / "report"
-    with user_errors():
-        check_filters(terms)
-        check_out(target)
-    with database(ctx) as db:
-        try:
-            write_report(db, target, filters=terms)
-        except NoRuns as message:
-            typer.echo(str(message), err=True)
-
-
 def write_report(db: Database, out: Path, *, filters: Sequence[str] = (),
                  console: Console | None = None) -> Path:
     """Build everything, print the main table on ``console`` (stdout by default), write
@@ -133,8 +98,8 @@ def write_report(db: Database, out: Path, *, filters: Sequence[str] = (),
     """
     from diffbench.storage import results
 
+    from ..output import console as stdout_console
     from . import document
-    from .output import console as stdout_console
 
     run_filter = check_filters(filters)
     check_out(out)
@@ -177,181 +142,6 @@ def _next_steps(db: Database, run_filter: RunFilter) -> str:
             "or run `diffbench demo`, which does all of it.")
 
 
-# ----------------------------------------------------------------------------- numbers
-
-
-def fmt_loss(mean: float, std: float | None) -> str:
-    return f"{mean:.4g}" if std is None else f"{mean:.4g} ± {std:.2g}"
-
-
-def fmt_pct(value: float | None) -> str:
-    return "—" if value is None else f"{value:+.1f} %".replace("-", "−")
-
-
-def fmt_ratio(row: Row) -> str:
-    if row.baseline is None:
-        return "—"
-    if row.baseline == row.best:
-        return "baseline"
-    return "other device" if row.step_ratio is None else f"{row.step_ratio:.2f}×"
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    if math.isinf(seconds):
-        return "∞ (never)"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.2f} h"
-
-
-def fmt_quality(row: Row) -> str:
-    """The main table's summary: std ratio, spectrum and W1 (× their floor), dynamics."""
-    if not row.quality:
-        return "not measured"
-    parts = []
-    if "std_ratio" in row.quality:
-        parts.append(f"std {row.quality['std_ratio']:.2f}×")
-    for key, short in (("spectrum_error", "spec"), ("vorticity_w1", "W1")):
-        if key in row.quality:
-            floor = row.floor.get(key)
-            parts.append(f"{short} {row.quality[key]:.3g}"
-                         + (f" ({row.quality[key] / floor:.1f}× floor)" if floor else ""))
-    if "dynamics_error" in row.quality:
-        parts.append(f"dyn {row.quality['dynamics_error']:.3g}")
-    return " · ".join(parts)
-
-
-#: Columns of the quality table: score key, header, format.
-QUALITY_COLUMNS = (("std_ratio", "std ×", ".3g"), ("mean_flow", "mean flow", ".2g"),
-                   ("spectrum_error", "spectrum", ".3g"), ("vorticity_w1", "W1", ".3g"),
-                   ("divergence_ratio", "div ×", ".3g"), ("dynamics_error", "dynamics ×", ".3g"),
-                   ("unstable_fraction", "unstable", ".0%"),
-                   ("lag1_autocorrelation", "lag-1 corr", ".3f"),
-                   ("sin4y_amplitude", "sin 4y", ".3g"))
-
-
-def quality_table(rows: Sequence[Row]) -> tuple[tuple[str, ...], list[tuple[str, ...]], int]:
-    """Columns, cells and leading text columns of the sample-quality table: each measured
-    row's mean scores, whether they are like data, then the data-vs-data floor of each
-    preset (the validation split scored against the test split at the samples' size)."""
-    from diffbench.storage.sample_quality import unlike_data
-
-    lead = _lead(rows)
-    columns = (*lead, "optimizer", "schedule", "best setting", "seeds",
-               *(header for _, header, _ in QUALITY_COLUMNS), "like data")
-
-    def values(scores: dict[str, float]) -> tuple[str, ...]:
-        return tuple(format(scores[key], spec) if key in scores else "—"
-                     for key, _, spec in QUALITY_COLUMNS)
-
-    cells = [(*_lead_cells(r, lead), r.optimizer, r.schedule, r.best.label(),
-              str(r.quality_seeds), *values(r.quality),
-              ("no" if unlike_data(r.quality, r.floor) else "yes") if r.floor else "—")
-             for r in rows if r.quality]
-    floors: dict[tuple[str, ...], dict[str, float]] = {}
-    for r in rows:
-        if r.floor:
-            floors.setdefault(_lead_cells(r, lead), r.floor)
-    for lead_cells, floor in floors.items():
-        cells.append((*lead_cells, "data vs data", "(floor)", "", "",
-                      *values(floor), ""))
-    return columns, cells, len(lead) + 4
-
-
-def _lead(rows: Sequence[Row]) -> list[str]:
-    """The preset and epochs columns a table needs: only those its rows differ in."""
-    return [name for name, values in (("preset", {r.preset for r in rows}),
-                                      ("epochs", {r.epochs for r in rows})) if len(values) > 1]
-
-
-def _lead_cells(row: Row, lead: Sequence[str]) -> tuple[str, ...]:
-    values = {"preset": row.preset, "epochs": str(row.epochs)}
-    return tuple(values[c] for c in lead)
-
-
-def main_table(rows: Sequence[Row]) -> tuple[tuple[str, ...], list[tuple[str, ...]], int]:
-    """Columns, cells and the number of leading text columns of the main table (shared by
-    the terminal and the files); preset and epochs columns only when rows differ in them."""
-    lead = _lead(rows)
-    columns = (*lead, "optimizer", "schedule", "best setting", "seeds", "final loss",
-               "vs AdamW", "step time", "time to AdamW's loss", "sample quality")
-    cells = []
-    for row in rows:
-        cells.append((*_lead_cells(row, lead), row.optimizer, row.schedule,
-                      row.best.label(), str(row.best.seeds),
-                      fmt_loss(row.best.mean, row.best.std),
-                      "baseline" if row.baseline == row.best else fmt_pct(row.vs_baseline_pct),
-                      fmt_ratio(row), fmt_duration(row.time_to_target_s), fmt_quality(row)))
-    return columns, cells, len(lead) + 3
-
-
-def bins_table(rows: Sequence[Row]) -> tuple[tuple[str, ...], list[tuple[str, ...]], int]:
-    """Columns, cells and leading text columns of the loss-by-noise-level table: for each
-    row whose runs measured it, the best setting's final fixed-noise loss per t-bin, mean ±
-    std over seeds; bins named by their edges as in `runs export` (no cells: none measured)."""
-    from .output import t_bin
-
-    lead = _lead(rows)
-    per_row = []
-    for row in rows:
-        binned = row.binned
-        if binned is not None:
-            stds = binned.std or (None,) * len(binned.mean)
-            per_row.append((row, binned.seeds, {
-                t_bin(low, high): fmt_loss(mean, std) for (low, high), mean, std
-                in zip(itertools.pairwise(binned.edges), binned.mean, stds, strict=True)}))
-    names = list(dict.fromkeys(name for *_, losses in per_row for name in losses))
-    cells = [(*_lead_cells(row, lead), row.optimizer, row.schedule, row.best.label(),
-              str(seeds), *(losses.get(name, "—") for name in names))
-             for row, seeds, losses in per_row]
-    return (*lead, "optimizer", "schedule", "best setting", "seeds", *names), cells, \
-        len(lead) + 3
-
-
-def caveat_lines(caveats: Caveats, rows: Sequence[Row]) -> list[str]:
-    """What a reader must know before trusting the table, as sentences."""
-    from diffbench.storage.results import short
-    from diffbench.storage.states import Status
-
-    lines = []
-    low, high = caveats.seeds
-    if high == 0:
-        lines.append("No finished runs yet: the table is empty.")
-    elif high == 1:
-        lines.append("One seed per setting: no error bars, and differences may be noise.")
-    else:
-        lines.append(f"Seeds per best setting: {low}" + (f" to {high}" if high != low else "")
-                     + "; ± is the sample standard deviation over seeds"
-                     + (" (none for a single seed)." if low == 1 else "."))
-    if len(caveats.devices) > 1:
-        lines.append(f"Devices mixed ({', '.join(caveats.devices)}): step-time ratios compare "
-                     "runs on the same device only; training times are not comparable.")
-    elif caveats.devices:
-        lines.append(f"All finished runs ran on one device: {caveats.devices[0]}.")
-    if caveats.unknown_device:
-        lines.append(f"{caveats.unknown_device} finished runs recorded no device.")
-    order = [Status.DONE, *(s for s in Status if s != Status.DONE)]
-    counts = ", ".join(f"{caveats.statuses[s.value]} {s.value}" for s in order
-                       if s.value in caveats.statuses)
-    lines.append(f"Runs: {counts}; only done runs are aggregated.")
-    for run in caveats.not_done[:12]:
-        reason = f": {run.error}" if run.error and run.status != "cancelled" else ""
-        lines.append(f"Run {run.id} ({run.optimizer} · {run.schedule}, lr {short(run.lr)}, "
-                     f"wd {short(run.weight_decay)}, seed {run.seed}) is {run.status}{reason}.")
-    if len(caveats.not_done) > 12:
-        lines.append(f"… and {len(caveats.not_done) - 12} more not done "
-                     "(`diffbench runs ls --status failed,diverged,queued,running`).")
-    if len(caveats.presets) > 1:
-        lines.append(f"Several presets ({', '.join(caveats.presets)}): each row is compared "
-                     "within its own preset.")
-    if rows and any(r.baseline is None for r in rows):
-        lines.append("No finished AdamW run for some rows: no % against AdamW, step-time "
-                     "ratio or time to AdamW's loss there.")
-    return lines
-
-
 def _rich_table(title: str, columns: Sequence[str], cells: Sequence[Sequence[str]],
                 right: range) -> RichTable:
     """A terminal table; the columns in ``right`` (numbers) right-aligned."""
@@ -381,7 +171,7 @@ def _print(console: Console, rows: Sequence[Row], caveats: Caveats) -> None:
     if cells:
         console.print(_rich_table("Sample quality, best settings (docs/QUALITY.md)", columns,
                                   cells, range(left, len(columns) - 1)))
-        for line in _sampler_lines([r for r in rows if r.quality]):
+        for line in sampler_lines([r for r in rows if r.quality]):
             console.print(line, markup=False, highlight=False)
 
 
@@ -469,7 +259,7 @@ def _quality_blocks(rows: Sequence[Row]) -> list[Block]:
                   f"{STD_TOLERANCE:g}× the data's, spectrum and W1 within {FLOOR_FACTOR:g}× "
                   "the data-vs-data floor, dynamics finite."),
         Table(columns, tuple(cells), left=left)]
-    blocks += [Paragraph(line) for line in _sampler_lines(measured)]
+    blocks += [Paragraph(line) for line in sampler_lines(measured)]
     best = min(r.best.mean for r in measured)
     for row in measured:
         reasons = unlike_data(row.quality, row.floor)
@@ -492,27 +282,6 @@ def _quality_blocks(rows: Sequence[Row]) -> list[Block]:
     if missing:
         blocks.append(Paragraph(f"Not measured: {', '.join(missing)}."))
     return blocks
-
-
-def _sampler_lines(rows: Sequence[Row]) -> list[str]:
-    """How the scored samples were made, once per distinct setting."""
-    settings: dict[str, list[str]] = {}
-    for row in rows:
-        if row.sampler is not None:
-            settings.setdefault(fmt_sampler(row.sampler), []).append(
-                f"{row.optimizer} · {row.schedule}")
-    if len(settings) == 1:
-        return [f"Sampled with {next(iter(settings))}."]
-    return [f"Sampled with {text}: {', '.join(names)}." for text, names in settings.items()]
-
-
-def fmt_sampler(sampler: dict[str, object]) -> str:
-    """``128 steps, 1 correction (τ 0.5), from t = 0.9, exact mean``."""
-    corrections = int(sampler.get("corrections", 0))
-    text = (f"{sampler.get('steps')} steps, {corrections} correction"
-            f"{'' if corrections == 1 else 's'} (τ {sampler.get('tau')}), "
-            f"from t = {sampler.get('t_start', 1.0)}")
-    return text + (", exact mean" if sampler.get("remove_mean") else "")
 
 
 def _bins_blocks(rows: Sequence[Row]) -> list[Block]:

@@ -22,7 +22,7 @@ from diffbench.engine.vocabulary import optimizer_hex
 from diffbench.engine.vorticity import display_vorticity
 from diffbench.storage.results import Row, RunResult
 
-from .render import ICEFIRE
+from ..render import ICEFIRE
 
 DPI = 110
 LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
