@@ -22,9 +22,9 @@ batch shape of an epoch, and is reported apart (``compile_s`` in the provenance)
 non-finite loss or gradient norm stops the run as ``diverged`` at that step (on CUDA it is
 noticed at the next read-out, and the records end at the first bad step).
 
-A finished run ends with its sample quality (engine/quality.py): whole trajectories generated
-from a fixed noise seed, scored against the test split, timed apart from training, drawn from
-their own generator. A run killed during the assessment resumes from its last checkpoint,
+Validation, previews and the finished run's sample quality are `evaluation.Evaluation`'s:
+whole trajectories generated from a fixed noise seed, scored against the test split, timed
+apart from training, drawn from their own generator. A run killed during the assessment resumes from its last checkpoint,
 after the last epoch, and assesses again.
 
 Resume is exact: a checkpoint (engine/checkpoint.py) holds every state a step reads, so a run
@@ -33,37 +33,36 @@ killed at any point and resumed from its last checkpoint takes bit-identical ste
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import os
 import time
 from collections.abc import Iterator
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from . import rng
+from .backends import (
+    autocast,
+    compile_loss,
+    compile_pays_off,
+    configure_backends,
+    durations,
+    event,
+    sync_time,
+)
 from .checkpoint import CheckpointWriter, latest_checkpoint, load_checkpoint, save_weights
-from .dataset import load_split
 from .device import resolve_device
 from .diffusion import (
     LOSS_BINS,
-    FixedNoise,
-    binned_loss,
-    binned_noise,
     draw_noise,
-    fixed_noise_loss,
     noise_loss,
-    validation_loss,
 )
+from .evaluation import Evaluation
 from .metrics import (
     CheckpointRecord,
     EpochRecord,
-    QualityRecord,
     Record,
     SampleRecord,
     StartRecord,
@@ -78,9 +77,7 @@ from .optimizers import (
     set_train_mode,
     uses_external_schedule,
 )
-from .quality import assess
 from .run import RunConfig, TrainingData, provenance
-from .sampling import sample_windows
 from .schedules import lr_multiplier
 from .unet import build_model
 from .vorticity import vorticity
@@ -89,9 +86,6 @@ from .windows import WindowSampler
 # No-grad passes keep no activations for a backward: on CUDA the sampler's windows go through
 # the model this many training batches at a time (fewer, fuller launches; same numbers).
 EVAL_BATCHES = 8
-PREVIEW_SEED = 0  # the preview noise, the same for every run and epoch: pictures compare
-QUALITY_SEED = 1  # the assessment's noise, the same for every run: scores compare
-PICTURED = 5  # states per trajectory kept as pictures of the assessment (report figure)
 
 
 class Trainer:
@@ -113,7 +107,7 @@ class Trainer:
         self.flush_every = flush_every
         self.device = resolve_device(config.device)
         self.cuda = self.device.type == "cuda"
-        _configure_backends(self.device, config)
+        configure_backends(self.device, config)
         preset, train = config.preset, config.preset.train
         seed = config.seed
 
@@ -131,8 +125,6 @@ class Trainer:
         self.valid_windows = WindowSampler(data.valid.to(self.device), len(data.valid),
                                            window=preset.model.window,
                                            seed=rng.derive_seed(seed, "valid-windows"))
-        self.fixed = FixedNoise.draw(data.valid, preset.model.window).to(self.device)
-        self.binned = binned_noise(data.valid, preset.model.window).to(self.device)
         self.generators = {"noise": rng.seeded(rng.derive_seed(seed, "noise"), self.device),
                            "valid": rng.seeded(rng.derive_seed(seed, "valid"), self.device)}
 
@@ -152,10 +144,13 @@ class Trainer:
         self.compiled = (config.compile if config.compile is not None else
                          compile_pays_off(self.device, self.model, self.total_steps))
         self.graphed = self.compiled and config.cuda_graph
-        self._loss = (_compile(self._model_loss, self.graphed) if self.compiled
+        self._loss = (compile_loss(self._model_loss, self.graphed) if self.compiled
                       else self._model_loss)
         self.compile_s = 0.0
-        self.eval_batch = train.batch_size * (EVAL_BATCHES if self.cuda else 1)
+        eval_batch = train.batch_size * (EVAL_BATCHES if self.cuda else 1)
+        self.evaluation = Evaluation(self.model, self.optimizer, config, data, self.device,
+                                     self.valid_windows, self.generators["valid"],
+                                     batch_size=eval_batch)
         self.writer = None if self.folder is None else CheckpointWriter(self.folder / "checkpoints")
 
         self.step = 0  # steps taken
@@ -233,7 +228,7 @@ class Trainer:
                                       "loss_bins": list(LOSS_BINS)})
         self.model.train()
         while self.epoch < train.epochs:
-            began = self._sync_time()
+            began = sync_time(self.device)
             batches = iter(self.sampler)
             while True:
                 # A stop after an epoch's last step waits for the epoch to close: the sampler
@@ -256,7 +251,7 @@ class Trainer:
                         yield from self._diverge(bad)
                         return
                     began = yield from self._checkpoint(began)
-            self.times["epoch"] += self._sync_time() - began
+            self.times["epoch"] += sync_time(self.device) - began
             bad = yield from self._flush()
             if bad is not None:
                 yield from self._diverge(bad)
@@ -266,12 +261,12 @@ class Trainer:
         set_eval_mode(self.optimizer)
         if self.folder is not None:
             save_weights(self.folder / "model.pt", self.model.state_dict())
-        yield from self.assess_quality()
+        yield from self.evaluation.quality(self.epoch, self.step)
         yield StatusRecord("done", self.epoch, self.step, f"{self.epoch} epochs")
 
     def _take_step(self, batches: Iterator[Tensor]) -> bool:
         """One optimizer step; False when the epoch has no batch left."""
-        clock = _event if self.cuda else time.perf_counter
+        clock = event if self.cuda else time.perf_counter
         start = clock()
         x = next(batches, None)
         if x is None:
@@ -283,7 +278,7 @@ class Trainer:
         t, eps = draw_noise(x, self.generators["noise"])
         if self.graphed:
             torch.compiler.cudagraph_mark_step_begin()
-        with self._autocast():
+        with autocast(self.device, self.config.precision):
             loss = self._loss(x, t, eps)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.preset.train.grad_clip)
@@ -319,7 +314,7 @@ class Trainer:
         norms = torch.stack([p[3].float() for p in pending]).tolist()
         records, bad = [], None
         for (step, lr, _, _, marks), loss, norm in zip(pending, losses, norms, strict=True):
-            data_ms, compute_ms, optimizer_ms = _durations(marks)
+            data_ms, compute_ms, optimizer_ms = durations(marks)
             records.append(StepRecord(step=step, epoch=self.epoch, loss=loss, lr=lr,
                                       grad_norm=norm, data_ms=data_ms, compute_ms=compute_ms,
                                       optimizer_ms=optimizer_ms))
@@ -338,7 +333,7 @@ class Trainer:
                            f"non-finite loss or gradient norm at step {step}")
 
     def _interrupt(self, began: float) -> Iterator[Record]:
-        self.times["epoch"] += self._sync_time() - began
+        self.times["epoch"] += sync_time(self.device) - began
         bad = yield from self._flush()
         if bad is not None:
             yield from self._diverge(bad)
@@ -356,14 +351,14 @@ class Trainer:
         valid = fixed = bins = None
         valid_s = sample_s = 0.0
         if (epoch + 1) % train.valid_every == 0 or last:
-            began = self._sync_time()
-            valid, fixed, bins = self.validate()
-            valid_s = self._sync_time() - began
+            began = sync_time(self.device)
+            valid, fixed, bins = self.evaluation.validate()
+            valid_s = sync_time(self.device) - began
         sample = None
         if train.samples_every and ((epoch + 1) % train.samples_every == 0 or last):
-            began = self._sync_time()
-            velocity = self.preview(train.sample_count, train.sample_steps)
-            sample_s = self._sync_time() - began
+            began = sync_time(self.device)
+            velocity = self.evaluation.preview(train.sample_count, train.sample_steps)
+            sample_s = sync_time(self.device) - began
             sample = SampleRecord(epoch=epoch, step=self.step, velocity=velocity,
                                   vorticity=vorticity(velocity).astype("float32"),
                                   seconds=sample_s)
@@ -387,10 +382,10 @@ class Trainer:
         """Hand the state to the writer (timed apart from training: the copy, and the wait
         for a write still in flight); returns the restarted training clock."""
         if began is not None:
-            self.times["epoch"] += self._sync_time() - began
+            self.times["epoch"] += sync_time(self.device) - began
         self.writer.submit(self.state())
         yield from self._written()
-        return self._sync_time()
+        return sync_time(self.device)
 
     def _written(self, wait: bool = False) -> Iterator[Record]:
         """A `CheckpointRecord` per checkpoint on disk since the last call (after the write
@@ -403,69 +398,6 @@ class Trainer:
             yield CheckpointRecord(epoch=done.epoch, step=done.step, path=str(done.path),
                                    seconds=done.blocking_s, write_s=done.write_s)
 
-    # ------------------------------------------------------------------ evaluation
-
-    def validate(self) -> tuple[float, float, tuple[float, ...]]:
-        """Stochastic and fixed-noise validation losses, and the fixed-noise loss in each
-        t-bin of `diffusion.LOSS_BINS`, with ScheduleFree's averaged weights."""
-        set_eval_mode(self.optimizer)
-        try:
-            windows = next(iter(self.valid_windows))
-            with self._autocast():
-                valid = validation_loss(self.model, windows, self.generators["valid"],
-                                        batch_size=self.config.preset.train.batch_size)
-                fixed = fixed_noise_loss(self.model, self.fixed, batch_size=self.eval_batch)
-                bins = binned_loss(self.model, self.binned, len(LOSS_BINS) - 1,
-                                   batch_size=self.eval_batch)
-        finally:
-            set_train_mode(self.optimizer)
-        return valid, fixed, bins
-
-    def preview(self, count: int, steps: int) -> Any:
-        """``count`` generated windows (count, window, 2, H, W) as float32 NumPy, drawn from the
-        same preview noise every time (so successive previews show the model change), from
-        the assessment's start and mean setting (`QualityConfig`), so they show the samples
-        the run is judged by."""
-        window, quality = self.config.preset.model.window, self.config.preset.quality
-        size = self.sampler.data.shape[-1]
-        set_eval_mode(self.optimizer)
-        self.model.eval()
-        try:
-            generator = rng.seeded(PREVIEW_SEED, self.device)
-            with torch.no_grad(), self._autocast():
-                x = sample_windows(self.model, count, (2 * window, size, size), steps=steps,
-                                   generator=generator, t_start=quality.t_start,
-                                   remove_mean=quality.remove_mean)
-        finally:
-            self.model.train()
-            set_train_mode(self.optimizer)
-        return x.float().cpu().reshape(count, window, 2, size, size).numpy()
-
-    def assess_quality(self) -> Iterator[Record]:
-        """Sample quality against the test split (engine/quality.py), in fp32, with the
-        validation split as the data-vs-data floor, timed apart; then `PICTURED` states of
-        the first two generated and test trajectories, for the report. Nothing when the preset
-        turns it off or the data have no file to read the test split from (data built in
-        memory, as benchmarks do)."""
-        settings = self.config.preset.quality
-        if not settings.enabled or not self.data.source:
-            return
-        began = self._sync_time()
-        reference = load_split(Path(self.data.source), "test")
-        generator = rng.seeded(QUALITY_SEED, self.device)
-        result = assess(self.model, reference, self.config.preset.data, settings,
-                        generator=generator, batch_size=self.eval_batch,
-                        floor=self.data.valid.numpy())
-        scores = dataclasses.replace(result.scores, seconds=self._sync_time() - began)
-        yield QualityRecord(epoch=self.epoch, step=self.step, scores=scores.to_dict())
-        count = min(2, len(result.generated), len(reference))
-        for name, fields in (("quality", result.generated), ("quality-data", reference)):
-            picks = np.unique(np.linspace(0, fields.shape[1] - 1, PICTURED).round().astype(int))
-            velocity = np.asarray(fields[:count, picks], dtype=np.float32)
-            yield SampleRecord(epoch=self.epoch, step=self.step, velocity=velocity,
-                               vorticity=vorticity(velocity).astype("float32"), seconds=0.0,
-                               name=name)
-
     # ------------------------------------------------------------------ compute
 
     def _model_loss(self, x: Tensor, t: Tensor, eps: Tensor) -> Tensor:
@@ -476,7 +408,7 @@ class Trainer:
         """Compile the loss and its backward for every batch shape of an epoch, on zeros,
         before training: no generator draws, no parameter changes (the gradients are thrown
         away), so the run's numbers are those it would have had. Returns the seconds."""
-        began = self._sync_time()
+        began = sync_time(self.device)
         n, batch = len(self.sampler.data), self.sampler.batch_size
         shape = self.sampler.data.shape
         memory = torch.channels_last if self.config.channels_last else torch.contiguous_format
@@ -486,68 +418,8 @@ class Trainer:
             t = torch.zeros(size, device=self.device)
             if self.graphed:
                 torch.compiler.cudagraph_mark_step_begin()
-            with self._autocast():
+            with autocast(self.device, self.config.precision):
                 loss = self._loss(x, t, x)
             loss.backward()
         self.optimizer.zero_grad(set_to_none=True)
-        return self._sync_time() - began
-
-    # ------------------------------------------------------------------ helpers
-
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16,
-                              enabled=self.config.precision == "bf16")
-
-    def _sync_time(self) -> float:
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
-
-
-def _event() -> torch.cuda.Event:
-    event = torch.cuda.Event(enable_timing=True)
-    event.record()
-    return event
-
-
-def _durations(marks: tuple) -> tuple[float, float, float]:
-    """(data, compute, optimizer) milliseconds from four perf_counter values or CUDA events."""
-    if isinstance(marks[0], float):
-        return tuple(1e3 * (b - a) for a, b in pairwise(marks))
-    return tuple(a.elapsed_time(b) for a, b in pairwise(marks))
-
-
-def compile_pays_off(device: torch.device, model: torch.nn.Module, steps: int) -> bool:
-    """Whether `torch.compile` repays its compilation in a run of ``steps`` steps.
-
-    Measured (docs/PERFORMANCE.md): on CUDA the eager step is launch-bound, so always. On
-    2 CPU cores a compiled `paper` step is ≈ 1.2× faster than eager (2.3 s saved per step)
-    and the compilation costs 1–2 minutes: it pays for U-Nets of a million parameters and more
-    over 1,000 steps (`small`, `paper`), not for `tiny` (≈ 10 ms saved per step against
-    ≈ 50 s to compile).
-    """
-    if device.type == "cuda":
-        return True
-    return sum(p.numel() for p in model.parameters()) >= 1_000_000 and steps >= 1_000
-
-
-def _compile(loss, graphs: bool = False):
-    """torch.compile of the model's loss: one graph, static shapes (the last, smaller batch
-    of an epoch is a second graph), its forward and backward replayed as CUDA graphs when
-    ``graphs`` (torch's "reduce-overhead": each step begins with
-    `torch.compiler.cudagraph_mark_step_begin`). Inductor's on-disk cache makes a later run
-    of the same shapes, in this process or another, load its kernels instead of compiling
-    them again."""
-    return torch.compile(loss, fullgraph=True, dynamic=False,
-                         mode="reduce-overhead" if graphs else None)
-
-
-def _configure_backends(device: torch.device, config: RunConfig) -> None:
-    """TF32 for fp32 on CUDA (the spec allows it); the determinism switch."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = not config.deterministic
-        if config.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(config.deterministic)
+        return sync_time(self.device) - began

@@ -277,8 +277,8 @@ def test_compiled_loss_trains_as_eager_and_a_run_resumes_across_the_switch(
 
 
 def test_compilation_is_chosen_where_it_pays():
+    from diffbench.engine.backends import compile_pays_off
     from diffbench.engine.config import load_preset
-    from diffbench.engine.training import compile_pays_off
     from diffbench.engine.unet import build_model
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
