@@ -24,8 +24,8 @@ noticed at the next read-out, and the records end at the first bad step).
 
 Validation, previews and the finished run's sample quality are `evaluation.Evaluation`'s:
 whole trajectories generated from a fixed noise seed, scored against the test split, timed
-apart from training, drawn from their own generator. A run killed during the assessment resumes from its last checkpoint,
-after the last epoch, and assesses again.
+apart from training, drawn from their own generator. A run killed during the assessment
+resumes from its last checkpoint, after the last epoch, and assesses again.
 
 Resume is exact: a checkpoint (engine/checkpoint.py) holds every state a step reads, so a run
 killed at any point and resumed from its last checkpoint takes bit-identical steps on the CPU.

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from diffbench.storage.records import EpochMetric, _epoch
+from diffbench.storage.records import EpochMetric, stored_metric
 from diffbench.storage.schema import (
     EpochMetricRow,
     RunRow,
@@ -160,7 +160,7 @@ def step_totals(session: Session, run_ids: Iterable[int] | None = None, *, after
 
 def epochs_after(session: Session, after_id: int) -> list[EpochMetric]:
     """Epoch rows of every run with an id above ``after_id``, oldest first."""
-    return [_epoch(r) for r in session.scalars(
+    return [stored_metric(EpochMetric, r) for r in session.scalars(
         sa.select(EpochMetricRow).where(EpochMetricRow.id > after_id)
         .order_by(EpochMetricRow.id))]
 

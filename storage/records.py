@@ -7,13 +7,16 @@ One transaction per call, frozen values out (`StepMetric`, `EpochMetric`, `Sampl
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
+from diffbench.engine.metrics import EpochRecord, StepRecord
 from diffbench.storage.db import Database, NotFound
 from diffbench.storage.schema import (
     FLAGGED,
@@ -26,36 +29,20 @@ from diffbench.storage.schema import (
 )
 
 
-@dataclass(frozen=True)
-class StepMetric:
+@dataclass(frozen=True, kw_only=True)
+class StepMetric(StepRecord):
+    """A stored `engine.metrics.StepRecord`: its fields, its row id and run."""
+
     id: int
     run_id: int
-    step: int
-    epoch: int
-    loss: float
-    lr: float
-    grad_norm: float
-    data_ms: float
-    compute_ms: float
-    optimizer_ms: float
 
 
-@dataclass(frozen=True)
-class EpochMetric:
+@dataclass(frozen=True, kw_only=True)
+class EpochMetric(EpochRecord):
+    """A stored `engine.metrics.EpochRecord`: its fields, its row id and run."""
+
     id: int
     run_id: int
-    epoch: int
-    step: int
-    train_loss: float
-    valid_loss: float | None
-    fixed_valid_loss: float | None
-    epoch_s: float
-    valid_s: float
-    sample_s: float
-    train_s: float
-    # the fixed-noise loss per t-bin (edges: the run's provenance["loss_bins"]); None on
-    # epochs without validation and rows from before the engine measured it
-    fixed_valid_bins: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,12 +111,14 @@ def _metric_values(table: type, run_id: int, record: Any, names: Sequence[str]
     return values
 
 
-_STEP_FIELDS = ("step", "epoch", "loss", "lr", "grad_norm", "data_ms", "compute_ms",
-                "optimizer_ms")
-_EPOCH_FIELDS = ("epoch", "step", "train_loss", "valid_loss", "fixed_valid_loss", "epoch_s",
-                 "valid_s", "sample_s", "train_s", "fixed_valid_bins")
-#: Fields a mapping may leave out (None): the per-bin losses came later than the rest.
-_OPTIONAL_FIELDS = frozenset({"fixed_valid_bins"})
+# The columns of each metric table are the fields of the engine's record: a new metric is a
+# field there, a column in `schema` and a migration.
+_STEP_FIELDS = tuple(f.name for f in dataclasses.fields(StepRecord))
+_EPOCH_FIELDS = tuple(f.name for f in dataclasses.fields(EpochRecord))
+#: Fields a mapping may leave out (None): those with a default, added after the rest.
+_OPTIONAL_FIELDS = frozenset(f.name for record in (StepRecord, EpochRecord)
+                             for f in dataclasses.fields(record)
+                             if f.default is not dataclasses.MISSING)
 
 
 def add_step_metrics(db: Database, run_id: int, records: Iterable[Any]) -> int:
@@ -182,25 +171,21 @@ def truncate_metrics(db: Database, run_id: int, after_step: int) -> None:
                         .execution_options(synchronize_session=False))
 
 
-def _step(row: StepMetricRow) -> StepMetric:
-    return StepMetric(id=row.id, run_id=row.run_id, step=row.step, epoch=row.epoch,
-                      loss=_float(join_float(row.loss, row.loss_kind)),
-                      lr=_float(join_float(row.lr, row.lr_kind)),
-                      grad_norm=_float(join_float(row.grad_norm, row.grad_norm_kind)),
-                      data_ms=_float(row.data_ms), compute_ms=_float(row.compute_ms),
-                      optimizer_ms=_float(row.optimizer_ms))
-
-
-def _epoch(row: EpochMetricRow) -> EpochMetric:
-    return EpochMetric(id=row.id, run_id=row.run_id, epoch=row.epoch, step=row.step,
-                       train_loss=_float(join_float(row.train_loss, row.train_loss_kind)),
-                       valid_loss=join_float(row.valid_loss, row.valid_loss_kind),
-                       fixed_valid_loss=join_float(row.fixed_valid_loss,
-                                                   row.fixed_valid_loss_kind),
-                       epoch_s=_float(row.epoch_s), valid_s=_float(row.valid_s),
-                       sample_s=_float(row.sample_s), train_s=_float(row.train_s),
-                       fixed_valid_bins=None if row.fixed_valid_bins is None
-                       else tuple(row.fixed_valid_bins))
+def stored_metric(metric: type[StepMetric] | type[EpochMetric], row: StepMetricRow | EpochMetricRow
+            ) -> Any:
+    """The metric of a row: flagged floats joined with their kind (`schema.FLAGGED`), a
+    missing float NaN unless the field may be None, JSON lists as tuples."""
+    flagged = FLAGGED[type(row)]
+    hints = typing.get_type_hints(metric)
+    values = {}
+    for f in dataclasses.fields(metric):
+        value = getattr(row, f.name)
+        if f.name in flagged:
+            value = join_float(value, getattr(row, f"{f.name}_kind"))
+        if value is None and type(None) not in typing.get_args(hints[f.name]):
+            value = math.nan
+        values[f.name] = tuple(value) if isinstance(value, list) else value
+    return metric(**values)
 
 
 def metrics_since(db: Database, run_id: int, cursor: MetricsCursor | None = None, *,
@@ -209,11 +194,11 @@ def metrics_since(db: Database, run_id: int, cursor: MetricsCursor | None = None
     polling: pass the returned ``cursor`` next time."""
     cursor = cursor or MetricsCursor()
     with db.session() as session:
-        steps = tuple(_step(r) for r in session.scalars(
+        steps = tuple(stored_metric(StepMetric, r) for r in session.scalars(
             sa.select(StepMetricRow).where(StepMetricRow.run_id == run_id,
                                            StepMetricRow.id > cursor.step_id)
             .order_by(StepMetricRow.id).limit(limit)))
-        epochs = tuple(_epoch(r) for r in session.scalars(
+        epochs = tuple(stored_metric(EpochMetric, r) for r in session.scalars(
             sa.select(EpochMetricRow).where(EpochMetricRow.run_id == run_id,
                                             EpochMetricRow.id > cursor.epoch_id)
             .order_by(EpochMetricRow.id).limit(limit)))

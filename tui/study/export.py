@@ -12,8 +12,11 @@ named by the bin's edges (`output.t_bin`): ``fixed_valid_t0.90-0.95`` per epoch,
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from diffbench.engine.metrics import EpochRecord
 
 from ..output import bin_cells, flatten
 
@@ -25,8 +28,9 @@ FORMATS = ("csv", "json", "parquet")
 BASE = ("id", "status", "preset", "optimizer", "schedule", "lr", "wd", "seed", "epochs",
         "steps_done", "attempts", "priority", "tags")
 TIMES = ("created_at", "started_at", "finished_at", "error")
-EPOCH_FIELDS = ("run_id", "epoch", "step", "train_loss", "valid_loss", "fixed_valid_loss",
-                "epoch_s", "valid_s", "sample_s", "train_s")
+# an epoch record's scalar fields (the per-bin losses are columns of their own: `bin_cells`)
+EPOCH_FIELDS = ("run_id", *(f.name for f in dataclasses.fields(EpochRecord)
+                            if f.name != "fixed_valid_bins"))
 # summary columns `runs ls` shows when present (all of them are in --json and export)
 LS_SUMMARY = ("final_train_loss", "final_valid_loss", "final_fixed_valid_loss",
               "best_valid_loss", "ms_per_step")
@@ -64,8 +68,6 @@ def columns(rows: list[dict[str, Any]]) -> list[str]:
 
 def epoch_rows(db: Database, run: Run) -> list[dict[str, Any]]:
     """The run's epoch rows: `EPOCH_FIELDS`, then one ``fixed_valid_t…`` cell per t-bin."""
-    import dataclasses
-
     from diffbench.storage.records import metrics_since
 
     return [{**{k: v for k, v in dataclasses.asdict(e).items() if k in EPOCH_FIELDS},
