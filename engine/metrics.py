@@ -19,11 +19,12 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Protocol
 
 from diffbench.engine import strict_json
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,8 @@ class FolderSink:
                 samples.mkdir(exist_ok=True)
                 stem = (f"epoch-{record.epoch:04d}" if record.name == "vorticity"
                         else record.name)
+                import numpy as np
+
                 np.savez_compressed(samples / f"{stem}.npz",
                                     velocity=record.velocity, vorticity=record.vorticity,
                                     step=record.step)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
-import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from diffbench.engine import strict_json
 
 from .errors import fail
 
@@ -88,9 +89,11 @@ def storage_errors() -> Iterator[None]:
 
 
 def plain(value: Any) -> Any:
-    """``value`` as strict JSON: datetimes ISO 8601, tuples lists, NaN/inf null."""
+    """``value`` as strict JSON: datetimes ISO 8601, tuples lists, NaN and ±inf as the
+    strings run folders and the job database use (`engine.strict_json`): a diverged run's
+    inf loss stays distinct from a missing one."""
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        return strict_json.encode(value)
     if isinstance(value, dt.datetime):
         return value.isoformat()
     if isinstance(value, Mapping):

@@ -16,8 +16,6 @@ import typer
 from diffbench.storage.workspace import Workspace
 
 from .errors import user_errors
-from .runner.gpus import expand_gpus, spawn_per_gpu
-from .runner.worker import Worker
 
 DB_META_KEY = "diffbench.db_url"  # where the root callback puts the global --db
 
@@ -71,6 +69,8 @@ def worker(
       diffbench worker --run 7 --run 8 --idle-exit 0 # just these runs, then exit
     """
     from .errors import require
+    from .runner.gpus import expand_gpus, spawn_per_gpu
+    from .runner.worker import Worker
 
     workspace: Workspace = ctx.obj
     db_url = db_url or _global_db(ctx)
