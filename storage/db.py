@@ -35,15 +35,13 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from diffbench.storage.errors import StorageError
+
 ENV_VAR = "DIFFBENCH_DB"
 FILENAME = "diffbench.db"
 BUSY_TIMEOUT_MS = 30_000
 CONNECT_TIMEOUT_S = 10
 POSTGRES_DRIVER = "postgresql+psycopg"
-
-
-class StorageError(Exception):
-    """Anything the job database refuses or fails to do, in words a user can act on."""
 
 
 class NotFound(StorageError):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from diffbench.storage.db import StorageError
+from diffbench.storage.errors import StorageError
 
 
 class Status(StrEnum):

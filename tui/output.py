@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from diffbench.engine import strict_json
+from diffbench.storage.states import Status
 
 from .errors import fail
 
@@ -129,8 +130,8 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-STATUS_STYLE = {"queued": "cyan", "running": "yellow", "done": "green", "failed": "red",
-                "diverged": "magenta", "cancelled": "dim"}
+STATUS_STYLE = {Status.QUEUED: "cyan", Status.RUNNING: "yellow", Status.DONE: "green",
+                Status.FAILED: "red", Status.DIVERGED: "magenta", Status.CANCELLED: "dim"}
 
 
 def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *,

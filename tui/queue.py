@@ -17,6 +17,7 @@ from diffbench.engine.vocabulary import (
     lr_problem,
     weight_decay_problem,
 )
+from diffbench.storage.states import Status
 
 from .errors import require, user_errors
 from .output import JsonOption, console, database, notice, print_json, print_table, run_dict
@@ -33,7 +34,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-STATUSES = ("queued", "running", "done", "failed", "diverged", "cancelled")
+STATUSES = tuple(Status)  # the state machine's names (storage.states)
 QUEUE_COLUMNS = ("id", "status", "priority", "preset", "optimizer", "schedule", "lr", "wd",
                  "seed", "epochs", "steps", "attempts", "tags")
 
