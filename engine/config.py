@@ -196,7 +196,9 @@ class OptimizerDefaults:
 
 
 def _parse_optimizers(table: object) -> Mapping[str, OptimizerDefaults]:
-    """`[optimizers.NAME]` tables, one per optimizer, each with exactly lr and weight_decay."""
+    """`[optimizers.NAME]` tables, each with exactly lr and weight_decay: an optimizer's best
+    settings for this preset. An optimizer without one (one added after the preset was
+    written) is trained with an lr and wd given explicitly."""
     if not isinstance(table, Mapping):
         raise PresetError("missing section [optimizers]")
     for name in table:
@@ -204,9 +206,9 @@ def _parse_optimizers(table: object) -> Mapping[str, OptimizerDefaults]:
                  f"{', '.join(OPTIMIZERS)}")
     keys = [f.name for f in dataclasses.fields(OptimizerDefaults)]
     parsed = {}
-    for name in OPTIMIZERS:
-        entry = table.get(name)
-        _require(isinstance(entry, Mapping), f"missing section [optimizers.{name}]")
+    for name in (n for n in OPTIMIZERS if n in table):
+        entry = table[name]
+        _require(isinstance(entry, Mapping), f"[optimizers.{name}] must be a table")
         for key in entry:
             _require(key in keys, f"unknown key optimizers.{name}.{key}")
         for key in keys:

@@ -504,7 +504,7 @@ def test_optimizer_section_round_trips_and_overrides() -> None:
 
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda t: t.pop("optimizers"), r"missing section \[optimizers\]"),
-    (lambda t: t["optimizers"].pop("soap"), r"missing section \[optimizers\.soap\]"),
+    (lambda t: t["optimizers"].update(soap=1.0), r"\[optimizers\.soap\] must be a table"),
     (lambda t: t["optimizers"].update(lion={"lr": 1.0, "weight_decay": 0.0}),
      r"unknown optimizer \[optimizers\.lion\]; known: adamw, "),
     (lambda t: t["optimizers"]["sgd"].pop("weight_decay"),

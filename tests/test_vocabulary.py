@@ -64,3 +64,28 @@ def test_every_layer_words_a_bad_value_alike(tmp_path, lr, wd, wording):
             enqueue(db, [RunSpec("tiny", "adamw", "linear", lr, wd, 0)])
     finally:
         db.dispose()
+
+
+def test_an_optimizer_without_preset_defaults_trains_with_an_explicit_lr_and_wd(tmp_path):
+    """A preset written before an optimizer existed still loads; its runs of that optimizer
+    need --lr and --wd, and say so (adding an optimizer: a vocabulary entry and a builder)."""
+    from typer.testing import CliRunner
+
+    from diffbench.engine.config import Preset
+    from diffbench.tui.cli import app
+    from tests.test_cli_train import preset_toml
+
+    table = load_preset("tiny").to_dict()
+    del table["optimizers"]["soap"]
+    older = Preset.from_dict(table, name="older")
+    assert "soap" not in older.optimizers and "adamw" in older.optimizers
+    toml = tmp_path / "older.toml"
+    toml.write_text(preset_toml(older))
+    runner = CliRunner()
+    home = ["--home", str(tmp_path / "home")]
+    refused = runner.invoke(app, [*home, "queue", "add", "-p", str(toml), "-O", "soap"])
+    assert refused.exit_code == 2
+    assert "has no defaults for optimizer 'soap'; give --lr and --wd" in refused.stderr
+    queued = runner.invoke(app, [*home, "queue", "add", "-p", str(toml), "-O", "soap",
+                                 "--lr", "1e-3", "--wd", "0.01"])
+    assert queued.exit_code == 0, queued.stderr

@@ -148,7 +148,10 @@ def resolve_specs(grid: Grid) -> list[RunSpec]:
         name = str(Path(name).expanduser().absolute())
     specs = []
     for optimizer in grid.optimizers:
-        defaults = resolved.optimizers[optimizer]
+        defaults = resolved.optimizers.get(optimizer)
+        require(defaults is not None or (grid.lrs and grid.wds),
+                f"preset {resolved.name!r} has no defaults for optimizer {optimizer!r}; "
+                "give --lr and --wd")
         # one spelling of what ScheduleFree trains, so a run queued another way is a duplicate
         for schedule in dict.fromkeys(run_schedule(optimizer, s) for s in grid.schedules):
             for lr in grid.lrs or [defaults.lr]:
