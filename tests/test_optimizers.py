@@ -480,7 +480,7 @@ def test_presets_hold_the_papers_best_settings() -> None:
             "schedulefree": (4.5e-4, 1e-2), "prodigy": (1.0, 1e-2)}
     for preset in ("paper", "small", "tiny"):
         optimizers = load_preset(preset).optimizers
-        assert tuple(optimizers) == OPTIMIZERS
+        assert tuple(optimizers) == OPTIMIZERS[:6]  # the paper's six, in order
         for name, (lr, wd) in best.items():
             assert optimizers[name] == OptimizerDefaults(lr=lr, weight_decay=wd), (preset, name)
         assert optimizers["sgd"].lr > 0

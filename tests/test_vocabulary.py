@@ -23,8 +23,8 @@ def test_the_registries_implement_exactly_the_vocabulary():
     assert SCHEDULES == vocabulary.SCHEDULES
     assert SPLITS == vocabulary.SPLITS
     assert set(vocabulary.OWN_SCHEDULE) <= set(OPTIMIZERS)
-    for preset in ("tiny", "demo", "small", "paper"):  # every optimizer has its defaults
-        assert tuple(load_preset(preset).optimizers) == vocabulary.OPTIMIZERS
+    for preset in ("tiny", "demo", "small", "paper"):  # defaults only for known optimizers
+        assert set(load_preset(preset).optimizers) <= set(vocabulary.OPTIMIZERS)
 
 
 def test_one_colour_per_optimizer_in_report_and_dashboard():
