@@ -1,20 +1,53 @@
-"""Shared fixtures: a preset whose data generate with the real solver in about a second.
+"""Shared fixtures: a preset whose data generate with the real solver in about a second, and
+the device the device-taking tests train on.
 
 Every test process, and every diffbench process a test starts, runs torch on one thread:
 the suite's sizes gain nothing from a second one, and on a loaded machine (or beside a
 worker subprocess) OpenMP threads spinning at each operation's barrier made single tests
 minutes slower.
+
+``--device cuda`` (or ``cuda:N``) runs the tests that take the `device` fixture (trainer,
+worker, `diffbench train`, sample quality) on a GPU, so a GPU machine checks the CUDA paths
+(compilation, CUDA graphs) the CPU never takes; every other test runs as on the CPU.
+Helper functions and constants shared by several modules are in helpers.py.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 
 os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported; subprocesses inherit it
 
 import pytest
 
 from diffbench.engine.config import Preset, load_preset, override
+
+
+def _device_option(value: str) -> str:
+    """`cpu`, `cuda` or `cuda:N`; anything else is a usage error before any test runs."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", value):
+        raise argparse.ArgumentTypeError(f"takes cpu, cuda or cuda:N, not {value!r}")
+    return value
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--device", default="cpu", type=_device_option,
+                     help="device of the tests that take one: cpu (default), cuda or cuda:N")
+
+
+@pytest.fixture(scope="session")
+def device(request: pytest.FixtureRequest) -> str:
+    """The device string (as `--device` takes it) for runs a test trains; its tests skip,
+    saying why, when CUDA is asked for on a machine without it."""
+    name = request.config.getoption("--device")
+    if name != "cpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip(f"--device {name}: CUDA is not available on this machine")
+    return name
 
 
 @pytest.fixture(scope="session")
