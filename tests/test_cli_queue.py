@@ -126,7 +126,7 @@ def test_a_queued_run_trains_as_queued_not_as_its_preset_file_reads_later(runner
     from diffbench.storage.queue import list_runs
     from diffbench.storage.workspace import Workspace
     from diffbench.tui.runner.worker import Worker, run_config
-    from tests.test_cli_train import preset_toml, quick
+    from tests.helpers import preset_toml, quick
 
     toml = tmp_path / "mine.toml"
     toml.write_text(preset_toml(quick(**{"train.epochs": 1, "train.samples_every": 0,

@@ -20,31 +20,10 @@ import torch
 from cli_checks import assert_one_line_error
 from typer.testing import CliRunner
 
-from diffbench.engine.config import Preset, load_preset, override
 from diffbench.engine.metrics import read_jsonl
 from diffbench.tui import train as train_cli
 from diffbench.tui.cli import app
-
-
-def preset_toml(preset: Preset) -> str:
-    lines = []
-    for section, values in preset.to_dict().items():
-        if section == "name":
-            continue
-        if section == "optimizers":
-            for name, entry in values.items():
-                lines += [f"[optimizers.{name}]", *(f"{k} = {v!r}" for k, v in entry.items())]
-            continue
-        lines += [f"[{section}]", *(f"{k} = {json.dumps(v)}" for k, v in values.items())]
-    return "\n".join(lines) + "\n"
-
-
-def quick(**changes) -> Preset:
-    return override(load_preset("tiny"), {
-        "data.size": 32, "data.trajectories": 10, "data.transitions": 8, "data.burn_in": 3,
-        "data.chunk": 5, "model.channels": [8, 16], "train.batch_size": 4,
-        "train.epochs": 3, "train.samples_every": 2, "train.sample_steps": 4,
-        "train.sample_count": 2, **changes})
+from tests.helpers import preset_toml, quick
 
 
 @pytest.fixture(scope="module")
@@ -120,9 +99,9 @@ def test_unknown_preset_and_bad_resume_folders(runner, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_train_writes_a_run_folder(runner, home, toml):
+def test_train_writes_a_run_folder(runner, home, toml, device):
     out = home / "runs" / "first"
-    result = invoke(runner, home, "-p", str(toml), "-O", "muon", "--device", "cpu",
+    result = invoke(runner, home, "-p", str(toml), "-O", "muon", "--device", device,
                     "--out", str(out))
     assert result.exit_code == 0, result.stderr
     assert (home / "data" / "quick.h5").is_file()  # generated first
@@ -145,7 +124,8 @@ def test_train_writes_a_run_folder(runner, home, toml):
     assert_one_line_error(again, "already holds a run", "--resume")
 
 
-def test_sigint_checkpoints_exits_130_and_resumes_bit_exactly(home, toml, tmp_path):
+@pytest.mark.slow
+def test_sigint_checkpoints_exits_130_and_resumes_bit_exactly(home, toml, tmp_path, device):
     """A real Ctrl-C on the console script, then --resume: the final weights are those of
     an uninterrupted run."""
     long = tmp_path / "quick.toml"  # same name and data as `toml`, more epochs
@@ -153,7 +133,7 @@ def test_sigint_checkpoints_exits_130_and_resumes_bit_exactly(home, toml, tmp_pa
     out = tmp_path / "run"
     env = {**os.environ, "NO_COLOR": "1"}
     args = [console_script(), "--home", str(home), "train", "-p", str(long), "-O", "adamw",
-            "--lr", "2e-3", "--device", "cpu", "--out", str(out)]
+            "--lr", "2e-3", "--device", device, "--out", str(out)]
     (home / "data").mkdir(exist_ok=True)
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=env)

@@ -20,8 +20,7 @@ from diffbench.storage.queue import RunSpec
 from diffbench.tui.cli import app
 from diffbench.tui.demo import demo_specs
 from tests.cli_checks import assert_one_line_error
-from tests.test_cli_train import preset_toml, quick
-from tests.test_sweeps import DEMO_EPOCHS, SIX
+from tests.helpers import DEMO_EPOCHS, SIX, preset_toml, quick
 
 LONG = 60  # SOAP's epochs (2 steps each): time to interrupt it
 QUICK = {"train.samples_every": 0, "quality.trajectories": 2, "quality.length": 5,
@@ -73,6 +72,7 @@ def demo_runs(db) -> list:
     return [r for r in queue.list_runs(db) if "demo" in r.tags]
 
 
+@pytest.mark.slow
 def test_demo_ctrl_c_then_rerun_continues_reports_and_a_third_reuses_everything(home, toml,
                                                                                 db):
     other = queue.enqueue(db, [RunSpec(preset=str(toml), optimizer="sgd", schedule="linear",
@@ -127,6 +127,7 @@ def test_demo_ctrl_c_then_rerun_continues_reports_and_a_third_reuses_everything(
     assert (home / "report" / "report.md").exists() and "soap" in out
 
 
+@pytest.mark.slow
 def test_two_workers_train_the_runs_at_once_and_ctrl_c_stops_both(tmp_path, toml):
     """The default on 2+ cores: a worker process beside the demo's own. Both runs train at
     the same time; Ctrl-C to the demo alone reaches the helper; the rerun finishes both."""

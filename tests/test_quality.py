@@ -258,7 +258,7 @@ def home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def quick_toml(quick_preset, home) -> Path:
     """The quick preset with a toy U-Net, 1 epoch, as a preset file named ``qquick``."""
-    from tests.test_cli_train import preset_toml
+    from tests.helpers import preset_toml
 
     preset = override(quick_preset, {"model.channels": [8, 16], "train.batch_size": 4,
                                      "train.epochs": 1, "train.samples_every": 0})
@@ -284,7 +284,8 @@ def assert_stored(quality: dict, preset: Preset) -> None:
     assert len(quality["spectrum"]["generated"]) == len(quality["spectrum"]["data"]) == size // 2
 
 
-def test_worker_stores_quality_in_the_run_summary(quick_preset, quick_toml, home, tmp_path):
+def test_worker_stores_quality_in_the_run_summary(quick_preset, quick_toml, home, tmp_path,
+                                                  device):
     from diffbench.storage import queue, records
     from diffbench.storage.db import open_database
     from diffbench.storage.queue import RunSpec
@@ -296,7 +297,7 @@ def test_worker_stores_quality_in_the_run_summary(quick_preset, quick_toml, home
         [run_id] = queue.enqueue(db, [RunSpec(preset=str(quick_toml), optimizer="adamw",
                                               schedule="linear", lr=2e-3, weight_decay=0.0,
                                               seed=0)]).ids
-        assert Worker(db, Workspace.resolve(home), device="cpu").serve(
+        assert Worker(db, Workspace.resolve(home), device=device).serve(
             max_runs=1) == 0
         [run] = queue.list_runs(db)
     finally:
@@ -318,12 +319,12 @@ def test_worker_stores_quality_in_the_run_summary(quick_preset, quick_toml, home
     assert not np.array_equal(pictures["quality"].array(), pictures["quality-data"].array())
 
 
-def test_cli_train_writes_quality_json(quick_preset, quick_toml, home, tmp_path):
+def test_cli_train_writes_quality_json(quick_preset, quick_toml, home, tmp_path, device):
     from diffbench.tui.cli import app
 
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["--home", str(home), "train", "-p", str(quick_toml), "-O",
-                                      "muon", "--device", "cpu", "--out", str(out)])
+                                      "muon", "--device", device, "--out", str(out)])
     assert result.exit_code == 0, result.stderr
     [row] = read_jsonl(out / "quality.json")
     with np.load(out / "samples" / "quality-data.npz") as data:

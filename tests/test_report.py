@@ -169,10 +169,11 @@ def test_cli_import_loads_no_matplotlib():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.slow
 def test_report_from_a_study_trained_by_a_real_worker(runner, tmp_path):
     """Two optimizers trained (and their samples scored) by `diffbench worker` on a
     10-trajectory preset, then the report: every figure drawn from the stored runs."""
-    from tests.test_cli_train import preset_toml, quick
+    from tests.helpers import preset_toml, quick
 
     toml = tmp_path / "rquick.toml"
     toml.write_text(preset_toml(quick(**{

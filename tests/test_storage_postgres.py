@@ -172,6 +172,7 @@ def test_cli_on_postgres(runner, url):
 # ----------------------------------------------------------------------------- workers
 
 
+@pytest.mark.slow
 def test_four_workers_on_postgres_claim_each_of_40_runs_exactly_once(url, tmp_path_factory):
     """4 real `diffbench worker` processes share one PostgreSQL queue of 40 runs of one
     step each (a cut-down `tiny`; its data set made up front): every run is claimed once,
@@ -180,9 +181,8 @@ def test_four_workers_on_postgres_claim_each_of_40_runs_exactly_once(url, tmp_pa
 
     from diffbench.engine.config import load_preset
     from diffbench.engine.dataset import generate_dataset
-    from tests.test_cli_train import preset_toml, quick
-    from tests.test_worker import drain
-    from tests.test_worker import spec as worker_spec
+    from tests.helpers import drain, preset_toml, quick
+    from tests.helpers import spec as worker_spec
 
     folder = tmp_path_factory.mktemp("pg")  # short: a preset path fits its 64-char column
     home, toml = folder / "home", folder / "pgone.toml"

@@ -18,15 +18,14 @@ from diffbench.engine.run import RunConfig, TrainingData
 from diffbench.engine.training import Trainer
 from diffbench.tui.cli import app
 from tests.cli_checks import assert_one_line_error
+from tests.helpers import DEMO_EPOCHS, SIX
 
-SIX = ["adamw", "sgd", "muon", "soap", "prodigy", "schedulefree"]
 # spec §7 (paper_results.csv, fig2L): the learning rates the paper plots per optimizer
 PAPER_LRS = {"adamw": {4.5e-5, 1e-4, 2e-4, 4.5e-4, 1e-3},
              "muon": {1e-4, 2e-4, 4.5e-4, 1e-3, 2e-3},
              "soap": {4.5e-5, 1e-4, 2e-4, 4.5e-4, 1e-3, 2e-3},
              "schedulefree": {4.5e-5, 1e-4, 2e-4, 4.5e-4, 1e-3}}
 PAPER_WD = {"adamw": 1e-2, "muon": 3.2e-2, "soap": 3.2e-2, "schedulefree": 1e-2}
-DEMO_EPOCHS = 375
 
 
 @pytest.fixture

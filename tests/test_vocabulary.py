@@ -73,7 +73,7 @@ def test_an_optimizer_without_preset_defaults_trains_with_an_explicit_lr_and_wd(
 
     from diffbench.engine.config import Preset
     from diffbench.tui.cli import app
-    from tests.test_cli_train import preset_toml
+    from tests.helpers import preset_toml
 
     table = load_preset("tiny").to_dict()
     del table["optimizers"]["soap"]

@@ -1,17 +1,15 @@
 """`diffbench worker` end to end: real SQLite file, real worker subprocesses, tiny shapes.
 
-The preset is `tiny` shrunk as in test_cli_train.py, written to a TOML file; runs are queued
+The preset is `tiny` shrunk (`helpers.quick`), written to a TOML file; runs are queued
 with `storage.queue.enqueue` and trained by `diffbench worker` processes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,10 +19,10 @@ from cli_checks import assert_one_line_error
 
 from diffbench.engine.config import load_preset
 from diffbench.engine.dataset import generate_dataset
+from diffbench.engine.device import resolve_device
 from diffbench.storage import queue, records, workers
 from diffbench.storage.db import open_database
-from diffbench.storage.queue import RunSpec
-from tests.test_cli_train import preset_toml, quick
+from tests.helpers import drain, finish, preset_toml, quick, spawn, spec
 
 
 @pytest.fixture(scope="module")
@@ -46,45 +44,8 @@ def db(tmp_path):
     database.dispose()
 
 
-def spawn(home: Path, db, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [str(Path(sys.executable).with_name("diffbench")), "--home", str(home), "worker",
-         "--db", db.url, "--device", "cpu", "--lease", "6", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-
-
-def finish(process: subprocess.Popen, timeout: float = 60) -> tuple[int, str]:
-    _, err = process.communicate(timeout=timeout)
-    return process.returncode, err
-
-
-def drain(home: Path, db, workers: int, seconds: float) -> list[str]:
-    """Run ``workers`` worker processes until the queue is empty (each exits after 1 s idle);
-    their stderr logs. A worker that fails or outlives ``seconds`` fails the test."""
-    deadline = time.monotonic() + seconds  # the whole drain, however loaded the machine
-    processes = [spawn(home, db, "--lease", "30", "--idle-exit", "1") for _ in range(workers)]
-    logs = []
-    try:
-        for process in processes:
-            code, err = finish(process, timeout=max(deadline - time.monotonic(), 1))
-            assert code == 0, err
-            logs.append(err)
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-    return logs
-
-
-def spec(toml: Path, **changes) -> RunSpec:
-    values = {"preset": str(toml), "optimizer": "adamw", "schedule": "linear", "lr": 1e-3,
-              "weight_decay": 0.0, "seed": 0, **changes}
-    return RunSpec(**values)
-
-
-def test_worker_trains_runs_to_done_diverged_and_failed(home, toml, db):
+@pytest.mark.slow
+def test_worker_trains_runs_to_done_diverged_and_failed(home, toml, db, device):
     broken = home.parent / "wbroken.toml"  # its own data set, which we corrupt
     broken.write_text(toml.read_text())
     (home / "data").mkdir(parents=True, exist_ok=True)
@@ -92,7 +53,7 @@ def test_worker_trains_runs_to_done_diverged_and_failed(home, toml, db):
     ids = queue.enqueue(db, [spec(toml, seed=0), spec(toml, seed=1),
                              spec(toml, optimizer="sgd", lr=1e6, seed=2),
                              spec(broken)]).ids
-    code, err = finish(spawn(home, db, "--idle-exit", "0.5", "--threads", "2"))
+    code, err = finish(spawn(home, db, "--idle-exit", "0.5", "--threads", "2", device=device))
     assert code == 0, err
     runs = {r.id: r for r in queue.list_runs(db)}
     done, diverged, failed = ids[:2], ids[2], ids[3]
@@ -102,7 +63,8 @@ def test_worker_trains_runs_to_done_diverged_and_failed(home, toml, db):
         assert run.attempts == 1 and run.steps_done > 0
         assert run.summary["final_fixed_valid_loss"] is not None
         assert run.summary["ms_per_step"] > 0
-        assert run.provenance["device"] == "cpu" and run.config["optimizer"] == "adamw"
+        assert run.provenance["device"] == str(resolve_device(device))
+        assert run.config["optimizer"] == "adamw"
         assert run.provenance["threads"] == 2  # --threads (the test environment says 1)
         metrics = records.metrics_since(db, run_id)
         assert [s.step for s in metrics.steps] == list(range(1, run.steps_done + 1))
@@ -119,11 +81,12 @@ def test_worker_trains_runs_to_done_diverged_and_failed(home, toml, db):
     assert all(w.stopped_at is not None for w in workers.list_workers(db))
 
 
-def test_two_workers_never_train_the_same_run(home, toml, db):
+@pytest.mark.slow
+def test_two_workers_never_train_the_same_run(home, toml, db, device):
     fresh = home.parent / "wtwo.toml"  # a data set neither has: both want to generate it
     fresh.write_text(toml.read_text())
     ids = queue.enqueue(db, [spec(fresh, seed=s, lr=2e-3) for s in range(4)]).ids
-    workers = [spawn(home, db, "--idle-exit", "0.5") for _ in range(2)]
+    workers = [spawn(home, db, "--idle-exit", "0.5", device=device) for _ in range(2)]
     logs = []
     for process in workers:
         code, err = finish(process)
@@ -138,13 +101,14 @@ def test_two_workers_never_train_the_same_run(home, toml, db):
         assert steps == list(range(1, run.steps_done + 1))
 
 
-def test_four_workers_claim_each_of_40_runs_exactly_once(home, db):
+@pytest.mark.slow
+def test_four_workers_claim_each_of_40_runs_exactly_once(home, db, device):
     many = home.parent / "wmany.toml"  # 1 epoch, no previews; its data set made up front
     many.write_text(preset_toml(quick(**{"train.epochs": 1, "train.samples_every": 0})))
     generate_dataset(load_preset(str(many)), home / "data" / "wmany.h5",
                      device=torch.device("cpu"))
     ids = queue.enqueue(db, [spec(many, seed=s) for s in range(40)]).ids
-    logs = drain(home, db, workers=4, seconds=240)
+    logs = drain(home, db, workers=4, seconds=240, device=device)
     assert not any("generating" in log for log in logs), logs
     claims = [int(m) for log in logs for m in re.findall(r": run (\d+) \(attempt ", log)]
     assert sorted(claims) == sorted(ids), logs  # each run claimed once, by one worker
@@ -161,12 +125,14 @@ def test_four_workers_claim_each_of_40_runs_exactly_once(home, db):
     assert len({r.worker_id for r in runs}) >= 2  # they did share the queue
 
 
-def test_sigterm_requeues_with_checkpoint_and_another_worker_resumes_exactly(home, toml, db):
+@pytest.mark.slow
+def test_sigterm_requeues_with_checkpoint_and_another_worker_resumes_exactly(home, toml, db,
+                                                                            device):
     long = {"epochs": 12}
     interrupted, reference = queue.enqueue(
         db, [spec(toml, lr=5e-4, **long, priority=1), spec(toml, lr=5e-4, **long)],
         allow_duplicates=True).ids
-    process = spawn(home, db)
+    process = spawn(home, db, device=device)
     deadline = time.monotonic() + 60
     while queue.get_run(db, interrupted).steps_done == 0:  # metrics flow: mid-run
         assert time.monotonic() < deadline and process.poll() is None, process.stderr.read()
@@ -182,7 +148,7 @@ def test_sigterm_requeues_with_checkpoint_and_another_worker_resumes_exactly(hom
     assert 0 < run.steps_done < 12 * 2, run  # stopped before its end
     assert list((home / "runs" / str(interrupted) / "checkpoints").glob("*.pt"))
 
-    code, err = finish(spawn(home, db, "--idle-exit", "0.5"), timeout=90)
+    code, err = finish(spawn(home, db, "--idle-exit", "0.5", device=device), timeout=90)
     assert code == 0, err
     run, ref = queue.get_run(db, interrupted), queue.get_run(db, reference)
     assert run.status == ref.status == "done", err
@@ -216,11 +182,12 @@ def parameter_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def test_sigkill_lease_expires_and_another_worker_resumes(home, toml, db):
+@pytest.mark.slow
+def test_sigkill_lease_expires_and_another_worker_resumes(home, toml, db, device):
     killed, reference = queue.enqueue(  # the same run twice; the first is claimed first
         db, [spec(toml, lr=7e-4, epochs=12, priority=1), spec(toml, lr=7e-4, epochs=12)],
         allow_duplicates=True).ids
-    process = spawn(home, db, "--lease", "2")
+    process = spawn(home, db, "--lease", "2", device=device)
     wait_mid_run(db, killed, process)  # the folder is this run's now; wait for a checkpoint
     deadline = time.monotonic() + 60
     while not (home / "runs" / str(killed) / "checkpoints" / "latest.json").exists():
@@ -231,7 +198,8 @@ def test_sigkill_lease_expires_and_another_worker_resumes(home, toml, db):
     run = queue.get_run(db, killed)
     assert run.status == "running" and run.steps_done < 12 * 2, run  # until its lease expires
     assert queue.get_run(db, reference).status == "queued"
-    code, err = finish(spawn(home, db, "--lease", "30", "--idle-exit", "3"), timeout=120)
+    code, err = finish(spawn(home, db, "--lease", "30", "--idle-exit", "3", device=device),
+                       timeout=120)
     assert code == 0, err
     run, ref = queue.get_run(db, killed), queue.get_run(db, reference)
     assert run.status == ref.status == "done" and run.attempts == 2, (run, err)
@@ -247,9 +215,10 @@ def test_sigkill_lease_expires_and_another_worker_resumes(home, toml, db):
         == parameter_hash(home / "runs" / str(reference) / "model.pt")
 
 
-def test_cancel_stops_a_running_run(home, toml, db):
+@pytest.mark.slow
+def test_cancel_stops_a_running_run(home, toml, db, device):
     (run_id,) = queue.enqueue(db, [spec(toml, lr=8e-4, epochs=40)]).ids
-    process = spawn(home, db, "--lease", "1.5", "--idle-exit", "0.5")
+    process = spawn(home, db, "--lease", "1.5", "--idle-exit", "0.5", device=device)
     wait_mid_run(db, run_id, process)
     assert queue.cancel(db, [run_id]) == {run_id: "requested"}
     code, err = finish(process)

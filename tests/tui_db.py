@@ -43,7 +43,7 @@ def trained_workspace(root: Path) -> TrainedWorkspace:
         return _TRAINED[root]
     from diffbench.engine.config import load_preset, override
     from diffbench.tui.runner.worker import Worker
-    from tests.test_cli_train import preset_toml
+    from tests.helpers import preset_toml
 
     home = root / "home"
     preset = override(load_preset("tiny"), {
