@@ -233,6 +233,7 @@ def test_generate_refuses_to_overwrite_another_recipe(dataset, tmp_path, runner)
     assert target.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_sigint_exits_130_keeps_the_partial_and_a_rerun_resumes(tmp_path):
     """A real Ctrl-C mid-run: exit 130, no final file; the rerun equals an uninterrupted run."""
     import torch

@@ -114,6 +114,7 @@ def test_coarsen_is_a_block_mean():
                        torch.tensor([[2.5, 4.5], [10.5, 12.5]]))
 
 
+@pytest.mark.slow
 def test_compiled_step_agrees_with_eager():
     velocity = kolmogorov.initial_velocity(1, 16, seed=0)
     eager = kolmogorov.advance(velocity, 3, dt=0.02)

@@ -104,6 +104,7 @@ def test_state_dict_round_trip_continues_bit_identically() -> None:
     assert state[0]["GG"][0].shape == (4, 4) and state[1]["GG"] == [None]  # a bias: plain Adam
 
 
+@pytest.mark.slow
 def test_compiled_update_matches_eager_and_traces_into_one_graph() -> None:
     """`compile=True` (the default on CUDA) against eager on the CPU, refreshes every 3 updates:
     the same steps to rounding, and `soap_update` traces with no graph break."""

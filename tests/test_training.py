@@ -1,14 +1,15 @@
 """The trainer: loss falls, divergence stops the run, timings, records, exact resume.
 
-Everything runs on the CPU with a toy U-Net (channels 8/16, one block per level) on the
-shared quick data set (10 trajectories of 5 states at 16², split 8/1/1), so a step takes
-a few milliseconds.
+Everything runs on the CPU (or the GPU `--device cuda` names) with a toy U-Net (channels
+8/16, one block per level) on the shared quick data set (10 trajectories of 5 states at 16²,
+split 8/1/1), so a step takes a few milliseconds.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -50,16 +51,20 @@ def data(quick_preset, tmp_path_factory) -> TrainingData:
     return TrainingData.load(path, quick_preset)
 
 
-def run_config(preset: Preset, optimizer: str = "adamw", **changes) -> RunConfig:
-    return RunConfig(**{"preset": preset, "optimizer": optimizer, "lr": LR[optimizer],
-                        "weight_decay": 0.01, "device": "cpu", "seed": 3, **changes})
+@pytest.fixture
+def run_config(device) -> Callable[..., RunConfig]:
+    """A run of ``preset`` on the tests' device (`--device`), seed 3, at the test's lr."""
+    def make(preset: Preset, optimizer: str = "adamw", **changes) -> RunConfig:
+        return RunConfig(**{"preset": preset, "optimizer": optimizer, "lr": LR[optimizer],
+                            "weight_decay": 0.01, "device": device, "seed": 3, **changes})
+    return make
 
 
 def steps_of(records) -> list:
     return [s for r in records if isinstance(r, Steps) for s in r.records]
 
 
-def test_loss_falls_and_every_record_is_there(quick_preset, data, tmp_path):
+def test_loss_falls_and_every_record_is_there(quick_preset, data, tmp_path, run_config):
     preset = toy(quick_preset, **{"train.epochs": 20, "train.samples_every": 10})
     records = list(Trainer(run_config(preset), data, tmp_path))
     kinds = [type(r) for r in records]
@@ -98,7 +103,7 @@ def test_loss_falls_and_every_record_is_there(quick_preset, data, tmp_path):
     assert (tmp_path / "model.pt").is_file()
 
 
-def test_folder_sink_writes_metrics(quick_preset, data, tmp_path):
+def test_folder_sink_writes_metrics(quick_preset, data, tmp_path, run_config):
     preset = toy(quick_preset, **{"train.epochs": 2, "train.samples_every": 2})
     sink = FolderSink(tmp_path)
     records = list(Trainer(run_config(preset), data, tmp_path))
@@ -112,7 +117,7 @@ def test_folder_sink_writes_metrics(quick_preset, data, tmp_path):
     assert (tmp_path / "samples" / "epoch-0001.npz").is_file()
 
 
-def test_nan_in_the_data_stops_the_run_as_diverged(quick_preset, data):
+def test_nan_in_the_data_stops_the_run_as_diverged(quick_preset, data, run_config):
     poisoned = TrainingData(train=data.train.clone(), valid=data.valid)
     poisoned.train[5, 2, 0, 3, 3] = math.nan  # every window of trajectory 5 holds state 2
     preset = toy(quick_preset, **{"train.epochs": 3})
@@ -125,14 +130,14 @@ def test_nan_in_the_data_stops_the_run_as_diverged(quick_preset, data):
     assert status.step <= 2  # trajectory 5 is in one of the first epoch's two batches
 
 
-def test_huge_lr_diverges(quick_preset, data):
+def test_huge_lr_diverges(quick_preset, data, run_config):
     preset = toy(quick_preset, **{"train.epochs": 30, "train.warmup_epochs": 0})
     config = run_config(preset, "sgd", lr=1e30, weight_decay=0.0)
     status = list(Trainer(config, data))[-1]
     assert status.state == "diverged" and status.step < 60
 
 
-def test_stop_checkpoints_and_reports_interrupted(quick_preset, data, tmp_path):
+def test_stop_checkpoints_and_reports_interrupted(quick_preset, data, tmp_path, run_config):
     preset = toy(quick_preset, **{"train.epochs": 4})
     trainer = Trainer(run_config(preset), data, tmp_path)
     records = []
@@ -156,7 +161,7 @@ def test_bad_run_settings_name_the_problem(quick_preset, bad):
                      "weight_decay": 0.0, **bad})
 
 
-def test_config_round_trips_through_json(quick_preset):
+def test_config_round_trips_through_json(quick_preset, run_config):
     config = run_config(toy(quick_preset), "muon", options={"adam_betas": (0.9, 0.95)})
     again = RunConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again.to_dict() == config.to_dict()
@@ -175,7 +180,7 @@ def final_parameters(trainer: Trainer) -> list[torch.Tensor]:
     return [p.detach().clone() for p in trainer.model.parameters()]
 
 
-def test_stop_after_an_epochs_last_step_resumes_exactly(quick_preset, data, tmp_path):
+def test_stop_after_an_epochs_last_step_resumes_exactly(quick_preset, data, tmp_path, run_config):
     """A stop between an epoch's last step and its end closes the epoch first."""
     preset = toy(quick_preset, **{"train.epochs": 3, "train.batch_size": 3})  # 3 steps/epoch
     whole = Trainer(run_config(preset), data, tmp_path / "whole")
@@ -193,7 +198,7 @@ def test_stop_after_an_epochs_last_step_resumes_exactly(quick_preset, data, tmp_
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
-def test_resume_is_bit_exact(optimizer, quick_preset, data, tmp_path):
+def test_resume_is_bit_exact(optimizer, quick_preset, data, tmp_path, run_config):
     """Kill a run at a step after a mid-epoch checkpoint, resume it: identical parameters."""
     preset = toy(quick_preset, **{"train.epochs": 3, "train.batch_size": 3})  # 3 steps/epoch
     config = run_config(preset, optimizer)
@@ -222,7 +227,7 @@ def test_resume_is_bit_exact(optimizer, quick_preset, data, tmp_path):
 
 
 def test_a_checkpoint_resumes_on_another_device_spec_but_not_another_run(
-        quick_preset, data, tmp_path):
+        quick_preset, data, tmp_path, run_config):
     preset = toy(quick_preset, **{"train.epochs": 2})
     stopped = Trainer(run_config(preset), data, tmp_path)
     for record in stopped:
@@ -236,7 +241,7 @@ def test_a_checkpoint_resumes_on_another_device_spec_but_not_another_run(
 
 
 def test_checkpoints_every_n_epochs_at_the_end_and_each_record_names_a_written_file(
-        quick_preset, data, tmp_path):
+        quick_preset, data, tmp_path, run_config):
     preset = toy(quick_preset, **{"train.epochs": 5, "train.checkpoint_every": 2})
     checkpoints = []
     for record in Trainer(run_config(preset), data, tmp_path):
@@ -248,13 +253,14 @@ def test_checkpoints_every_n_epochs_at_the_end_and_each_record_names_a_written_f
     assert all(c.seconds >= 0 and c.write_s > 0 for c in checkpoints)
 
 
+@pytest.mark.slow
 def test_compiled_loss_trains_as_eager_and_a_run_resumes_across_the_switch(
-        quick_preset, data, tmp_path):
+        quick_preset, data, tmp_path, run_config):
     """torch.compile on the CPU (the path CUDA takes by default, here with its CUDA-graph
     mode, which the CPU skips): compile time reported apart, the same losses as eager within
     float reassociation, and a checkpoint of an eager run resumes compiled."""
     preset = toy(quick_preset, **{"train.epochs": 2})
-    whole = Trainer(run_config(preset), data)
+    whole = Trainer(run_config(preset, compile=False), data)  # eager on CUDA too
     eager = list(whole)
     trainer = Trainer(run_config(preset, compile=True, cuda_graph=True), data)
     compiled = list(trainer)
@@ -266,7 +272,7 @@ def test_compiled_loss_trains_as_eager_and_a_run_resumes_across_the_switch(
     torch.testing.assert_close([s.loss for s in steps_of(compiled)],
                                [s.loss for s in steps_of(eager)], rtol=1e-4, atol=1e-6)
 
-    stopped = Trainer(run_config(preset), data, tmp_path)
+    stopped = Trainer(run_config(preset, compile=False), data, tmp_path)
     for record in stopped:
         if isinstance(record, EpochRecord):
             stopped.request_stop()
