@@ -2,11 +2,13 @@
 
 Builds a synthetic SQLite database of 1,000 runs (100 running, 700 done, 100 queued, 50
 failed, 50 diverged), 100 workers and 1,000,000 step rows plus 10 epoch rows per started
-run, with bulk inserts. Then it drives the real app (headless, 160×48, every pane visible,
-the first run selected: a running one, so its curves change every tick) through Textual's
-pilot. Before each tick "workers" append 10 steps to each running run (1,000 new rows); a
-tick is what the app does on its timer, timed in three parts, each as wall time and as CPU
-time of its thread (the CPU time does not count waiting for a busy machine's cores):
+run, written through the storage API the workers use (`storage.queue`, `storage.records`,
+`storage.workers`), so that a schema change cannot leave the benchmark behind. Then it
+drives the real app (headless, 160×48, every pane visible, the first run selected: a
+running one, so its curves change every tick) through Textual's pilot. Before each tick
+"workers" append 10 steps to each running run (1,000 new rows); a tick is what the app
+does on its timer, timed in three parts, each as wall time and as CPU time of its thread
+(the CPU time does not count waiting for a busy machine's cores):
 
 * read: `DashboardReader.refresh()` + `SeriesCache.update()` on the read thread;
 * apply: `DashboardApp._apply`, pushing the snapshot into the widgets (UI thread);
@@ -18,12 +20,14 @@ round, so both see the same machine load (only the dashboard's code, tui/ and
 storage/reads.py, comes from REF); the medians are printed side by side.
 
     .venv/bin/python benchmarks/tui_refresh.py [--rounds 3 --ticks 10] [--baseline-ref REF]
+    .venv/bin/python benchmarks/tui_refresh.py --runs 20 --steps 400 --rounds 1 --ticks 1
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import os
 import random
@@ -34,88 +38,70 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from diffbench.storage.db import Database
 
 OPTIMIZERS = ("adamw", "sgd", "muon", "soap", "schedulefree", "prodigy")
 STATUSES = ["running"] * 100 + ["done"] * 700 + ["queued"] * 100 + ["failed"] * 50 \
     + ["diverged"] * 50
-T0 = "2026-01-01 00:00:00.000000"
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)  # every time stamp the build writes
 PARTS = ("read", "apply", "paint")
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def build(path: Path, runs: int, steps: int) -> None:
-    """The synthetic database (raw executemany: about 10 s for a million rows)."""
+    """The synthetic database: each started run claimed, started, given its step and epoch
+    rows and (unless still running) finished by one of the workers, as a worker does (28 s
+    for a million step rows on 2 cores; the raw SQL inserts this replaced took 2 s)."""
+    from diffbench.engine.metrics import EpochRecord, StepRecord
+    from diffbench.storage import queue, records, workers
     from diffbench.storage.db import open_database
-    from diffbench.storage.schema import identity
 
-    open_database(f"sqlite:///{path}").dispose()  # the schema
-    rng = random.Random(0)
-    started = [i for i in range(1, runs + 1) if STATUSES[(i - 1) % len(STATUSES)] != "queued"]
-    per_run = steps // len(started)
-    import sqlite3
-
-    connection = sqlite3.connect(path, isolation_level=None)
+    db = open_database(f"sqlite:///{path}")
     try:
-        cursor = connection.cursor()
-        cursor.execute("BEGIN")
-        cursor.executemany(
-            "INSERT INTO workers (id, host, pid, device, started_at, heartbeat_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [(w, f"node{w}", 1000 + w, f"cuda:{w % 8}", T0, T0) for w in range(1, 101)])
-        rows = []
-        for i in range(1, runs + 1):
-            status = STATUSES[(i - 1) % len(STATUSES)]
-            optimizer = OPTIMIZERS[i % len(OPTIMIZERS)]
-            key = identity("paper", optimizer, "linear", 1e-3, 0.0, i, 10, {})
-            rows.append((i, status, 0, "paper", optimizer, "linear", 1e-3, 0.0, i, 10, "{}", key,
-                         "[]", None if status == "queued" else 1,
-                         None if status != "running" else (i % 100) + 1, 0, T0,
-                         0 if status == "queued" else per_run,
-                         None if status == "queued" else '{"device": "cuda:0", '
-                         '"device_name": "H100"}'))
-        cursor.executemany(
-            "INSERT INTO runs (id, status, priority, preset, optimizer, schedule, lr, "
-            "weight_decay, seed, epochs, overrides, identity, tags, attempts, worker_id, "
-            "cancel_requested, created_at, steps_done, provenance) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, coalesce(?, 0), ?, ?, ?, ?, ?)",
-            rows)
+        hosts = [workers.register_worker(db, host=f"node{w}", pid=1000 + w,
+                                         device=f"cuda:{w % 8}", now=T0).id
+                 for w in range(1, 101)]
+        ids = queue.enqueue(db, [
+            queue.RunSpec(preset="paper", optimizer=OPTIMIZERS[i % len(OPTIMIZERS)],
+                          schedule="linear", lr=1e-3, weight_decay=0.0, seed=i, epochs=10)
+            for i in range(1, runs + 1)], now=T0).ids
+        rng = random.Random(0)
+        statuses = {run_id: STATUSES[i % len(STATUSES)] for i, run_id in enumerate(ids)}
+        started = [run_id for run_id in ids if statuses[run_id] != "queued"]
+        per_run = steps // len(started)
         for run_id in started:
-            cursor.executemany(
-                "INSERT INTO step_metrics (run_id, step, epoch, loss, loss_kind, lr, lr_kind, "
-                "grad_norm, grad_norm_kind, data_ms, compute_ms, optimizer_ms) "
-                "VALUES (?, ?, ?, ?, 0, 1e-3, 0, 1.0, 0, 1.0, ?, ?)",
-                [(run_id, s, s * 10 // per_run, 1.0 / s, 20 + rng.random(), 5.0)
-                 for s in range(1, per_run + 1)])
-            cursor.executemany(
-                "INSERT INTO epoch_metrics (run_id, epoch, step, train_loss, train_loss_kind, "
-                "valid_loss, valid_loss_kind, fixed_valid_loss, fixed_valid_loss_kind, "
-                "epoch_s, valid_s, sample_s, train_s) "
-                "VALUES (?, ?, ?, ?, 0, ?, 0, ?, 0, 30.0, 1.0, 0.0, ?)",
-                [(run_id, e, (e + 1) * per_run // 10, 1.0 / (e + 1), 1.1 / (e + 1),
-                  1.1 / (e + 1), 30.0 * (e + 1)) for e in range(10)])
-        cursor.execute("COMMIT")
+            worker = hosts[run_id % len(hosts)]
+            queue.claim_next(db, worker, ids=[run_id], now=T0)
+            queue.record_start(db, run_id, worker,
+                               provenance={"device": "cuda:0", "device_name": "H100"})
+            records.add_step_metrics(db, run_id, [
+                StepRecord(step=s, epoch=s * 10 // per_run, loss=1.0 / s, lr=1e-3,
+                           grad_norm=1.0, data_ms=1.0, compute_ms=20 + rng.random(),
+                           optimizer_ms=5.0) for s in range(1, per_run + 1)])
+            records.add_epoch_metrics(db, run_id, [
+                EpochRecord(epoch=e, step=(e + 1) * per_run // 10, train_loss=1.0 / (e + 1),
+                            valid_loss=1.1 / (e + 1), fixed_valid_loss=1.1 / (e + 1),
+                            epoch_s=30.0, valid_s=1.0, sample_s=0.0, train_s=30.0 * (e + 1))
+                for e in range(10)])
+            if statuses[run_id] != "running":
+                queue.finish(db, run_id, worker, statuses[run_id], now=T0)
     finally:
-        connection.close()
+        db.dispose()
 
 
-def append_steps(path: Path, running: list[int], count: int) -> None:
+def append_steps(db: Database, count: int) -> None:
     """What the workers write between two refreshes: ``count`` steps per running run."""
-    import sqlite3
+    from diffbench.engine.metrics import StepRecord
+    from diffbench.storage import queue, records
 
-    connection = sqlite3.connect(path, isolation_level=None, timeout=30)
-    try:
-        cursor = connection.cursor()
-        cursor.execute("BEGIN IMMEDIATE")
-        for run_id in running:
-            (last,) = cursor.execute("SELECT max(step) FROM step_metrics WHERE run_id = ?",
-                                     (run_id,)).fetchone()
-            cursor.executemany(
-                "INSERT INTO step_metrics (run_id, step, epoch, loss, loss_kind, data_ms, "
-                "compute_ms, optimizer_ms) VALUES (?, ?, 9, 0.01, 0, 1.0, 20.0, 5.0)",
-                [(run_id, last + k) for k in range(1, count + 1)])
-        cursor.execute("COMMIT")
-    finally:
-        connection.close()
+    for run in queue.list_runs(db, status="running"):
+        records.add_step_metrics(db, run.id, [
+            StepRecord(step=run.steps_done + k, epoch=9, loss=0.01, lr=1e-3, grad_norm=1.0,
+                       data_ms=1.0, compute_ms=20.0, optimizer_ms=5.0)
+            for k in range(1, count + 1)])
 
 
 def running_runs(runs: int) -> list[int]:
@@ -146,7 +132,7 @@ class Timer:
         return timed
 
 
-async def drive(db_path: Path, home: Path, runs: int, ticks: int) -> dict:
+async def drive(db_path: Path, home: Path, ticks: int) -> dict:
     """Time ``ticks`` refreshes of the real app (after two that load everything)."""
     from textual.screen import Screen
 
@@ -161,7 +147,6 @@ async def drive(db_path: Path, home: Path, runs: int, ticks: int) -> dict:
     app.reader.refresh = timer.wrap("read", app.reader.refresh)
     app.series.update = timer.wrap("read", app.series.update)
     app._apply = timer.wrap("apply", app._apply)
-    running = running_runs(runs)
     load = os.getloadavg()
     first = time.perf_counter()
     async with app.run_test(size=(160, 48)) as pilot:
@@ -169,7 +154,7 @@ async def drive(db_path: Path, home: Path, runs: int, ticks: int) -> dict:
             await pilot.pause(0.01)
         first = time.perf_counter() - first
         for _ in range(ticks + 2):
-            append_steps(db_path, running, 10)
+            append_steps(db, 10)
             await pilot.pause()  # paint what is pending before the tick starts
             timer.new_tick()
             app.refresh_data()
@@ -184,8 +169,7 @@ async def drive(db_path: Path, home: Path, runs: int, ticks: int) -> dict:
 
 
 def child(args: argparse.Namespace) -> None:
-    result = asyncio.run(drive(Path(args.child), Path(args.child).parent, args.runs,
-                               args.ticks))
+    result = asyncio.run(drive(Path(args.child), Path(args.child).parent, args.ticks))
     print(json.dumps(result))
 
 
@@ -197,8 +181,8 @@ def run_variant(python_path: str | None, db: Path, args: argparse.Namespace) -> 
         env = dict(os.environ)
         if python_path:
             env["PYTHONPATH"] = python_path
-        out = subprocess.run([sys.executable, __file__, "--child", str(copy), "--runs",
-                              str(args.runs), "--ticks", str(args.ticks)],
+        out = subprocess.run([sys.executable, __file__, "--child", str(copy), "--ticks",
+                              str(args.ticks)],
                              env=env, capture_output=True, text=True, cwd=folder)
         if out.returncode:
             sys.exit(f"benchmark child failed:\n{out.stderr[-3000:]}")
