@@ -1,7 +1,7 @@
 """Where an optimizer step's time goes on a GPU: launch (CPU) against kernels (GPU), refreshes.
 
-`step_time.py` times whole training steps; this one takes them apart on the `paper` U-Net
-(CUDA only):
+`step_time.py` times whole training steps; this one takes them apart on a preset's U-Net
+(`paper` unless ``--preset``; CUDA only):
 
 1. forward+backward alone, per precision: the CPU time to issue it and the GPU time to run it
    (when the first is close to the second, the step is launch-bound and every launch an
@@ -10,10 +10,11 @@
    time to issue it, its GPU time (CUDA events), host synchronisations inside it (torch's sync
    debug mode), and for SOAP the refresh steps apart from the others;
 3. SOAP's eigenbasis refresh by parts: `torch.linalg.qr` against its two halves (`geqrf`,
-   `householder_product`) for each batch of Kronecker factors the `paper` U-Net has.
+   `householder_product`) for each batch of Kronecker factors the U-Net has.
 
     python benchmarks/optimizer_step.py
     python benchmarks/optimizer_step.py --optimizers muon muon:cuda_graph=false --steps 40
+    python benchmarks/optimizer_step.py --preset tiny --optimizers adamw --steps 2  # smoke
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 from step_time import parse_row  # benchmarks/ is on the path when this script runs
 
 from diffbench.engine import soap
-from diffbench.engine.config import load_preset
+from diffbench.engine.config import Preset, load_preset
 from diffbench.engine.diffusion import denoising_loss
 from diffbench.engine.optimizers import build_optimizer
 from diffbench.engine.soap import SOAP
@@ -54,8 +55,7 @@ def timed(fn: Callable[[], object], repeat: int, warmup: int = 3) -> tuple[float
     return statistics.median(cpu), statistics.median(gpu)
 
 
-def forward_backward(repeat: int) -> None:
-    preset = load_preset("paper")
+def forward_backward(preset: Preset, repeat: int) -> None:
     model = build_model(preset.model).cuda()
     b, n = preset.train.batch_size, preset.data.resolution
     x = torch.randn(b, 2 * preset.model.window, n, n, device="cuda")
@@ -74,9 +74,8 @@ def forward_backward(repeat: int) -> None:
         print(f"forward+backward {precision}: CPU issue {cpu:6.2f} ms, GPU {gpu:6.2f} ms")
 
 
-def optimizer_steps(spec: str, steps: int) -> None:
+def optimizer_steps(preset: Preset, spec: str, steps: int) -> None:
     label, name, options = parse_row(spec)
-    preset = load_preset("paper")
     model = build_model(preset.model).cuda()
     params = list(model.parameters())
     optimizer = build_optimizer(model, name, preset.optimizers[name].lr,
@@ -122,9 +121,9 @@ def optimizer_steps(spec: str, steps: int) -> None:
         print(f"    sync ×{count}: {message}")
 
 
-def refresh_parts(repeat: int) -> None:
+def refresh_parts(preset: Preset, repeat: int) -> None:
     shapes: Counter[tuple[int, ...]] = Counter()
-    model = build_model(load_preset("paper").model)
+    model = build_model(preset.model)
     for p in model.parameters():
         if p.ndim > 1:
             shapes[tuple(p.shape)] += 1
@@ -152,6 +151,8 @@ def refresh_parts(repeat: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="paper",
+                        help="whose U-Net and batch size (a name or a preset file)")
     parser.add_argument("--optimizers", nargs="+", default=[
         "adamw", "muon:cuda_graph=false", "muon", "soap:compile=false,cuda_graph=false",
         "soap:cuda_graph=false", "soap:compile=false", "soap"])
@@ -160,19 +161,20 @@ def main() -> None:
     parser.add_argument("--small-dim", type=int, nargs="*", default=[],
                         help="also time the last optimizer with soap.SMALL_DIM set to each")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}")
+    preset = load_preset(args.preset)
+    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}; {args.preset}")
     if "model" not in args.skip:
-        forward_backward(10)
+        forward_backward(preset, 10)
     torch.backends.cuda.matmul.allow_tf32 = True
     for spec in args.optimizers:
-        optimizer_steps(spec, args.steps)
+        optimizer_steps(preset, spec, args.steps)
     for small in args.small_dim:
         soap.SMALL_DIM = small
         torch._dynamo.reset()
         print(f"with SMALL_DIM = {small}:")
-        optimizer_steps(args.optimizers[-1], args.steps)
+        optimizer_steps(preset, args.optimizers[-1], args.steps)
     if "refresh" not in args.skip:
-        refresh_parts(5)
+        refresh_parts(preset, 5)
 
 
 if __name__ == "__main__":
