@@ -27,11 +27,11 @@ from textual.containers import Container
 from textual.geometry import Size
 from textual.widgets import DataTable, Footer, Input, Static, Tab, Tabs
 
-from diffbench.storage import queue
 from diffbench.storage.db import Database, StorageError
 from diffbench.storage.workspace import Workspace
 
 from ..output import no_color
+from .actions import perform
 from .content import set_content
 from .curves_pane import CurvesPane
 from .dialogs import ConfirmDialog, ExportDialog, HelpScreen, QueueDialog
@@ -384,34 +384,9 @@ class DashboardApp(App[None]):
     @work(thread=True, group="actions", description="write to the job database")
     def _write(self, action: str, payload) -> None:
         try:
-            message = self._perform(action, payload)
+            message = perform(self.db, action, payload)
         except StorageError as error:
             self.call_from_thread(self.notify, str(error), title=action, severity="error")
             return
         self.call_from_thread(self.notify, message, title=action)
         self.call_from_thread(self.refresh_data)
-
-    def _perform(self, action: str, payload) -> str:
-        if action == "queue":
-            result = queue.enqueue(self.db, payload)
-            skipped = f", skipped {len(result.skipped)} duplicate(s)" if result.skipped else ""
-            return f"queued {len(result.ids)} run(s) {list(result.ids)}{skipped}"
-        if action == "cancel":
-            outcome = queue.cancel(self.db, payload)
-            return "; ".join(f"#{i} {what}" for i, what in outcome.items())
-        if action == "retry":
-            return f"requeued {', '.join(f'#{i}' for i in queue.retry(self.db, payload))}"
-        path, ids = payload
-        return export_csv(self.db, path, ids)
-
-
-def export_csv(db: Database, path: Path, ids: list[int]) -> str:
-    """The runs ``ids`` as `diffbench runs export` writes them (same columns)."""
-    from ..study.export import columns, run_row, write_csv
-
-    rows = [run_row(r) for r in queue.list_runs(db, ids=ids)]
-    try:
-        write_csv(path, columns(rows), rows)
-    except OSError as error:
-        raise StorageError(f"cannot write {path}: {error.strerror or error}") from None
-    return f"exported {len(rows)} runs to {path}"
