@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -152,14 +151,11 @@ def _helpers(ctx: typer.Context, workspace: Workspace, ids: Sequence[int], devic
     is left. They share this terminal's process group, so Ctrl-C reaches them too: each
     checkpoints its run and puts it back in the queue."""
     from .output import DB_KEY
+    from .runner.gpus import worker_command
 
-    args = [sys.executable, "-c", "from diffbench.tui.cli import main; main()",
-            "--home", str(workspace.root)]
-    url = ctx.find_root().meta.get(DB_KEY)
-    if url:
-        args += ["--db", url]
-    args += ["worker", "--device", device, "--threads", str(threads), "--idle-exit", "0",
-             *(f"--run={run_id}" for run_id in ids)]
+    args = worker_command(workspace, ctx.find_root().meta.get(DB_KEY), "--device", device,
+                          "--threads", str(threads), "--idle-exit", "0",
+                          *(f"--run={run_id}" for run_id in ids))
     return [subprocess.Popen(args, stdout=subprocess.DEVNULL) for _ in range(count)]
 
 

@@ -58,6 +58,14 @@ def describe_workers(ids: list[str], mps: bool) -> str:
     return f"started {len(ids)} worker{'s' if len(ids) != 1 else ''} ({gpus}{sharing})"
 
 
+def worker_command(workspace: Workspace, db_url: str | None, *options: str) -> list[str]:
+    """The command line of a `diffbench worker` child: this interpreter, this workspace and
+    database (``db_url``; None: the child resolves it as this process did), ``options``."""
+    args = [sys.executable, "-c", "from diffbench.tui.cli import main; main()",
+            "--home", str(workspace.root), "worker"]
+    return [*args, *(["--db", db_url] if db_url else []), *options]
+
+
 def spawn_per_gpu(ids: list[str], workspace: Workspace, db_url: str | None,
                    max_runs: int | None, idle_exit: float | None, lease: float,
                    threads: int | None) -> int:
@@ -67,10 +75,7 @@ def spawn_per_gpu(ids: list[str], workspace: Workspace, db_url: str | None,
     the worst child's."""
     from .mps import mps_daemon
 
-    args = [sys.executable, "-c", "from diffbench.tui.cli import main; main()",
-            "--home", str(workspace.root), "worker", "--device", "cuda", "--lease", str(lease)]
-    if db_url:
-        args += ["--db", db_url]
+    args = worker_command(workspace, db_url, "--device", "cuda", "--lease", str(lease))
     if max_runs is not None:
         args += ["--max-runs", str(max_runs)]
     if idle_exit is not None:
