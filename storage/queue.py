@@ -3,7 +3,7 @@ CLI, the worker and the TUI (the workers table is `storage.workers`, the metrics
 writes `storage.records`).
 
 Every function is one transaction (`Database.session`) and returns frozen value objects
-(`Run`, `Lease`, …), never ORM rows. Status changes follow
+(`storage.runs`: `Run`, `Lease`, …), never ORM rows. Status changes follow
 `storage.states`; claims and lease updates are conditional ``UPDATE``s whose row count
 says whether this caller won, so any number of workers (processes or machines) can share
 one database.
@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -46,108 +45,12 @@ from sqlalchemy.orm import Session
 from diffbench.engine.vocabulary import lr_problem, weight_decay_problem
 from diffbench.storage import states
 from diffbench.storage.db import Database, NotFound, StorageError
-from diffbench.storage.schema import (
-    RunRow,
-    WorkerRow,
-    identity,
-    stamp,
-)
+from diffbench.storage.runs import EnqueueResult, Lease, Run, RunSpec
+from diffbench.storage.schema import RunRow, WorkerRow, stamp
 from diffbench.storage.states import IllegalTransition, Status
 
 #: PostgreSQL advisory lock held by `enqueue` (duplicate check then insert).
 ENQUEUE_LOCK = 0x6469666671  # "diffq"
-
-# ----------------------------------------------------------------------------- values
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """What to train: the input of `enqueue`. ``epochs`` None means the preset's."""
-
-    preset: str
-    optimizer: str
-    schedule: str
-    lr: float
-    weight_decay: float
-    seed: int
-    epochs: int | None = None
-    overrides: Mapping[str, Any] = field(default_factory=dict)  # --set key=value
-    config: Mapping[str, Any] | None = None  # RunConfig.to_dict(), resolved
-    priority: int = 0
-    tags: tuple[str, ...] = ()
-
-    @property
-    def identity(self) -> str:
-        return identity(self.preset, self.optimizer, self.schedule, self.lr,
-                        self.weight_decay, self.seed, self.epochs, dict(self.overrides))
-
-
-@dataclass(frozen=True)
-class Run:
-    """A row of the job table, detached from the database."""
-
-    id: int
-    status: Status
-    priority: int
-    preset: str
-    optimizer: str
-    schedule: str
-    lr: float
-    weight_decay: float
-    seed: int
-    epochs: int | None
-    overrides: dict[str, Any]
-    identity: str
-    tags: tuple[str, ...]
-    config: dict[str, Any] | None
-    attempts: int
-    worker_id: int | None
-    heartbeat_at: dt.datetime | None
-    lease_expires_at: dt.datetime | None
-    cancel_requested: bool
-    created_at: dt.datetime
-    started_at: dt.datetime | None
-    finished_at: dt.datetime | None
-    steps_done: int
-    checkpoint: str | None
-    provenance: dict[str, Any] | None
-    summary: dict[str, Any] | None
-    error: str | None
-    traceback: str | None
-
-    @property
-    def loss_bins(self) -> list[float] | None:
-        """Edges of the t-bins of its per-bin losses: the summary's, else (while it runs) the
-        provenance's; None for runs from before the bins were measured."""
-        return (self.summary or {}).get("loss_bins") or (self.provenance or {}).get("loss_bins")
-
-    @classmethod
-    def from_row(cls, row: RunRow) -> Run:
-        values = {f: getattr(row, f) for f in cls.__dataclass_fields__}
-        values["status"] = Status(row.status)
-        values["tags"] = tuple(row.tags or ())
-        values["overrides"] = dict(row.overrides or {})
-        return cls(**values)
-
-
-@dataclass(frozen=True)
-class EnqueueResult:
-    """New run ids (in the order given) and the specs skipped as duplicates, each with the
-    id of the run it duplicates (an earlier spec of the same call has its new id)."""
-
-    ids: tuple[int, ...]
-    skipped: tuple[tuple[RunSpec, int], ...]
-
-
-@dataclass(frozen=True)
-class Lease:
-    """What a heartbeat learned: ``lost`` (the run is no longer this worker's: stop without
-    writing), ``cancel_requested`` (finish it as cancelled at the next step)."""
-
-    lost: bool
-    cancel_requested: bool
-    expires_at: dt.datetime | None
-
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -431,8 +334,8 @@ def get_run(db: Database, run_id: int) -> Run:
 
 def list_runs(db: Database, *, status: str | Status | Iterable[str | Status] | None = None,
               ids: Iterable[int] | None = None) -> list[Run]:
-    """Runs by id, filtered (``status`` one or several; the report and `runs ls` filter
-    further with `storage.filters.RunFilter`)."""
+    """Runs by id, filtered (``status`` one or several; the report, `runs` and the dashboard
+    filter further with `storage.filters.RunFilter`)."""
     query = sa.select(RunRow).order_by(RunRow.id)
     if status is not None:
         wanted = [status] if isinstance(status, str) else list(status)

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from diffbench.storage.records import EpochMetric, stored_metric
+from diffbench.storage.runs import device_of
 from diffbench.storage.schema import (
     EpochMetricRow,
     RunRow,
@@ -56,6 +57,7 @@ class RunLine:
     weight_decay: float
     seed: int
     epochs: int | None
+    tags: tuple[str, ...]
     mark: RunMark
 
 
@@ -84,7 +86,7 @@ class StepTotals:
 
 _MARK = (RunRow.status, RunRow.steps_done, RunRow.worker_id)
 _LINE = (RunRow.id, RunRow.preset, RunRow.optimizer, RunRow.schedule, RunRow.lr,
-         RunRow.weight_decay, RunRow.seed, RunRow.epochs, *_MARK)
+         RunRow.weight_decay, RunRow.seed, RunRow.epochs, RunRow.tags, *_MARK)
 _MS = (sa.func.coalesce(StepMetricRow.data_ms, 0.0)
        + sa.func.coalesce(StepMetricRow.compute_ms, 0.0)
        + sa.func.coalesce(StepMetricRow.optimizer_ms, 0.0))
@@ -121,7 +123,7 @@ def run_lines(session: Session, run_ids: Iterable[int] | None = None) -> list[Ru
     rows = list(session.execute(query)) if ids is None else []
     for chunk in range(0, len(ids or ()), 500):
         rows += session.execute(query.where(RunRow.id.in_(ids[chunk:chunk + 500]))).all()
-    return [RunLine(*row[:8], mark(row[8:])) for row in rows]
+    return [RunLine(*row[:8], tuple(row[8] or ()), mark(row[9:])) for row in rows]
 
 
 def workers(session: Session) -> list[Worker]:
@@ -174,7 +176,7 @@ def run_devices(session: Session, run_ids: Iterable[int]) -> dict[int, str]:
         for run_id, provenance in session.execute(
                 sa.select(RunRow.id, RunRow.provenance)
                 .where(RunRow.id.in_(ids[chunk:chunk + 500]), RunRow.provenance.is_not(None))):
-            device = provenance.get("device_name") or provenance.get("device")
+            device = device_of(provenance)
             if device:
-                out[run_id] = str(device)
+                out[run_id] = device
     return out

@@ -34,8 +34,8 @@ import numpy as np
 import sqlalchemy as sa
 
 from diffbench.storage.db import Database
-from diffbench.storage.filters import RunFilter
-from diffbench.storage.queue import Run, list_runs
+from diffbench.storage.filters import RunFilter, filtered_runs
+from diffbench.storage.runs import Run
 from diffbench.storage.sample_quality import quality_summary
 from diffbench.storage.schema import EpochMetricRow, SampleRow, join_float
 from diffbench.storage.states import Status
@@ -116,8 +116,7 @@ def _number(summary: dict[str, Any], key: str) -> float | None:
 def load_runs(db: Database, run_filter: RunFilter | None = None) -> list[RunResult]:
     """Every run the filter admits (any status); curves and last per-bin losses for the
     ``done`` ones, read in one query of the epoch table (never the step table)."""
-    run_filter = run_filter or RunFilter()
-    runs = [r for r in list_runs(db) if run_filter.matches(r)]
+    runs = filtered_runs(db, run_filter)
     done = [r.id for r in runs if r.status == Status.DONE]
     curves: dict[int, list[CurvePoint]] = defaultdict(list)
     bins: dict[int, tuple[float, ...]] = {}

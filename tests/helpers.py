@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from diffbench.engine.config import Preset, load_preset, override
-from diffbench.storage.queue import RunSpec
+from diffbench.storage.runs import RunSpec
 
 SIX = ["adamw", "sgd", "muon", "soap", "prodigy", "schedulefree"]  # the shipped sweeps' order
 DEMO_EPOCHS = 375  # the demo sweep's epochs: its 1,500 steps at 4 steps per epoch

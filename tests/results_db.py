@@ -23,7 +23,7 @@ import numpy as np
 
 from diffbench.storage import queue, records, workers
 from diffbench.storage.db import Database
-from diffbench.storage.queue import RunSpec
+from diffbench.storage.runs import RunSpec
 
 CPU = {"device": "cpu", "device_name": "x86_64"}
 CUDA = {"device": "cuda:0", "device_name": "NVIDIA H100"}

@@ -12,8 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from diffbench.storage.db import open_database
-from diffbench.storage.queue import RunSpec, claim_next, enqueue, finish, record_start
+from diffbench.storage.queue import claim_next, enqueue, finish, record_start
 from diffbench.storage.records import add_epoch_metrics
+from diffbench.storage.runs import RunSpec
 from diffbench.storage.workers import register_worker
 from diffbench.tui.cli import app
 
@@ -78,6 +79,25 @@ def test_ls_table_and_json(runner, url):
     assert rows[0]["summary.epochs"] == 4 and rows[0]["epochs"] == 4
     done = json.loads(cli(runner, url, "runs", "ls", "--status", "done", "--json").stdout)
     assert [r["id"] for r in done] == [1]
+
+
+def test_ls_queue_ls_and_export_read_one_filter(runner, url, tmp_path):
+    """`runs ls`, `queue ls` and `runs export` take the report's --filter grammar."""
+    for group in ("runs", "queue"):
+        rows = json.loads(cli(runner, url, group, "ls", "-f", "opt:muon,sgd", "--filter",
+                              "status:diverged,queued", "--json").stdout)
+        assert [r["id"] for r in rows] == [2, 3]
+        rows = json.loads(cli(runner, url, group, "ls", "-f", "device:cpu", "--json").stdout)
+        assert [r["id"] for r in rows] == [1]
+        bad = cli(runner, url, group, "ls", "--filter", "opt:lion")
+        assert bad.exit_code == 2 and bad.stdout == ""
+        assert "diffbench: error: filter 'opt:lion': unknown optimizer 'lion'" in bad.stderr
+    out = tmp_path / "sgd.csv"
+    result = cli(runner, url, "runs", "export", str(out), "--filter", "opt:sgd")
+    assert result.exit_code == 0, result.stderr
+    assert [row["id"] for row in csv.DictReader(out.open())] == ["3"]
+    bad = cli(runner, url, "runs", "export", str(tmp_path / "x.csv"), "--filter", "seed:a")
+    assert bad.exit_code == 2 and not (tmp_path / "x.csv").exists()
 
 
 def test_show(runner, url):

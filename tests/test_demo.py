@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from diffbench.storage import queue, records
 from diffbench.storage.db import open_database
-from diffbench.storage.queue import RunSpec
+from diffbench.storage.runs import RunSpec
 from diffbench.tui.cli import app
 from diffbench.tui.demo import demo_specs
 from tests.cli_checks import assert_one_line_error

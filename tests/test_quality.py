@@ -288,7 +288,7 @@ def test_worker_stores_quality_in_the_run_summary(quick_preset, quick_toml, home
                                                   device):
     from diffbench.storage import queue, records
     from diffbench.storage.db import open_database
-    from diffbench.storage.queue import RunSpec
+    from diffbench.storage.runs import RunSpec
     from diffbench.storage.workspace import Workspace
     from diffbench.tui.runner.worker import Worker
 

@@ -10,7 +10,7 @@ import math
 from diffbench.engine.metrics import EpochRecord, StepRecord
 from diffbench.storage import queue, records, workers
 from diffbench.storage.db import open_database
-from diffbench.storage.queue import RunSpec
+from diffbench.storage.runs import RunSpec
 from diffbench.storage.schema import EpochMetricRow, StepMetricRow
 
 

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from diffbench.storage import queue, records, workers
 from diffbench.storage.db import open_database
-from diffbench.storage.queue import RunSpec
+from diffbench.storage.runs import RunSpec
 from diffbench.tui.cli import app
 from diffbench.tui.report.write import NoRuns, write_report
 from tests.cli_checks import assert_one_line_error
@@ -131,7 +131,7 @@ def test_paper_runs_are_set_beside_the_published_numbers(tmp_path):
     (["--filter", "opt:lion"], "unknown optimizer 'lion'"),
     (["--filter", "schedule:step"], "unknown schedule 'step'"),
     (["--filter", "status:finished"], "unknown status 'finished'"),
-    (["--filter", "preset"], "write key:value"),
+    (["--filter", "seed:one"], "seed takes whole numbers"),
     (["--out", "{home}/diffbench.db"], "is not a folder"),
     (["--out", "{home}/diffbench.db/report"], "cannot write in"),
 ])

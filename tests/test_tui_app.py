@@ -112,7 +112,7 @@ async def test_keys_filter_sort_mark_and_toggle(trained):
             assert ids(app) == [trained.done[0]]
             app.query_one("#filter", Input).value = "nokey:1"
             await pilot.pause()
-            assert "unknown filter key 'nokey'" in screen_text(app)
+            assert "unknown key 'nokey'" in screen_text(app)
             assert ids(app) == [trained.done[0]]  # the last valid filter stays
             await pilot.press("escape")
             assert ids(app) == [*trained.done, trained.queued]

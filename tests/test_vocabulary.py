@@ -13,7 +13,8 @@ from diffbench.engine.optimizers import OPTIMIZERS, OptimizerError, build_optimi
 from diffbench.engine.run import RunConfig, RunError
 from diffbench.engine.schedules import SCHEDULES
 from diffbench.storage.db import StorageError, open_database
-from diffbench.storage.queue import RunSpec, enqueue
+from diffbench.storage.queue import enqueue
+from diffbench.storage.runs import RunSpec
 from diffbench.tui.dashboard.palette import optimizer_rgb, optimizer_style
 from diffbench.tui.report.figures import _color
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from diffbench.storage import queue, records, workers
 from diffbench.storage.db import Database, open_database
-from diffbench.storage.queue import RunSpec
+from diffbench.storage.runs import RunSpec
 from diffbench.storage.workspace import Workspace
 
 NOW = dt.datetime(2026, 1, 2, 12, 0, 0, tzinfo=dt.UTC)

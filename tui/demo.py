@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
     from diffbench.storage.db import Database
-    from diffbench.storage.queue import RunSpec
+    from diffbench.storage.runs import RunSpec
     from diffbench.storage.workspace import Workspace
 
 DEMO_TAG = "demo"

@@ -26,12 +26,50 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from diffbench.storage.db import Database
-    from diffbench.storage.queue import Run
+    from diffbench.storage.filters import RunFilter
+    from diffbench.storage.runs import Run
 
 DB_KEY = "diffbench.db_url"  # ctx.meta key the root callback fills from --db
 
 JsonOption = Annotated[bool, typer.Option(
     "--json", help="Print JSON on stdout instead of a table.")]
+STATUSES = tuple(Status)  # the state machine's names (storage.states)
+StatusOption = Annotated[list[str] | None, typer.Option(
+    "--status", metavar="S[,S…]", help=f"Only runs in these states ({', '.join(STATUSES)}). "
+    "Default: all.", show_default=False)]
+
+
+def check_status(status: list[str] | None) -> list[str] | None:
+    """``--status`` values (repeated or comma-separated), each checked; None for all."""
+    from .errors import require, user_errors
+    from .study.plan import split_list
+
+    wanted = split_list(status)
+    with user_errors():
+        for name in wanted:
+            require(name in STATUSES, f"unknown status {name!r}; known: {', '.join(STATUSES)}")
+    return wanted or None
+
+
+def filter_option(*names: str) -> Any:
+    """The ``--filter`` option (``names``: its flags, as a command's short flags allow)."""
+    return typer.Option(
+        *names, metavar="KEY:VALUE", show_default=False, help="Only matching runs: status:, "
+        "opt:, sched:, preset:, tag:, seed:, id:, device: (a,b = either, * = any text; "
+        "repeatable; the dashboard's / filter reads the same).")
+
+
+def run_filter(terms: Sequence[str] | None) -> RunFilter:
+    """``--filter`` terms parsed by the one grammar (`storage.filters`); `UserError` naming
+    the first bad term."""
+    from diffbench.storage.filters import FilterError, RunFilter
+
+    from .errors import UserError
+
+    try:
+        return RunFilter.parse(terms or ())
+    except FilterError as error:
+        raise UserError(str(error)) from None
 
 
 def no_color() -> bool:

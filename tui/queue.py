@@ -17,15 +17,27 @@ from diffbench.engine.vocabulary import (
     lr_problem,
     weight_decay_problem,
 )
-from diffbench.storage.states import Status
 
-from .errors import require, user_errors
-from .output import JsonOption, console, database, notice, print_json, print_table, run_dict
+from .errors import user_errors
+from .output import (
+    JsonOption,
+    StatusOption,
+    check_status,
+    console,
+    database,
+    filter_option,
+    notice,
+    print_json,
+    print_table,
+    run_dict,
+    run_filter,
+)
 from .study.plan import Grid, parse_floats, parse_seeds, parse_sets, resolve_specs, split_list
 from .study.sweeps import read_sweep, shipped_sweeps, sweep_path, sweep_specs
 
 if TYPE_CHECKING:
-    from diffbench.storage.queue import RunSpec
+    from diffbench.storage.filters import RunFilter
+    from diffbench.storage.runs import RunSpec
 
 app = typer.Typer(
     help="Queue runs (a grid of optimizers × schedules × lrs × decays × seeds) and manage "
@@ -34,7 +46,6 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-STATUSES = tuple(Status)  # the state machine's names (storage.states)
 QUEUE_COLUMNS = ("id", "status", "priority", "preset", "optimizer", "schedule", "lr", "wd",
                  "seed", "epochs", "steps", "attempts", "tags")
 
@@ -208,24 +219,29 @@ def sweeps(json_: JsonOption = False) -> None:
 @app.command("ls")
 def ls(
     ctx: typer.Context,
-    status: Annotated[Many, typer.Option(
-        "--status", metavar="S[,S…]", help=f"Only runs in these states ({', '.join(STATUSES)}). "
-        "Default: all.", show_default=False)] = None,
+    status: StatusOption = None,
+    filters: Annotated[Many, filter_option("--filter", "-f")] = None,
     json_: JsonOption = False,
 ) -> None:
-    """List runs: status, hyperparameters, progress and attempts."""
-    wanted = split_list(status)
+    """List runs: status, hyperparameters, progress and attempts.
+
+    [bold]Examples[/]
+
+      diffbench queue ls --status queued,running
+      diffbench queue ls --filter opt:muon --filter seed:0 --json
+    """
+    wanted = check_status(status)
     with user_errors():
-        for name in wanted:
-            require(name in STATUSES, f"unknown status {name!r}; known: {', '.join(STATUSES)}")
-    _ls(ctx, wanted or None, as_json=json_)
+        chosen = run_filter(filters)
+    _ls(ctx, wanted, chosen, as_json=json_)
 
 
-def _ls(ctx: typer.Context, status: list[str] | None, *, as_json: bool) -> None:
-    from diffbench.storage.queue import list_runs
+def _ls(ctx: typer.Context, status: list[str] | None, chosen: RunFilter, *,
+        as_json: bool) -> None:
+    from diffbench.storage.filters import filtered_runs
 
     with database(ctx) as db:
-        runs = list_runs(db, status=status)
+        runs = filtered_runs(db, chosen, status=status)
     if as_json:
         print_json([run_dict(r) for r in runs])
         return

@@ -27,15 +27,18 @@ import typer
 from .errors import UserError, require, user_errors
 from .output import (
     JsonOption,
+    StatusOption,
+    check_status,
     console,
     database,
+    filter_option,
     notice,
     plain,
     print_json,
     print_table,
     run_dict,
+    run_filter,
 )
-from .queue import STATUSES
 from .study.export import (
     EPOCH_FIELDS,
     FORMATS,
@@ -47,11 +50,9 @@ from .study.export import (
     write_csv,
     write_parquet,
 )
-from .study.plan import split_list
 
 if TYPE_CHECKING:
-    from diffbench.storage.db import Database
-    from diffbench.storage.queue import Run
+    from diffbench.storage.filters import RunFilter
 
 app = typer.Typer(
     help="Results: list runs with their summary metrics, show one, export them all.",
@@ -59,37 +60,31 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-def _runs(db: Database, status: list[str] | None) -> list[Run]:
-    from diffbench.storage.queue import list_runs
-
-    return list_runs(db, status=status)
-
-
-def _check_status(status: list[str] | None) -> list[str] | None:
-    wanted = split_list(status)
-    with user_errors():
-        for name in wanted:
-            require(name in STATUSES, f"unknown status {name!r}; known: {', '.join(STATUSES)}")
-    return wanted or None
-
-
-Status = Annotated[list[str] | None, typer.Option(
-    "--status", metavar="S[,S…]", help=f"Only runs in these states ({', '.join(STATUSES)}). "
-    "Default: all.", show_default=False)]
-
-
 # ----------------------------------------------------------------------------- ls
 
 
 @app.command("ls")
-def ls(ctx: typer.Context, status: Status = None, json_: JsonOption = False) -> None:
-    """List runs with their hyperparameters and summary metrics (all of them with --json)."""
-    _ls(ctx, _check_status(status), as_json=json_)
+def ls(ctx: typer.Context, status: StatusOption = None,
+       filters: Annotated[list[str] | None, filter_option("--filter", "-f")] = None,
+       json_: JsonOption = False) -> None:
+    """List runs with their hyperparameters and summary metrics (all of them with --json).
+
+    [bold]Examples[/]
+
+      diffbench runs ls --filter opt:muon,soap --filter preset:paper*
+      diffbench runs ls --filter "status:done sched:cosine" --json
+    """
+    with user_errors():
+        chosen = run_filter(filters)
+    _ls(ctx, check_status(status), chosen, as_json=json_)
 
 
-def _ls(ctx: typer.Context, status: list[str] | None, *, as_json: bool) -> None:
+def _ls(ctx: typer.Context, status: list[str] | None, chosen: RunFilter, *,
+        as_json: bool) -> None:
+    from diffbench.storage.filters import filtered_runs
+
     with database(ctx) as db:
-        rows = [run_row(r) for r in _runs(db, status)]
+        rows = [run_row(r) for r in filtered_runs(db, chosen, status=status)]
     if as_json:
         print_json(rows)
         return
@@ -164,7 +159,8 @@ def export(
         "--metrics", help="Also export the per-epoch curves (long format): "
         "<stem>-epochs.csv/.parquet beside PATH, or an \"epochs\" list per run in JSON.")
     ] = False,
-    status: Status = None,
+    status: StatusOption = None,
+    filters: Annotated[list[str] | None, filter_option("--filter")] = None,
 ) -> None:
     """Write one row per run (settings, summary metrics, provenance, times) to PATH.
 
@@ -172,9 +168,11 @@ def export(
 
       diffbench runs export results.csv
       diffbench runs export results.json --metrics --status done
+      diffbench runs export muon.csv --filter opt:muon --filter tag:sweep1
     """
-    wanted = _check_status(status)
+    wanted = check_status(status)
     with user_errors():
+        chosen = run_filter(filters)
         kind = format or (path.suffix.lstrip(".").lower()
                           if path.suffix.lstrip(".").lower() in FORMATS else "csv")
         require(kind in FORMATS, f"--format must be one of {', '.join(FORMATS)}, got {kind!r}")
@@ -186,13 +184,15 @@ def export(
                                 "use --format csv or json") from None
         require(not path.is_dir(), f"{path} is a directory")
         require(path.parent.is_dir(), f"cannot write {path}: {path.parent} does not exist")
-    _export(ctx, path, kind, metrics=metrics, status=wanted)
+    _export(ctx, path, kind, metrics=metrics, status=wanted, chosen=chosen)
 
 
 def _export(ctx: typer.Context, path: Path, kind: str, *, metrics: bool,
-            status: list[str] | None) -> None:
+            status: list[str] | None, chosen: RunFilter) -> None:
+    from diffbench.storage.filters import filtered_runs
+
     with database(ctx) as db:
-        runs = _runs(db, status)
+        runs = filtered_runs(db, chosen, status=status)
         rows = [run_row(r) for r in runs]
         epochs = [e for r in runs for e in epoch_rows(db, r)] if metrics else []
     names = columns(rows)

@@ -28,6 +28,7 @@ from textual.geometry import Size
 from textual.widgets import DataTable, Footer, Input, Static, Tab, Tabs
 
 from diffbench.storage.db import Database, StorageError
+from diffbench.storage.filters import FilterError, RunFilter
 from diffbench.storage.workspace import Workspace
 
 from ..output import no_color
@@ -35,13 +36,13 @@ from .actions import perform
 from .content import set_content
 from .curves_pane import CurvesPane
 from .dialogs import ConfirmDialog, ExportDialog, HelpScreen, QueueDialog
-from .filters import COLUMNS, FilterError, RunFilter, parse_filter, sort_runs
 from .forms import QueueFields
 from .palette import STATUS_COLOR, STATUS_SYMBOL
 from .preview import Pictures, load_pictures
 from .runs_pane import RunsPane
 from .runtime_pane import RuntimePane
 from .series import RunCurves, SeriesCache
+from .sorting import COLUMNS, sort_runs
 from .state import Clock, DashboardReader, RunView, Snapshot, group_runs, step_costs
 from .vorticity_pane import VorticityPane
 from .workers_pane import WorkersPane
@@ -283,7 +284,7 @@ class DashboardApp(App[None]):
             return
         error = self.query_one("#filter-error", Static)
         try:
-            self.filter = parse_filter(event.value)
+            self.filter = RunFilter.parse(event.value)
         except FilterError as problem:
             error.update(f"[red]{problem}[/]")
             return

@@ -13,7 +13,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
-from .filters import __doc__ as FILTER_HELP
+from diffbench.storage.filters import __doc__ as FILTER_HELP
+
 from .forms import FormError, QueueFields, specs_from_fields
 
 

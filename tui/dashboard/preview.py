@@ -17,7 +17,7 @@ import numpy as np
 from diffbench.engine.vorticity import display_vorticity, vorticity
 from diffbench.storage import queue, records
 from diffbench.storage.db import Database
-from diffbench.storage.queue import Run
+from diffbench.storage.runs import Run
 from diffbench.storage.workspace import Workspace
 
 STATES = 5

@@ -16,8 +16,8 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
 from .content import set_content
-from .filters import COLUMNS
 from .palette import STATUS_COLOR, STATUS_SYMBOL, optimizer_style
+from .sorting import COLUMNS
 from .state import GroupView, RunView
 
 GROUP_COLUMNS = (("preset", "preset·epochs"), ("optimizer", "optimizer"),

@@ -49,6 +49,7 @@ class RunView:
     eta_s: float | None  # running runs: remaining epochs × mean epoch time
     device: str | None
     worker_id: int | None
+    tags: tuple[str, ...] = ()
     # the last validation's fixed-noise loss per t-bin (edges: the run's provenance
     # "loss_bins"); None before one, and for runs from before the bins were measured
     fixed_valid_bins: tuple[float, ...] | None = None
@@ -110,7 +111,7 @@ class DashboardReader:
     _order: list[int] = field(default_factory=list)
     _steps: dict[int, _Steps] = field(default_factory=dict)
     _epochs: dict[int, _Epochs] = field(default_factory=dict)
-    _devices: dict[int, str | None] = field(default_factory=dict)
+    _devices: dict[int, str] = field(default_factory=dict)
     _step_cursor: int | None = None
     _epoch_cursor: int = 0
 
@@ -141,7 +142,7 @@ class DashboardReader:
         marks = reads.run_marks(session)
         gone = self._lines.keys() - marks.keys()
         for run_id in gone:
-            for table in (self._lines, self._views, self._steps, self._epochs):
+            for table in (self._lines, self._views, self._steps, self._epochs, self._devices):
                 table.pop(run_id, None)
         new = [run_id for run_id in marks if run_id not in self._lines]
         if new:
@@ -201,13 +202,13 @@ class DashboardReader:
         return {e.run_id for e in rows}
 
     def _read_devices(self, session: Session, changed: set[int]) -> None:
-        """The device of each run that has steps, asked once per run (it is recorded when
-        the run starts, before its first step)."""
-        unknown = [run_id for run_id in changed
-                   if run_id not in self._devices and run_id in self._steps]
+        """The device of each changed run that left the queue, until it is known (the
+        worker records it when the run starts, before its first step)."""
+        unknown = [run_id for run_id in changed & self._lines.keys()
+                   if run_id not in self._devices
+                   and self._lines[run_id].mark.status != Status.QUEUED]
         if unknown:
-            found = reads.run_devices(session, unknown)
-            self._devices.update((run_id, found.get(run_id)) for run_id in unknown)
+            self._devices.update(reads.run_devices(session, unknown))
 
     # ------------------------------------------------------------------ views
 
@@ -240,7 +241,7 @@ class DashboardReader:
             valid_loss=epochs.valid_loss, final_loss=final,
             ms_per_step=steps.ms_sum / steps.count if steps.count else None,
             eta_s=eta, device=self._devices.get(line.id), worker_id=line.mark.worker_id,
-            fixed_valid_bins=epochs.fixed_valid_bins)
+            tags=line.tags, fixed_valid_bins=epochs.fixed_valid_bins)
 
     def _worker(self, worker: workers.Worker, run_id: int | None,
                 now: dt.datetime) -> WorkerView:

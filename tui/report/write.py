@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from diffbench.engine.vocabulary import OPTIMIZERS, SCHEDULES
-
-from ..errors import UserError, require
+from ..errors import require
 from .tables import (
     bins_table,
     caveat_lines,
@@ -60,22 +58,6 @@ class Drawn:
 # ----------------------------------------------------------------------------- input
 
 
-def check_filters(terms: Sequence[str]) -> RunFilter:
-    """The filter, or `UserError` naming the bad term (unknown key, status, optimizer or
-    schedule)."""
-    from diffbench.storage.filters import FilterError, RunFilter
-
-    try:
-        run_filter = RunFilter.parse(terms)
-    except FilterError as error:
-        raise UserError(str(error)) from None
-    for attribute, known in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
-        for value in sorted(run_filter.terms.get(attribute, ())):
-            require(value in known, f"--filter: unknown {attribute} {value!r}; known: "
-                    f"{', '.join(known)}")
-    return run_filter
-
-
 def check_out(out: Path) -> None:
     """`UserError` unless ``out`` is (or can be made as) a writable folder."""
     require(not out.exists() or out.is_dir(), f"--out {out} exists and is not a folder")
@@ -99,9 +81,10 @@ def write_report(db: Database, out: Path, *, filters: Sequence[str] = (),
     from diffbench.storage import results
 
     from ..output import console as stdout_console
+    from ..output import run_filter as parse_filters
     from . import document
 
-    run_filter = check_filters(filters)
+    run_filter = parse_filters(filters)
     check_out(out)
     runs = results.load_runs(db, run_filter)
     if not runs:

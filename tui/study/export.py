@@ -22,7 +22,7 @@ from ..output import bin_cells, flatten
 
 if TYPE_CHECKING:
     from diffbench.storage.db import Database
-    from diffbench.storage.queue import Run
+    from diffbench.storage.runs import Run
 
 FORMATS = ("csv", "json", "parquet")
 BASE = ("id", "status", "preset", "optimizer", "schedule", "lr", "wd", "seed", "epochs",

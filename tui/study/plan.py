@@ -16,7 +16,7 @@ from diffbench.engine.vocabulary import OPTIMIZERS, PRECISIONS, SCHEDULES
 from ..errors import UserError, require
 
 if TYPE_CHECKING:
-    from diffbench.storage.queue import RunSpec
+    from diffbench.storage.runs import RunSpec
 
 # Run settings a queued run may set with an undotted --set key (not preset keys): how a step
 # is computed, and its precision. The values each takes.
@@ -107,7 +107,7 @@ def resolve_specs(grid: Grid) -> list[RunSpec]:
     values raise `UserError`."""
     from diffbench.engine.config import PresetError, load_preset, override
     from diffbench.engine.vocabulary import run_schedule
-    from diffbench.storage.queue import RunSpec
+    from diffbench.storage.runs import RunSpec
 
     require(bool(grid.optimizers), f"--optimizer is required; one or more of "
             f"{', '.join(OPTIMIZERS)}")

@@ -14,7 +14,7 @@ from ..errors import UserError, require
 from .plan import Grid, parse_floats, parse_seeds, parse_sets, resolve_specs, split_list
 
 if TYPE_CHECKING:
-    from diffbench.storage.queue import RunSpec
+    from diffbench.storage.runs import RunSpec
 
 SWEEP_KEYS = ("preset", "optimizer", "schedule", "lr", "wd", "seeds", "epochs", "set",
               "priority", "tag")
