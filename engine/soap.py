@@ -5,10 +5,8 @@ gradient $G$, per dim $k$ of size $s_k \le$ `max_precondition_dim` (1-D weights:
 
 - factor  $L_k \leftarrow \beta_s L_k + (1 - \beta_s)\, G_{(k)} G_{(k)}^\top$, $G_{(k)}$ the
   mode-$k$ unfolding $(s_k, \prod_{j \ne k} s_j)$; $\beta_s = \beta_2$;
-- basis   $Q_k$: eigenvectors of $L_k$ (eigenvalues descending) once, at the first call; then
-  every `precondition_frequency` updates one power step $P = L_k Q_k$, columns ordered by the
-  estimated eigenvalues $\mathrm{diag}(Q_k^\top L_k Q_k)$ descending (the second moment is
-  permuted alike along dim $k$), and $Q_k \leftarrow \mathrm{qr}(P)$ (in float32);
+- basis   $Q_k$: eigenvectors of $L_k$ at the first call, then every `precondition_frequency`
+  updates one power step and a QR, the second moment permuted to match (`engine/eigenbasis.py`);
 - rotation $\tilde X = X \times_1 Q_1^\top \cdots \times_d Q_d^\top$ (`project`) and back
   $X = \tilde X \times_1 Q_1 \cdots \times_d Q_d$ (`project(…, back=True)`).
 
@@ -41,10 +39,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .eigenbasis import Factors, eigenbases, refresh_eigenbases
+from .eigenbasis import householder_q as householder_q  # re-exported for tests, benchmarks
 from .step_graph import StepGraph, device_scalars
-
-Factors = list[Tensor | None]  # per dim: (n, s, s) stacked, or None (dim not preconditioned)
-
 
 # ---------------------------------------------------------------------------- pure functions
 
@@ -96,99 +93,6 @@ def update_factors(GG: Factors, G: Tensor, beta: float) -> None:
     for k, factor in enumerate(GG):
         if factor is not None:
             factor.lerp_(gram(G, k).to(factor.dtype), 1 - beta)
-
-
-def eigenbases(GG: Factors) -> Factors:
-    """Eigenvectors of each L_k, columns by eigenvalue descending (the first basis)."""
-    bases: Factors = []
-    for factor in GG:
-        if factor is None:
-            bases.append(None)
-            continue
-        eye = torch.eye(factor.size(-1), device=factor.device, dtype=factor.dtype)
-        try:
-            _, q = torch.linalg.eigh(factor + 1e-30 * eye)
-        except RuntimeError:  # pragma: no cover - ill-conditioned in low precision
-            _, q = torch.linalg.eigh(factor.double() + 1e-30 * eye.double())
-            q = q.to(factor.dtype)
-        bases.append(q.flip(-1))
-    return bases
-
-
-GEQRF_STREAMS = 8  # CUDA streams the one-by-one factorisations are spread over
-
-
-def _geqrf(P: Tensor) -> tuple[Tensor, Tensor]:
-    """`torch.geqrf` of a stack (n, s, s): batched for s ≤ 128, else one matrix at a time.
-
-    cuBLAS's batched `geqrf`, which torch takes for ≥ s/16 matrices of s ≤ 256, is slow for
-    s > 128 (18 ms for twelve 192² on an H100 against 6 ms one by one), and above 256 torch
-    calls cuSOLVER once per matrix anyway: about 1 ms for a 384², mostly latency. On CUDA the
-    one-by-one calls go out over `GEQRF_STREAMS` streams, so that several run at once.
-    """
-    if P.size(-1) <= 128:
-        return torch.geqrf(P)
-    if not P.is_cuda:
-        return torch.geqrf(P)  # LAPACK: one matrix at a time either way
-    main = torch.cuda.current_stream(P.device)
-    streams = [torch.cuda.Stream(P.device) for _ in range(min(GEQRF_STREAMS, P.size(0)))]
-    parts = []
-    for i, matrix in enumerate(P.split(1)):
-        stream = streams[i % len(streams)]
-        stream.wait_stream(main)
-        with torch.cuda.stream(stream):
-            parts.append(torch.geqrf(matrix))
-    for stream in streams:
-        main.wait_stream(stream)
-    for part in parts:  # made on a side stream, used and freed on the main one
-        for tensor in part:
-            tensor.record_stream(main)
-    return torch.cat([a for a, _ in parts]), torch.cat([tau for _, tau in parts])
-
-
-def householder_q(P: Tensor) -> Tensor:
-    """Q of the Householder QR of each P (n, s, s), as `torch.linalg.qr` computes it, batched.
-
-    `geqrf` gives the reflectors (V unit lower triangular, τ); Q = H₁⋯H_s is then formed at
-    once in the compact WY form Q = I − V T Vᵀ with T⁻¹ = striu(VᵀV) + diag(1/τ) (Joffrain et
-    al. 2006), two batched products and a triangular solve in float64, where
-    `householder_product` makes one cuSOLVER call per matrix. A reflector with τ = 0 is the
-    identity and drops out. The same Q as `torch.linalg.qr` to rounding (tests/test_soap.py).
-    """
-    a, tau = _geqrf(P)
-    a, tau = a.double(), tau.double()
-    eye = torch.eye(P.size(-1), device=P.device, dtype=torch.float64)
-    keep = tau != 0
-    V = (a.tril(-1) + eye) * keep.unsqueeze(-2)
-    inverse = (V.mT @ V).triu(1) + torch.diag_embed(torch.where(keep, 1 / tau, 1.0))
-    return (eye - V @ torch.linalg.solve_triangular(inverse, V.mT, upper=True)).to(P.dtype)
-
-
-def refresh_eigenbases(GGs: list[Factors], Qs: list[Factors],
-                       exp_avg_sqs: list[Tensor]) -> list[Tensor]:
-    """One power step + QR per factor of every stack, in place on `Qs`; returns the
-    `exp_avg_sqs` permuted to match. The QRs of all factors of one size run as one batch."""
-    powers: dict[int, list[tuple[Tensor, Tensor]]] = {}  # s → [(Q_k, its power step)]
-    permuted = []
-    for GG, Q, exp_avg_sq in zip(GGs, Qs, exp_avg_sqs, strict=True):
-        n = exp_avg_sq.size(0)
-        for k, (factor, q) in enumerate(zip(GG, Q, strict=True)):
-            if factor is None or q is None:
-                continue
-            power = factor @ q  # (n, s, s)
-            order = (q * power).sum(dim=1).argsort(dim=-1, descending=True)  # (n, s)
-            shape = [n] + [1] * (exp_avg_sq.ndim - 1)
-            shape[k + 1] = order.size(-1)
-            exp_avg_sq = exp_avg_sq.gather(k + 1, order.view(shape).expand_as(exp_avg_sq))
-            power = power.gather(2, order.unsqueeze(1).expand_as(power))
-            powers.setdefault(q.size(-1), []).append((q, power))
-        permuted.append(exp_avg_sq)
-    for pairs in powers.values():
-        bases = householder_q(torch.cat([power for _, power in pairs]).to(torch.float32))
-        for (q, _), basis in zip(pairs, bases.split([q.size(0) for q, _ in pairs]),
-                                 strict=True):
-            q.copy_(basis)
-    return permuted
 
 
 def soap_direction(G: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, Q: Factors,
@@ -322,11 +226,15 @@ class SOAP(torch.optim.Optimizer):
         return self.cuda_graph if self.cuda_graph is not None else device.type == "cuda"
 
     @staticmethod
-    def _constants(group: dict[str, Any]) -> tuple[Any, ...]:
+    def _shampoo_beta(group: dict[str, Any]) -> float:
+        """β_s of the factors' running average: `shampoo_beta`, else β₂."""
+        return group["shampoo_beta"] if group["shampoo_beta"] is not None else group["betas"][1]
+
+    @classmethod
+    def _constants(cls, group: dict[str, Any]) -> tuple[Any, ...]:
         """The group's numbers that `soap_update` takes as constants."""
-        beta = group["shampoo_beta"] if group["shampoo_beta"] is not None else group["betas"][1]
-        return (tuple(group["betas"]), beta, group["eps"], group["weight_decay"] != 0,
-                group["normalize_gradient"])
+        return (tuple(group["betas"]), cls._shampoo_beta(group), group["eps"],
+                group["weight_decay"] != 0, group["normalize_gradient"])
 
     def _update_groups(self, work: list[tuple[dict[str, Any], Any, list[float]]],
                        stacks: list[Tensor], scalars: list[Any]) -> None:
@@ -346,12 +254,14 @@ class SOAP(torch.optim.Optimizer):
 
     @staticmethod
     def _preconditioned(shape: torch.Size, group: dict[str, Any]) -> list[bool]:
+        """Per dim of `shape`, whether it gets a factor (1-D weights only by `precondition_1d`)."""
         if len(shape) == 1 and not group["precondition_1d"]:
             return [False]
         return [s <= group["max_precondition_dim"] for s in shape]
 
     @staticmethod
     def _by_shape(params: list[Tensor]) -> dict[tuple[Any, ...], list[Tensor]]:
+        """`params` grouped by (shape, dtype, device): the stacks that run batched."""
         shapes: dict[tuple[Any, ...], list[Tensor]] = {}
         for p in params:
             shapes.setdefault((tuple(p.shape), p.dtype, p.device), []).append(p)
@@ -359,7 +269,7 @@ class SOAP(torch.optim.Optimizer):
 
     def _initialise(self, params: list[Tensor], group: dict[str, Any]) -> None:
         """First gradient of `params`: zero moments, factors from it, their eigenbases."""
-        beta = group["shampoo_beta"] if group["shampoo_beta"] is not None else group["betas"][1]
+        beta = self._shampoo_beta(group)
         step, frequency = group["step"], group["precondition_frequency"]
         for members in self._by_shape(params).values():
             p0 = members[0]
