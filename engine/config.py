@@ -10,6 +10,8 @@ before the key existed, so a stored preset still means what it meant.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import tomllib
 import typing
@@ -326,6 +328,20 @@ def load_preset(name_or_path: str | Path) -> Preset:
     except tomllib.TOMLDecodeError as error:
         raise PresetError(f"preset {name!r}: invalid TOML: {error}") from None
     return Preset.from_dict(table, name=name)
+
+
+def dataset_name(preset: Preset) -> str:
+    """The file stem of ``preset``'s data set, one rule for every command: the shipped
+    preset's name when the data recipe is that preset's own (``tiny``), else the name and
+    8 hex digits of the recipe's hash (``tiny-3f9a0c1e``). So one recipe is one file,
+    however it was asked for (``data generate --trajectories``, ``--set data.…``, a preset
+    file), and a changed recipe never meets an old file of the same name."""
+    recipe = preset.to_dict()["data"]
+    if preset.name in available_presets() and load_preset(preset.name).to_dict()["data"] \
+            == recipe:
+        return preset.name
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+    return f"{preset.name}-{digest[:8]}"
 
 
 def override(preset: Preset, changes: Mapping[str, object]) -> Preset:

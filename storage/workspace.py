@@ -29,19 +29,6 @@ def default_home() -> Path:
     return Path(user_data_dir("diffbench", appauthor=False))
 
 
-def dataset_name(preset: str, *, trajectories: int | None = None, seed: int | None = None) -> str:
-    """File stem for a data set: the preset name, plus ``-n{N}``/``-s{S}`` for overrides.
-
-    Overridden data sets get their own name, so they never clash with the preset's own.
-    """
-    name = preset
-    if trajectories is not None:
-        name += f"-n{trajectories}"
-    if seed is not None:
-        name += f"-s{seed}"
-    return name
-
-
 @dataclass(frozen=True)
 class Workspace:
     """Paths inside one workspace directory. Creating the object touches no disk."""
@@ -58,7 +45,7 @@ class Workspace:
         return self.root / "data"
 
     def dataset_path(self, name: str) -> Path:
-        """Where the data set called ``name`` (see :func:`dataset_name`) lives."""
+        """Where the data set called ``name`` (`engine.config.dataset_name`) lives."""
         return self.data_dir / f"{name}.h5"
 
     def dataset_candidates(self, name_or_path: str | os.PathLike[str]) -> list[Path]:

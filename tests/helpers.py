@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from diffbench.engine.config import Preset, load_preset, override
+from diffbench.engine.config import Preset, dataset_name, load_preset, override
 from diffbench.storage.runs import RunSpec
 
 SIX = ["adamw", "sgd", "muon", "soap", "prodigy", "schedulefree"]  # the shipped sweeps' order
@@ -22,6 +22,12 @@ DEMO_EPOCHS = 375  # the demo sweep's epochs: its 1,500 steps at 4 steps per epo
 
 
 # ----------------------------------------------------------------------------- presets
+
+
+def data_file(home: Path, preset: str | Path) -> Path:
+    """Where the worker, `train` and `data generate` keep ``preset``'s data set in ``home``
+    (a preset file's name carries its recipe's hash: `engine.config.dataset_name`)."""
+    return home / "data" / f"{dataset_name(load_preset(preset))}.h5"
 
 
 def preset_toml(preset: Preset) -> str:

@@ -22,7 +22,7 @@ import pytest
 from cli_checks import assert_one_line_error
 from typer.testing import CliRunner
 
-from diffbench.storage.workspace import ENV_VAR, Workspace, dataset_name
+from diffbench.storage.workspace import ENV_VAR, Workspace
 from diffbench.tui.cli import app
 
 N = 10  # trajectories: split 8 / 1 / 1
@@ -82,7 +82,9 @@ def generated(home, quick_toml) -> tuple[Path, subprocess.CompletedProcess]:
     """`diffbench data generate` through the real console script, into a workspace."""
     result = run_script("--home", str(home), "data", "generate", "--preset", str(quick_toml),
                         "--trajectories", str(N), "--device", "cpu")
-    return home / "data" / f"quick-n{N}.h5", result
+    from diffbench.engine.config import dataset_name, load_preset
+
+    return home / "data" / f"{dataset_name(load_preset(quick_toml))}.h5", result
 
 
 @pytest.fixture
@@ -331,12 +333,10 @@ def test_workspace_precedence(tmp_path, monkeypatch):
     monkeypatch.delenv(ENV_VAR)
     assert Workspace.resolve().root.name == "diffbench"
     assert Workspace.resolve(tmp_path).dataset_path("tiny") == tmp_path / "data" / "tiny.h5"
-    assert dataset_name("tiny") == "tiny"
-    assert dataset_name("tiny", trajectories=10, seed=3) == "tiny-n10-s3"
 
 
 def test_info_and_preview_find_data_sets_by_name_in_the_workspace(dataset, home, runner):
-    name = dataset.stem  # quick-n10
+    name = dataset.stem  # quick-<hash8>
     result = invoke(runner, "--home", str(home), "data", "info", name, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["path"] == str(dataset)
@@ -353,10 +353,16 @@ def test_home_comes_from_the_environment(tmp_path, runner, monkeypatch):
     monkeypatch.setattr(dataset_module, "generate_dataset",
                         lambda preset, path, **_: seen.append(Path(path)) or path)
     monkeypatch.setattr("diffbench.tui.data._print_written", lambda path, elapsed: None)
-    result = runner.invoke(app, ["data", "generate", "--preset", "tiny", "--device", "cpu"],
-                           env={ENV_VAR: str(tmp_path)})
-    assert result.exit_code == 0, result.output
-    assert seen == [tmp_path / "data" / "tiny.h5"]
+    from diffbench.engine.config import dataset_name, load_preset, override
+
+    for extra in ([], ["--trajectories", "12", "--seed", "3"]):
+        result = runner.invoke(app, ["data", "generate", "--preset", "tiny", "--device", "cpu",
+                                     *extra], env={ENV_VAR: str(tmp_path)})
+        assert result.exit_code == 0, result.output
+    # the worker's name for a run with --set data.trajectories=12 data.seed=3: the same file
+    asked = override(load_preset("tiny"), {"data.trajectories": 12, "data.seed": 3})
+    assert seen == [tmp_path / "data" / "tiny.h5",
+                    tmp_path / "data" / f"{dataset_name(asked)}.h5"]
 
 
 @pytest.mark.parametrize("command", [[], ["data"], ["data", "generate"], ["data", "info"],

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from diffbench.engine.metrics import read_jsonl
 from diffbench.tui import train as train_cli
 from diffbench.tui.cli import app
-from tests.helpers import preset_toml, quick
+from tests.helpers import data_file, preset_toml, quick
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def toml(home) -> Path:
-    path = home.parent / "quick.toml"  # name "quick" → data set <home>/data/quick.h5
+    path = home.parent / "quick.toml"  # its data set: <home>/data/quick-<hash8>.h5
     path.write_text(preset_toml(quick()))
     return path
 
@@ -104,7 +104,7 @@ def test_train_writes_a_run_folder(runner, home, toml, device):
     result = invoke(runner, home, "-p", str(toml), "-O", "muon", "--device", device,
                     "--out", str(out))
     assert result.exit_code == 0, result.stderr
-    assert (home / "data" / "quick.h5").is_file()  # generated first
+    assert data_file(home, toml).is_file()  # generated first
     assert "generating it first" in result.stderr and "epoch 3/3" in result.stderr
     assert f"{out}: done at step 6 of 6" in result.stdout
     saved = json.loads((out / "config.json").read_text())
@@ -161,7 +161,7 @@ def test_sigint_checkpoints_exits_130_and_resumes_bit_exactly(home, toml, tmp_pa
     from diffbench.engine.training import Trainer
 
     config = RunConfig.from_dict(json.loads((out / "config.json").read_text())["run"])
-    trainer = Trainer(config, TrainingData.load(home / "data" / "quick.h5", config.preset))
+    trainer = Trainer(config, TrainingData.load(data_file(home, toml), config.preset))
     assert list(trainer)[-1].state == "done"
     weights = torch.load(out / "model.pt", weights_only=True)
     for name, value in trainer.model.state_dict().items():

@@ -14,6 +14,7 @@ from diffbench.engine.config import (
     Preset,
     PresetError,
     available_presets,
+    dataset_name,
     load_preset,
     override,
 )
@@ -64,6 +65,26 @@ def test_load_by_path_names_preset_after_file(tmp_path: Path) -> None:
     assert preset.name == "mine"
     assert preset.data == load_preset("paper").data
     assert load_preset(str(path)) == preset
+
+
+def test_one_data_set_name_per_recipe(tmp_path: Path) -> None:
+    """A shipped preset's own recipe is its name; any other recipe is name + its hash, the
+    same however it was asked for; a training-only change keeps the file."""
+    tiny = load_preset("tiny")
+    assert [dataset_name(load_preset(n)) for n in available_presets()] == available_presets()
+    assert dataset_name(override(tiny, {"train.epochs": 3, "optimizers.adamw.lr": 1.0})) \
+        == "tiny"
+    bigger = dataset_name(override(tiny, {"data.trajectories": 12}))
+    assert bigger.startswith("tiny-") and len(bigger) == len("tiny-") + 8
+    assert bigger == dataset_name(override(override(tiny, {"data.seed": 5}),
+                                           {"data.trajectories": 12, "data.seed": tiny.data.seed}))
+    assert dataset_name(override(tiny, {"data.seed": 1})) != bigger
+    path = tmp_path / "mine.toml"
+    path.write_text(_paper_text())
+    mine = dataset_name(load_preset(path))  # a preset file: hashed even with paper's recipe
+    assert mine.startswith("mine-") and len(mine) == len("mine-") + 8
+    path.write_text(_paper_text().replace("seed = 0", "seed = 7", 1))
+    assert dataset_name(load_preset(path)) != mine  # an edited file never meets the old data
 
 
 def test_to_dict_round_trips_through_json() -> None:

@@ -20,7 +20,7 @@ from diffbench.storage.runs import RunSpec
 from diffbench.tui.cli import app
 from diffbench.tui.demo import demo_specs
 from tests.cli_checks import assert_one_line_error
-from tests.helpers import DEMO_EPOCHS, SIX, preset_toml, quick
+from tests.helpers import DEMO_EPOCHS, SIX, data_file, preset_toml, quick
 
 LONG = 60  # SOAP's epochs (2 steps each): time to interrupt it
 QUICK = {"train.samples_every": 0, "quality.trajectories": 2, "quality.length": 5,
@@ -34,7 +34,7 @@ def home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def toml(home) -> Path:
-    path = home.parent / "dquick.toml"  # its data set: <home>/data/dquick.h5
+    path = home.parent / "dquick.toml"  # its data set: <home>/data/dquick-<hash8>.h5
     path.write_text(preset_toml(quick(**QUICK)))
     return path
 
@@ -90,8 +90,8 @@ def test_demo_ctrl_c_then_rerun_continues_reports_and_a_third_reuses_everything(
     process.send_signal(signal.SIGINT)
     code, _, err = finish(process)
     assert code == 130, err
-    assert "dquick.h5 is missing; generating it" in err
-    assert (home / "data" / "dquick.h5").exists()
+    assert f"{data_file(home, toml).name} is missing; generating it" in err
+    assert data_file(home, toml).exists()
     assert "demo: 2 runs" in err and "0 of them queued or finished before" in err
     assert "run diffbench demo again to go on" in err
     soap, adamw = demo_runs(db)

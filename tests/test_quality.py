@@ -321,6 +321,7 @@ def test_worker_stores_quality_in_the_run_summary(quick_preset, quick_toml, home
 
 def test_cli_train_writes_quality_json(quick_preset, quick_toml, home, tmp_path, device):
     from diffbench.tui.cli import app
+    from tests.helpers import data_file
 
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["--home", str(home), "train", "-p", str(quick_toml), "-O",
@@ -329,13 +330,13 @@ def test_cli_train_writes_quality_json(quick_preset, quick_toml, home, tmp_path,
     [row] = read_jsonl(out / "quality.json")
     with np.load(out / "samples" / "quality-data.npz") as data:
         states = data["velocity"].shape[1]
-        test = load_split(home / "data" / "qquick.h5", "test")
+        test = load_split(data_file(home, quick_toml), "test")
         picks = np.unique(np.linspace(0, test.shape[1] - 1, 5).round().astype(int))
         count = min(2, quick_preset.quality.trajectories, len(test))
         assert np.array_equal(data["velocity"], test[:count, picks])
     assert np.load(out / "samples" / "quality.npz")["velocity"].shape[1] == states
     assert row["epoch"] == 1 and row["step"] > 0
     assert_stored(row["scores"], quick_preset)
-    test_split = load_split(home / "data" / "qquick.h5", "test")
+    test_split = load_split(data_file(home, quick_toml), "test")
     expected = np.array(flow_statistics(test_split).spectrum)
     assert np.array(row["scores"]["spectrum"]["data"]) == pytest.approx(expected)

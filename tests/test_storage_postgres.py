@@ -181,7 +181,7 @@ def test_four_workers_on_postgres_claim_each_of_40_runs_exactly_once(url, tmp_pa
 
     from diffbench.engine.config import load_preset
     from diffbench.engine.dataset import generate_dataset
-    from tests.helpers import drain, preset_toml, quick
+    from tests.helpers import data_file, drain, preset_toml, quick
     from tests.helpers import spec as worker_spec
 
     folder = tmp_path_factory.mktemp("pg")  # short: a preset path fits its 64-char column
@@ -189,7 +189,7 @@ def test_four_workers_on_postgres_claim_each_of_40_runs_exactly_once(url, tmp_pa
     cheap = {"train.epochs": 1, "train.samples_every": 0, "train.batch_size": 8,
              "model.channels": [4, 8], "quality.enabled": False}
     toml.write_text(preset_toml(quick(**cheap)))
-    generate_dataset(load_preset(str(toml)), home / "data" / "pgone.h5",
+    generate_dataset(load_preset(str(toml)), data_file(home, toml),
                      device=torch.device("cpu"))
     db = open_database(url)
     try:

@@ -22,7 +22,7 @@ from diffbench.engine.dataset import generate_dataset
 from diffbench.engine.device import resolve_device
 from diffbench.storage import queue, records, workers
 from diffbench.storage.db import open_database
-from tests.helpers import drain, finish, preset_toml, quick, spawn, spec
+from tests.helpers import data_file, drain, finish, preset_toml, quick, spawn, spec
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_worker_trains_runs_to_done_diverged_and_failed(home, toml, db, device):
     broken = home.parent / "wbroken.toml"  # its own data set, which we corrupt
     broken.write_text(toml.read_text())
     (home / "data").mkdir(parents=True, exist_ok=True)
-    (home / "data" / "wbroken.h5").write_bytes(b"not an hdf5 file")
+    data_file(home, broken).write_bytes(b"not an hdf5 file")
     ids = queue.enqueue(db, [spec(toml, seed=0), spec(toml, seed=1),
                              spec(toml, optimizer="sgd", lr=1e6, seed=2),
                              spec(broken)]).ids
@@ -105,7 +105,7 @@ def test_two_workers_never_train_the_same_run(home, toml, db, device):
 def test_four_workers_claim_each_of_40_runs_exactly_once(home, db, device):
     many = home.parent / "wmany.toml"  # 1 epoch, no previews; its data set made up front
     many.write_text(preset_toml(quick(**{"train.epochs": 1, "train.samples_every": 0})))
-    generate_dataset(load_preset(str(many)), home / "data" / "wmany.h5",
+    generate_dataset(load_preset(str(many)), data_file(home, many),
                      device=torch.device("cpu"))
     ids = queue.enqueue(db, [spec(many, seed=s) for s in range(40)]).ids
     logs = drain(home, db, workers=4, seconds=240, device=device)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from diffbench.engine.vocabulary import SPLITS
-from diffbench.storage.workspace import Workspace, dataset_name
+from diffbench.storage.workspace import Workspace
 
 from . import output
 from .errors import EXIT_INTERRUPTED, UserError, require, user_errors
@@ -48,7 +48,8 @@ def generate(
         typer.Option(
             "--out", "-o", metavar="PATH",
             help="Output file. Default: <home>/data/<preset>.h5 "
-            "(<preset>-n<N>-s<S>.h5 when --trajectories/--seed override the preset).",
+            "(<preset>-<hash8>.h5 when the data recipe is not a shipped preset's own: "
+            "--trajectories, --seed or a preset file; the worker finds the same file).",
             show_default=False,
         ),
     ] = None,
@@ -106,7 +107,7 @@ def _check_writable(path: Path) -> None:
 
 def _generate(workspace: Workspace, *, preset: str, out: Path | None, trajectories: int | None,
               device: str, seed: int | None, compile: bool | None) -> None:
-    from diffbench.engine.config import PresetError, load_preset, override
+    from diffbench.engine.config import PresetError, dataset_name, load_preset, override
 
     with user_errors(PresetError):
         require(trajectories is None or trajectories > 0,
@@ -115,8 +116,7 @@ def _generate(workspace: Workspace, *, preset: str, out: Path | None, trajectori
         config = load_preset(preset)
         changes = {"data.trajectories": trajectories, "data.seed": seed}
         config = override(config, {k: v for k, v in changes.items() if v is not None})
-        path = out if out is not None else workspace.dataset_path(
-            dataset_name(config.name, trajectories=trajectories, seed=seed))
+        path = out if out is not None else workspace.dataset_path(dataset_name(config))
         path = path.expanduser().absolute()
         _check_writable(path)
 

@@ -107,19 +107,18 @@ def _demo(ctx: typer.Context, workspace: Workspace, specs: Sequence[RunSpec], ou
           device: str, threads: int, workers: int | None) -> None:
     import torch
 
-    from diffbench.engine.config import PresetError
+    from diffbench.engine.config import PresetError, dataset_name
     from diffbench.engine.dataset import DatasetError
     from diffbench.engine.device import DeviceError, resolve_device
     from diffbench.engine.run import RunError
 
     from .output import console
-    from .runner.provision import dataset_stem
     from .runner.worker import run_config
 
     err = console(stderr=True)
     with user_errors(DeviceError, PresetError, RunError):
         resolved = resolve_device(device)  # and every run's settings, before writing:
-        presets = {dataset_stem(c.preset): c.preset for c in (run_config(s, device)
+        presets = {dataset_name(c.preset): c.preset for c in (run_config(s, device)
                                                               for s in specs)}
     torch.set_num_threads(threads)  # threads spinning at each op's barrier on a busy machine
     if workers is None:

@@ -11,7 +11,8 @@ A run folder holds::
     checkpoints/                resume checkpoints and latest.json
     model.pt                    final weights (ScheduleFree: its averaged weights)
 
-The data set is the preset's workspace file (``<home>/data/<preset>.h5``); when it is missing
+The data set is the recipe's workspace file (``<home>/data/<preset>.h5``, or
+``<preset>-<hash8>.h5`` for another recipe: `engine.config.dataset_name`); when it is missing
 it is generated first (with a progress bar), as ``diffbench data generate`` would.
 """
 
@@ -145,7 +146,7 @@ def _train(workspace: Workspace, *, preset: str | None, optimizer: str | None, s
         require(checkpoint_every is None or checkpoint_every > 0,
                 f"--checkpoint-every must be positive, got {checkpoint_every}")
 
-    from diffbench.engine.config import PresetError, load_preset, override
+    from diffbench.engine.config import PresetError, dataset_name, load_preset, override
     from diffbench.engine.device import DeviceError, resolve_device
     from diffbench.engine.run import RunConfig, RunError, default_hyperparameters
 
@@ -169,7 +170,7 @@ def _train(workspace: Workspace, *, preset: str | None, optimizer: str | None, s
         require(not (folder / CONFIG).exists(),
                 f"{folder} already holds a run; continue it with --resume {folder}")
         require(not folder.is_file(), f"--out {folder} is a file")
-        data_path = workspace.dataset_path(config.name)
+        data_path = workspace.dataset_path(dataset_name(config))
     _check_writable(folder)
     if not data_path.exists():
         _generate(config, data_path, device)

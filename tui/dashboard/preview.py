@@ -47,16 +47,14 @@ def generated_images(db: Database, sample_id: int) -> tuple[int, tuple[np.ndarra
 def dataset_path(run: Run, workspace: Workspace) -> Path | None:
     """Where the worker keeps (or would generate) the run's data set, from its resolved
     config (or its preset when it has not started)."""
-    from diffbench.engine.config import Preset, PresetError, load_preset
-
-    from ..runner.provision import dataset_stem
+    from diffbench.engine.config import Preset, PresetError, dataset_name, load_preset
 
     try:
         preset = (Preset.from_dict(run.config["preset"]) if run.config
                   else load_preset(run.preset))
     except (PresetError, KeyError, TypeError):
         return None
-    return workspace.dataset_path(dataset_stem(preset))
+    return workspace.dataset_path(dataset_name(preset))
 
 
 def real_images(path: Path | None) -> tuple[tuple[np.ndarray, ...], str]:

@@ -6,23 +6,8 @@ Several workers may need the same missing file at once; one generates it under
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
-
-
-def dataset_stem(preset: Any) -> str:
-    """``<name>`` (what `diffbench data generate` writes), or ``<name>-<hash>`` when the
-    data recipe differs from the shipped preset of that name (a ``--set data.…``)."""
-    from diffbench.engine.config import available_presets, load_preset
-
-    name = preset.name
-    if name in available_presets() and load_preset(name).data != preset.data:
-        digest = hashlib.sha256(json.dumps(preset.to_dict()["data"], sort_keys=True)
-                                .encode()).hexdigest()[:8]
-        return f"{name}-{digest}"
-    return name
 
 
 def ensure_dataset(preset: Any, path: Path, device: str, progress: Any = None) -> None:

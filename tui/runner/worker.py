@@ -35,7 +35,7 @@ from diffbench.storage import queue, workers
 from diffbench.storage.workspace import Workspace
 
 from ..errors import EXIT_INTERRUPTED
-from .provision import dataset_stem, ensure_dataset
+from .provision import ensure_dataset
 
 
 def log(message: str) -> None:
@@ -256,9 +256,10 @@ class Worker:
 
     def _data(self, config: Any) -> Any:
         """The run's data set, generated first (once, under a file lock) when missing."""
+        from diffbench.engine.config import dataset_name
         from diffbench.engine.run import TrainingData
 
-        path = self.workspace.dataset_path(dataset_stem(config.preset))
+        path = self.workspace.dataset_path(dataset_name(config.preset))
         if not path.exists():
             ensure_dataset(config.preset, path, self.device)
         return TrainingData.load(path, config.preset)
