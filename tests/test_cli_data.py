@@ -352,7 +352,7 @@ def test_home_comes_from_the_environment(tmp_path, runner, monkeypatch):
     seen = []
     monkeypatch.setattr(dataset_module, "generate_dataset",
                         lambda preset, path, **_: seen.append(Path(path)) or path)
-    monkeypatch.setattr("diffbench.tui.data._print_written", lambda path, elapsed: None)
+    monkeypatch.setattr("diffbench.tui.commands.data._print_written", lambda path, elapsed: None)
     from diffbench.engine.config import dataset_name, load_preset, override
 
     for extra in ([], ["--trajectories", "12", "--seed", "3"]):

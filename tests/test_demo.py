@@ -18,7 +18,7 @@ from diffbench.storage import queue, records
 from diffbench.storage.db import open_database
 from diffbench.storage.runs import RunSpec
 from diffbench.tui.cli import app
-from diffbench.tui.demo import demo_specs
+from diffbench.tui.commands.demo import demo_specs
 from tests.cli_checks import assert_one_line_error
 from tests.helpers import DEMO_EPOCHS, SIX, data_file, preset_toml, quick
 

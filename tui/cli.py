@@ -21,10 +21,8 @@ import typer
 
 from diffbench.storage.workspace import ENV_VAR, Workspace
 
-from . import data, db, demo, queue, runs, train, worker, workers
-from .dashboard.command import tui
+from .commands import dashboard, data, db, demo, queue, report, runs, train, worker, workers
 from .output import DB_KEY
-from .report import command as report
 
 app = typer.Typer(
     name="diffbench",
@@ -47,7 +45,7 @@ app.add_typer(runs.app, name="runs")
 app.add_typer(db.app, name="db")
 app.command(name="worker")(worker.worker)
 app.add_typer(workers.app, name="workers")
-app.command(name="tui")(tui)
+app.command(name="tui")(dashboard.tui)
 app.command(name="report")(report.report)
 app.command(name="demo")(demo.demo)
 

@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
-from .errors import require, user_errors
-from .output import JsonOption, database, print_json, print_table
+from ..errors import require, user_errors
+from ..output import JsonOption, database, print_json, print_table
 
 app = typer.Typer(help="The worker processes of the job database.", no_args_is_help=True)
 

@@ -14,7 +14,7 @@ import typer
 
 from ..errors import user_errors
 from ..output import database, filter_option, run_filter
-from .write import NoRuns, check_out, write_report
+from ..report.write import NoRuns, check_out, write_report
 
 
 def report(

@@ -15,7 +15,7 @@ import typer
 
 from diffbench.storage.workspace import Workspace
 
-from .errors import user_errors
+from ..errors import user_errors
 
 DB_META_KEY = "diffbench.db_url"  # where the root callback puts the global --db
 
@@ -68,9 +68,9 @@ def worker(
       diffbench worker --device cpu --threads 1      # one of several CPU workers
       diffbench worker --run 7 --run 8 --idle-exit 0 # just these runs, then exit
     """
-    from .errors import require
-    from .runner.gpus import expand_gpus, spawn_per_gpu
-    from .runner.worker import Worker
+    from ..errors import require
+    from ..runner.gpus import expand_gpus, spawn_per_gpu
+    from ..runner.worker import Worker
 
     workspace: Workspace = ctx.obj
     db_url = db_url or _global_db(ctx)

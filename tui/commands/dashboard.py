@@ -34,7 +34,7 @@ def tui(
     """
     with user_errors():
         require(refresh > 0, f"--refresh must be positive, got {refresh}")
-    from .app import DashboardApp, DashboardOptions
+    from ..dashboard.app import DashboardApp, DashboardOptions
 
     with database(ctx) as db:
         DashboardApp(db, ctx.find_root().obj, DashboardOptions(

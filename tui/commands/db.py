@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import typer
 
-from .errors import fail
-from .output import DB_KEY, JsonOption, notice, print_json
+from ..errors import fail
+from ..output import DB_KEY, JsonOption, notice, print_json
 
 app = typer.Typer(help="The job database: schema migrations.", no_args_is_help=True,
                   rich_markup_mode="rich")

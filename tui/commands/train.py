@@ -37,7 +37,7 @@ from diffbench.engine.vocabulary import (
 )
 from diffbench.storage.workspace import Workspace
 
-from .errors import EXIT_INTERRUPTED, UserError, require, user_errors
+from ..errors import EXIT_INTERRUPTED, UserError, require, user_errors
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -210,7 +210,7 @@ def _generate(preset: Any, path: Path, device: str) -> None:
     from diffbench.engine.dataset import DatasetError, compile_pays_off, generate_dataset
     from diffbench.engine.device import DeviceError, resolve_device
 
-    from .output import GenerationProgress
+    from ..output import GenerationProgress
 
     with user_errors(DeviceError):
         torch_device = resolve_device(device)

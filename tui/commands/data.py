@@ -17,8 +17,8 @@ import typer
 from diffbench.engine.vocabulary import SPLITS
 from diffbench.storage.workspace import Workspace
 
-from . import output
-from .errors import EXIT_INTERRUPTED, UserError, require, user_errors
+from .. import output
+from ..errors import EXIT_INTERRUPTED, UserError, require, user_errors
 
 if TYPE_CHECKING:
     pass
@@ -242,7 +242,7 @@ def _info(workspace: Workspace, dataset: str, *, as_json: bool, split: str) -> N
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))
     else:
-        from .tables import info_tables
+        from ..tables import info_tables
 
         output.console().print(*info_tables(report))
 
@@ -292,7 +292,7 @@ def _preview(workspace: Workspace, dataset: str, *, split: str, index: int, stat
     from diffbench.engine.dataset import DatasetError, load_split, open_dataset
     from diffbench.engine.vorticity import display_vorticity, vorticity
 
-    from .render import legend, render_row
+    from ..render import legend, render_row
 
     console = output.console()
     with user_errors(DatasetError):

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .errors import UserError, require, user_errors
-from .output import (
+from ..errors import UserError, require, user_errors
+from ..output import (
     JsonOption,
     StatusOption,
     check_status,
@@ -39,7 +39,7 @@ from .output import (
     run_dict,
     run_filter,
 )
-from .study.export import (
+from ..study.export import (
     EPOCH_FIELDS,
     FORMATS,
     LS_SUMMARY,
@@ -123,7 +123,7 @@ def _show(ctx: typer.Context, run_id: int, *, as_json: bool) -> None:
     info = Table(title=f"Run {run.id}", title_justify="left", show_header=False)
     info.add_column("key", style="bold")
     info.add_column("value", overflow="fold")
-    from .output import fmt
+    from ..output import fmt
 
     for key, value in run_row(run).items():
         info.add_row(key, escape(fmt(value)))

@@ -3,7 +3,7 @@
     data set     generated once if missing (the worker's file lock, a progress bar)
     queue        the `demo` sweep (presets/sweeps/demo.toml), tagged ``demo``; a run already
                  queued, running or done is not queued again, so a re-run reuses it
-    workers      `tui.worker.Worker` in this process and ``--workers`` − 1 `diffbench worker
+    workers      `runner.worker.Worker` in this process and ``--workers`` − 1 `diffbench worker
                  --run …` processes beside it, claiming only the demo's runs
     display      a poller thread reads the job database (as the dashboard does) and draws
                  one line per run and the overall progress with an ETA on stderr
@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .errors import EXIT_INTERRUPTED, require, user_errors
-from .output import database
+from ..errors import EXIT_INTERRUPTED, require, user_errors
+from ..output import database
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -77,7 +77,7 @@ def demo(
       diffbench --home /tmp/demo demo --out /tmp/demo/report
       diffbench demo --epochs 5
     """
-    from .report.write import check_out
+    from ..report.write import check_out
 
     workspace: Workspace = ctx.obj
     target = (out if out is not None else workspace.root / "report").expanduser().absolute()
@@ -95,7 +95,7 @@ def demo_specs(sweep: str, epochs: int | None = None) -> list[RunSpec]:
     replacing the sweep's; `UserError` for a bad sweep."""
     import dataclasses
 
-    from .study.sweeps import sweep_path, sweep_specs
+    from ..study.sweeps import sweep_path, sweep_specs
 
     specs = sweep_specs(sweep_path(sweep))
     require(bool(specs), f"sweep {sweep!r} holds no runs")
@@ -112,8 +112,8 @@ def _demo(ctx: typer.Context, workspace: Workspace, specs: Sequence[RunSpec], ou
     from diffbench.engine.device import DeviceError, resolve_device
     from diffbench.engine.run import RunError
 
-    from .output import console
-    from .runner.worker import run_config
+    from ..output import console
+    from ..runner.worker import run_config
 
     err = console(stderr=True)
     with user_errors(DeviceError, PresetError, RunError):
@@ -149,8 +149,8 @@ def _helpers(ctx: typer.Context, workspace: Workspace, ids: Sequence[int], devic
     """``count`` `diffbench worker` processes that claim only runs ``ids`` and exit when none
     is left. They share this terminal's process group, so Ctrl-C reaches them too: each
     checkpoints its run and puts it back in the queue."""
-    from .output import DB_KEY
-    from .runner.gpus import worker_command
+    from ..output import DB_KEY
+    from ..runner.gpus import worker_command
 
     args = worker_command(workspace, ctx.find_root().meta.get(DB_KEY), "--device", device,
                           "--threads", str(threads), "--idle-exit", "0",
@@ -168,7 +168,7 @@ def _train(db: Database, workspace: Workspace, ids: Sequence[int], device: str,
            err: Console, helpers: Sequence[subprocess.Popen] = ()) -> int:
     """Train the demo's unfinished runs in this process, ``helpers`` training beside it, with
     the live display; the worst exit code."""
-    from .runner.worker import Worker
+    from ..runner.worker import Worker
 
     started = time.monotonic()
     with Display(db, ids, err):
@@ -212,8 +212,8 @@ def _describe(specs: Sequence[RunSpec]) -> str:
 
 def _ensure_data(path: Path, preset: Any, device: str, err: Console) -> None:
     """Generate the preset's data set unless it is there (under the worker's file lock)."""
-    from .output import GenerationProgress
-    from .runner.provision import ensure_dataset
+    from ..output import GenerationProgress
+    from ..runner.provision import ensure_dataset
 
     if path.exists():
         return
@@ -229,8 +229,8 @@ def _unfinished(db: Database, ids: Sequence[int]) -> list[int]:
 
 
 def _report(db: Database, out: Path, specs: Sequence[RunSpec]) -> None:
-    from .errors import UserError, fail
-    from .report.write import NoRuns, write_report
+    from ..errors import UserError, fail
+    from ..report.write import NoRuns, write_report
 
     filters = [f"tag:{DEMO_TAG}", "preset:" + ",".join(dict.fromkeys(s.preset for s in specs))]
     try:

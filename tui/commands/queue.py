@@ -18,8 +18,8 @@ from diffbench.engine.vocabulary import (
     weight_decay_problem,
 )
 
-from .errors import user_errors
-from .output import (
+from ..errors import user_errors
+from ..output import (
     JsonOption,
     StatusOption,
     check_status,
@@ -32,8 +32,8 @@ from .output import (
     run_dict,
     run_filter,
 )
-from .study.plan import Grid, parse_floats, parse_seeds, parse_sets, resolve_specs, split_list
-from .study.sweeps import read_sweep, shipped_sweeps, sweep_path, sweep_specs
+from ..study.plan import Grid, parse_floats, parse_seeds, parse_sets, resolve_specs, split_list
+from ..study.sweeps import read_sweep, shipped_sweeps, sweep_path, sweep_specs
 
 if TYPE_CHECKING:
     from diffbench.storage.filters import RunFilter
