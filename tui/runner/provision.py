@@ -7,7 +7,10 @@ Several workers may need the same missing file at once; one generates it under
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def ensure_dataset(preset: Any, path: Path, device: str, progress: Any = None) -> None:
@@ -35,3 +38,14 @@ def ensure_dataset(preset: Any, path: Path, device: str, progress: Any = None) -
                              progress=progress)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def provide_dataset(preset: Any, path: Path, device: str, console: Console) -> None:
+    """`ensure_dataset` with a progress bar on ``console``, for the commands that train in
+    the foreground (`train`, `demo`); nothing when the file is there."""
+    from ..output import GenerationProgress
+
+    if path.exists():
+        return
+    with GenerationProgress(console, preset.data.trajectories) as report:
+        ensure_dataset(preset, path, device, progress=report)
