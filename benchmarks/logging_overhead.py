@@ -33,7 +33,8 @@ import torch
 
 from diffbench.engine.config import load_preset, override
 from diffbench.engine.metrics import EpochRecord, Steps
-from diffbench.engine.run import RunConfig, TrainingData
+from diffbench.engine.run import TrainingData
+from diffbench.engine.run_config import RunConfig
 from diffbench.engine.training import Trainer
 from diffbench.storage import queue, records, workers
 from diffbench.storage.db import open_database

@@ -38,7 +38,8 @@ import torch
 from diffbench.engine.config import Preset, load_preset, override
 from diffbench.engine.metrics import EpochRecord, StartRecord, StepRecord, Steps
 from diffbench.engine.optimizers import OPTIMIZERS
-from diffbench.engine.run import RunConfig, TrainingData
+from diffbench.engine.run import TrainingData
+from diffbench.engine.run_config import RunConfig
 from diffbench.engine.training import Trainer
 from diffbench.engine.unet import build_model
 

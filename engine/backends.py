@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from .run import RunConfig
+    from .run_config import RunConfig
 
 
 def event() -> torch.cuda.Event:

@@ -29,7 +29,8 @@ from .diffusion import (
 from .metrics import QualityRecord, Record, SampleRecord
 from .optimizers import set_eval_mode, set_train_mode
 from .quality import assess
-from .run import RunConfig, TrainingData
+from .run import TrainingData
+from .run_config import RunConfig
 from .sampling import sample_windows
 from .vorticity import vorticity
 from .windows import WindowSampler

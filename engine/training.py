@@ -77,7 +77,8 @@ from .optimizers import (
     set_train_mode,
     uses_external_schedule,
 )
-from .run import RunConfig, TrainingData, provenance
+from .run import TrainingData, provenance
+from .run_config import RunConfig
 from .schedules import lr_multiplier
 from .unet import build_model
 from .vorticity import vorticity

@@ -78,8 +78,12 @@ def test_only_the_cli_imports_the_commands():
     assert importers("diffbench.tui.cli") - {"diffbench.tui.runner.gpus"} == set()
 
 
-def test_the_study_planner_and_the_vocabulary_are_torch_free():
-    for name in under("diffbench.tui.study") | {"diffbench.engine.vocabulary"}:
+def test_the_study_planner_and_the_run_settings_are_torch_free():
+    """Directly (tests/test_cli_queue.py runs `queue add` and finds no torch loaded)."""
+    torch_free = under("diffbench.tui.study") | {"diffbench.engine.vocabulary",
+                                                 "diffbench.engine.config",
+                                                 "diffbench.engine.run_config"}
+    for name in torch_free:
         assert not {u for u in GRAPH[name] if u.split(".")[0] in ("torch", "numpy")}, name
 
 

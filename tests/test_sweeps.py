@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from diffbench.engine.config import load_preset, override
 from diffbench.engine.dataset import generate_dataset
-from diffbench.engine.run import RunConfig, TrainingData
+from diffbench.engine.run import TrainingData
+from diffbench.engine.run_config import RunConfig
 from diffbench.engine.training import Trainer
 from diffbench.tui.cli import app
 from tests.cli_checks import assert_one_line_error

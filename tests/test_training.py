@@ -30,7 +30,8 @@ from diffbench.engine.metrics import (
     read_jsonl,
 )
 from diffbench.engine.optimizers import OPTIMIZERS
-from diffbench.engine.run import RunConfig, RunError, TrainingData
+from diffbench.engine.run import TrainingData
+from diffbench.engine.run_config import RunConfig, RunError
 from diffbench.engine.training import Trainer
 
 LR = {"adamw": 2e-3, "sgd": 2e-2, "muon": 2e-3, "soap": 2e-3, "schedulefree": 2e-3,

@@ -10,7 +10,7 @@ from diffbench.engine import vocabulary
 from diffbench.engine.config import PresetError, load_preset, override
 from diffbench.engine.dataset import SPLITS
 from diffbench.engine.optimizers import OPTIMIZERS, OptimizerError, build_optimizer
-from diffbench.engine.run import RunConfig, RunError
+from diffbench.engine.run_config import RunConfig, RunError
 from diffbench.engine.schedules import SCHEDULES
 from diffbench.storage.db import StorageError, open_database
 from diffbench.storage.queue import enqueue

@@ -104,7 +104,7 @@ def _demo(ctx: typer.Context, workspace: Workspace, specs: Sequence[RunSpec], ou
     from diffbench.engine.config import PresetError, dataset_name
     from diffbench.engine.dataset import DatasetError
     from diffbench.engine.device import DeviceError, resolve_device
-    from diffbench.engine.run import RunError
+    from diffbench.engine.run_config import RunError
 
     from ..output import DB_KEY, console
     from ..runner.provision import provide_dataset

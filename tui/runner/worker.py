@@ -270,14 +270,11 @@ def run_config(run: Any, device: str) -> Any:
     device this worker's), so a preset file edited since changes nothing; runs queued
     before configs were stored: their preset with ``--epochs`` and ``--set`` applied."""
     from diffbench.engine.config import load_preset, override
-    from diffbench.engine.run import RunConfig
-
-    from ..study.plan import RUN_KEYS
+    from diffbench.engine.run_config import RunConfig, split_settings
 
     if run.config:
         return RunConfig.from_dict({**run.config, "device": device})
-    changes = dict(run.overrides)
-    extra = {k: changes.pop(k) for k in RUN_KEYS if k in changes}
+    extra, changes = split_settings(run.overrides)
     if run.epochs is not None:
         changes["train.epochs"] = run.epochs
     preset = load_preset(run.preset)

@@ -6,26 +6,19 @@ later). Bad values raise `UserError` with one line.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diffbench.engine.vocabulary import OPTIMIZERS, PRECISIONS, SCHEDULES
+from diffbench.engine.vocabulary import OPTIMIZERS, SCHEDULES, unknown
 
 from ..errors import UserError, require
 
 if TYPE_CHECKING:
+    from diffbench.engine.config import Preset
+    from diffbench.engine.run_config import RunConfig
     from diffbench.storage.runs import RunSpec
-
-# Run settings a queued run may set with an undotted --set key (not preset keys): how a step
-# is computed, and its precision. The values each takes.
-RUN_KEYS: dict[str, tuple[object, ...]] = {"precision": PRECISIONS,
-                                           "deterministic": (True, False),
-                                           "channels_last": (True, False),
-                                           "compile": (True, False),
-                                           "cuda_graph": (True, False)}
-
 
 def split_list(values: list[str] | None) -> list[str]:
     """Repeated and comma-separated values, in order, without blanks or repeats."""
@@ -106,15 +99,14 @@ def resolve_specs(grid: Grid) -> list[RunSpec]:
     to the preset's (so an identical run queued another way is still a duplicate). Bad
     values raise `UserError`."""
     from diffbench.engine.config import PresetError, load_preset, override
-    from diffbench.engine.vocabulary import run_schedule
+    from diffbench.engine.run_config import RunError, split_settings
     from diffbench.storage.runs import RunSpec
 
     require(bool(grid.optimizers), f"--optimizer is required; one or more of "
             f"{', '.join(OPTIMIZERS)}")
-    for name in grid.optimizers:
-        require(name in OPTIMIZERS, f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
-    for name in grid.schedules:
-        require(name in SCHEDULES, f"unknown schedule {name!r}; known: {', '.join(SCHEDULES)}")
+    for problem in (*(unknown("optimizer", n, OPTIMIZERS) for n in grid.optimizers),
+                    *(unknown("schedule", n, SCHEDULES) for n in grid.schedules)):
+        require(problem is None, str(problem))
     require(grid.epochs is None or grid.epochs > 0, f"--epochs must be positive, "
             f"got {grid.epochs}")
     sets = dict(grid.sets)
@@ -126,43 +118,43 @@ def resolve_specs(grid: Grid) -> list[RunSpec]:
         require(epochs is None or epochs == value,
                 f"--epochs {epochs} contradicts --set train.epochs={value}")
         epochs = value
-    for key in RUN_KEYS.keys() & sets.keys():
-        value, allowed = sets[key], RUN_KEYS[key]
-        require(value in allowed and type(value) in {type(v) for v in allowed},
-                f"--set {key} takes {' or '.join(str(v).lower() for v in allowed)}, "
-                f"got {value!r}")
-    changes = {key: value for key, value in sets.items() if key not in RUN_KEYS}
-    if epochs is not None:
-        changes["train.epochs"] = epochs
     try:
+        settings, changes = split_settings(sets)
+        if epochs is not None:
+            changes["train.epochs"] = epochs
         preset = load_preset(grid.preset)
         resolved = override(preset, changes) if changes else preset
-    except PresetError as error:  # a UserError like every other check here
+    except (PresetError, RunError) as error:  # a UserError like every other check here
         raise UserError(str(error)) from None
-    # the run as validated here, stored with it and trained as stored (`worker.run_config`):
-    # `RunConfig.to_dict()` without the device (the worker's) and with only the run
-    # settings given (the rest take `RunConfig`'s defaults), so no torch is needed to plan
-    run_settings = {key: sets[key] for key in RUN_KEYS if key in sets}
     name = grid.preset
     if Path(name).suffix == ".toml" or "/" in name:  # a file: where a worker finds it
         name = str(Path(name).expanduser().absolute())
-    specs = []
+    try:
+        return [RunSpec(preset=name, optimizer=run.optimizer, schedule=run.schedule,
+                        lr=run.lr, weight_decay=run.weight_decay, seed=run.seed,
+                        epochs=resolved.train.epochs, overrides=sets, priority=grid.priority,
+                        tags=grid.tags, config=run.to_dict())
+                for run in _runs(grid, resolved, settings)]
+    except RunError as error:
+        raise UserError(str(error)) from None
+
+
+def _runs(grid: Grid, preset: Preset, settings: dict[str, Any]) -> Iterator[RunConfig]:
+    """The grid's runs on ``preset``: what each trains, validated here, stored with the run
+    and trained as stored (`runner.worker.run_config`, on the worker's device)."""
+    from diffbench.engine.run_config import RunConfig
+    from diffbench.engine.vocabulary import run_schedule
+
     for optimizer in grid.optimizers:
-        defaults = resolved.optimizers.get(optimizer)
+        defaults = preset.optimizers.get(optimizer)
         require(defaults is not None or (grid.lrs and grid.wds),
-                f"preset {resolved.name!r} has no defaults for optimizer {optimizer!r}; "
+                f"preset {preset.name!r} has no defaults for optimizer {optimizer!r}; "
                 "give --lr and --wd")
         # one spelling of what ScheduleFree trains, so a run queued another way is a duplicate
         for schedule in dict.fromkeys(run_schedule(optimizer, s) for s in grid.schedules):
             for lr in grid.lrs or [defaults.lr]:
                 for wd in grid.wds or [defaults.weight_decay]:
                     for seed in grid.seeds:
-                        config = {"preset": resolved.to_dict(), "optimizer": optimizer,
-                                  "schedule": schedule, "lr": lr, "weight_decay": wd,
-                                  "seed": seed, **run_settings}
-                        specs.append(RunSpec(
-                            preset=name, optimizer=optimizer, schedule=schedule, lr=lr,
-                            weight_decay=wd, seed=seed, epochs=resolved.train.epochs,
-                            overrides=sets, priority=grid.priority, tags=grid.tags,
-                            config=config))
-    return specs
+                        yield RunConfig(preset=preset, optimizer=optimizer, lr=lr,
+                                        weight_decay=wd, schedule=schedule, seed=seed,
+                                        **settings)
