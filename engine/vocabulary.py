@@ -1,6 +1,7 @@
 """The project's names in one torch-free place: optimizers, schedules, precisions, data-set
 splits, the ScheduleFree rule, the checks of a learning rate and a weight decay (one
-wording for every command and layer), and one colour per optimizer (report and dashboard).
+wording for every command and layer), one colour per optimizer (report and dashboard), and
+the sample-quality scores with their headers and labels.
 
 Everything that names these reads them here; the registries that implement them
 (`optimizers.OPTIMIZERS`, `schedules.SCHEDULES`) are checked against them by the tests, so
@@ -10,6 +11,7 @@ adding an optimizer is one entry here and one builder there.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd", "muon", "soap", "schedulefree", "prodigy")
 #: Optimizers that take no external lr schedule (only their own warm-up): a run of one is
@@ -58,3 +60,29 @@ def weight_decay_problem(weight_decay: float, name: str = "weight_decay") -> str
     ok = (isinstance(weight_decay, int | float) and math.isfinite(weight_decay)
           and weight_decay >= 0)
     return None if ok else f"{name} must be a non-negative number, got {weight_decay!r}"
+
+
+@dataclass(frozen=True)
+class Score:
+    """A sample-quality score (a field of `engine.quality.QualityScores`, docs/QUALITY.md):
+    its table header and number format, and its axis label where the report plots it
+    against the loss (empty: not plotted)."""
+
+    key: str
+    header: str
+    format: str
+    label: str = ""
+
+
+#: The scores in the report's order.
+QUALITY_SCORES: tuple[Score, ...] = (
+    Score("std_ratio", "std ×", ".3g", "velocity std / data's"),
+    Score("mean_flow", "mean flow", ".2g", "mean flow (data stds)"),
+    Score("spectrum_error", "spectrum", ".3g", "energy-spectrum error (RMS log ratio)"),
+    Score("vorticity_w1", "W1", ".3g", "vorticity W1 (data stds)"),
+    Score("divergence_ratio", "div ×", ".3g"),
+    Score("dynamics_error", "dynamics ×", ".3g", "dynamics error / data's"),
+    Score("unstable_fraction", "unstable", ".0%"),
+    Score("lag1_autocorrelation", "lag-1 corr", ".3f", "lag-1 autocorrelation"),
+    Score("sin4y_amplitude", "sin 4y", ".3g"),
+)

@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from diffbench.engine.vocabulary import QUALITY_SCORES
+
 if TYPE_CHECKING:
     from diffbench.storage.results import RunResult
 
 #: Scores of `engine.quality.QualityScores`, in the report's order.
-QUALITY_KEYS = ("std_ratio", "mean_flow", "spectrum_error", "vorticity_w1", "divergence_ratio",
-                "dynamics_error", "unstable_fraction", "lag1_autocorrelation", "sin4y_amplitude")
+QUALITY_KEYS = tuple(score.key for score in QUALITY_SCORES)
 #: The scores whose definition runs scored before the sampler settings were recorded (no
 #: ``sampler`` key) share with today's; their spectrum and dynamics errors were defined
 #: otherwise (relative L2 of log spectra; no mean removal, no CFL refinement) and are left out.

@@ -28,6 +28,22 @@ def test_the_registries_implement_exactly_the_vocabulary():
         assert set(load_preset(preset).optimizers) <= set(vocabulary.OPTIMIZERS)
 
 
+def test_the_quality_scores_are_the_engines():
+    """Every float score `engine.quality` computes is named once, with its header; the
+    report's table, its figure and the storage means read that list."""
+    import dataclasses
+
+    from diffbench.engine.quality import QualityScores
+    from diffbench.storage.sample_quality import QUALITY_KEYS
+
+    scores = {f.name for f in dataclasses.fields(QualityScores)
+              if f.type in ("float", "float | None")} - {"seconds"}
+    keys = [s.key for s in vocabulary.QUALITY_SCORES]
+    assert set(keys) == scores and len(keys) == len(scores)
+    assert tuple(keys) == QUALITY_KEYS
+    assert all(s.header and format(0.5, s.format) for s in vocabulary.QUALITY_SCORES)
+
+
 def test_one_colour_per_optimizer_in_report_and_dashboard():
     """Before: ScheduleFree and Prodigy had each other's colour in the dashboard."""
     colours = [vocabulary.optimizer_rgb(name) for name in vocabulary.OPTIMIZERS]

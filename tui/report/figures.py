@@ -18,7 +18,7 @@ from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from diffbench.engine.vocabulary import optimizer_hex
+from diffbench.engine.vocabulary import QUALITY_SCORES, optimizer_hex
 from diffbench.engine.vorticity import display_vorticity
 from diffbench.storage.results import Row, RunResult
 
@@ -26,13 +26,6 @@ from ..render import ICEFIRE
 
 DPI = 110
 LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
-#: The scores `quality_vs_loss` plots, with their axis labels.
-QUALITY_LABELS = {"std_ratio": "velocity std / data's",
-                  "spectrum_error": "energy-spectrum error (RMS log ratio)",
-                  "vorticity_w1": "vorticity W1 (data stds)",
-                  "dynamics_error": "dynamics error / data's",
-                  "mean_flow": "mean flow (data stds)",
-                  "lag1_autocorrelation": "lag-1 autocorrelation"}
 
 
 def _png(figure: Figure) -> bytes:
@@ -237,7 +230,8 @@ def quality_vs_loss(runs: Sequence[RunResult]) -> bytes | None:
     if not measured:
         return None
     figure = Figure(figsize=(12.0, 6.4))
-    for index, key in enumerate(QUALITY_LABELS):
+    for index, score in enumerate(s for s in QUALITY_SCORES if s.label):
+        key = score.key
         ax = figure.add_subplot(2, 3, index + 1)
         for optimizer in dict.fromkeys(r.optimizer for r in measured):
             points = [(r.final_loss, r.quality[key]) for r in measured
@@ -251,7 +245,7 @@ def quality_vs_loss(runs: Sequence[RunResult]) -> bytes | None:
                     transform=ax.transAxes, color="0.5")
         _log_if_wide(ax, "x", [r.final_loss for r in measured])
         ax.set(xlabel="final fixed-noise validation loss",
-               ylabel=QUALITY_LABELS[key])
+               ylabel=score.label)
         ax.grid(alpha=0.3, which="both")
     figure.axes[0].legend(fontsize=7)
     figure.tight_layout()

@@ -8,8 +8,9 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
+from diffbench.engine.vocabulary import QUALITY_SCORES
 
+if TYPE_CHECKING:
     from diffbench.storage.results import Caveats, Row
 
 
@@ -57,15 +58,6 @@ def fmt_quality(row: Row) -> str:
     return " · ".join(parts)
 
 
-#: Columns of the quality table: score key, header, format.
-QUALITY_COLUMNS = (("std_ratio", "std ×", ".3g"), ("mean_flow", "mean flow", ".2g"),
-                   ("spectrum_error", "spectrum", ".3g"), ("vorticity_w1", "W1", ".3g"),
-                   ("divergence_ratio", "div ×", ".3g"), ("dynamics_error", "dynamics ×", ".3g"),
-                   ("unstable_fraction", "unstable", ".0%"),
-                   ("lag1_autocorrelation", "lag-1 corr", ".3f"),
-                   ("sin4y_amplitude", "sin 4y", ".3g"))
-
-
 def quality_table(rows: Sequence[Row]) -> tuple[tuple[str, ...], list[tuple[str, ...]], int]:
     """Columns, cells and leading text columns of the sample-quality table: each measured
     row's mean scores, whether they are like data, then the data-vs-data floor of each
@@ -74,11 +66,11 @@ def quality_table(rows: Sequence[Row]) -> tuple[tuple[str, ...], list[tuple[str,
 
     lead = _lead(rows)
     columns = (*lead, "optimizer", "schedule", "best setting", "seeds",
-               *(header for _, header, _ in QUALITY_COLUMNS), "like data")
+               *(score.header for score in QUALITY_SCORES), "like data")
 
     def values(scores: dict[str, float]) -> tuple[str, ...]:
-        return tuple(format(scores[key], spec) if key in scores else "—"
-                     for key, _, spec in QUALITY_COLUMNS)
+        return tuple(format(scores[s.key], s.format) if s.key in scores else "—"
+                     for s in QUALITY_SCORES)
 
     cells = [(*_lead_cells(r, lead), r.optimizer, r.schedule, r.best.label(),
               str(r.quality_seeds), *values(r.quality),
