@@ -159,6 +159,9 @@ class WorkerRow(Base):
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     heartbeat_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     stopped_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    # the Slurm job of a worker started by `diffbench slurm submit` ("<array job>_<task>"),
+    # NULL outside Slurm (revision 0004)
+    slurm_job: Mapped[str | None] = mapped_column(sa.String(64))
 
 
 class RunRow(Base):

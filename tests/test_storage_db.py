@@ -31,7 +31,7 @@ def url(request, tmp_path):
 def test_fresh_database_is_migrated_to_head(url):
     db = open_database(url)
     with db.engine.connect() as connection:
-        assert migrations.current(connection) == migrations.head() == "0003"
+        assert migrations.current(connection) == migrations.head() == "0004"
         assert set(sa.inspect(connection).get_table_names()) >= TABLES
     db.dispose()
     again = open_database(url)  # at head: no-op
@@ -88,13 +88,16 @@ def test_populated_0002_database_upgrades_to_per_bin_losses(url):
     from alembic import command
 
     from diffbench.storage import queue as q
-    from diffbench.storage import records, workers
+    from diffbench.storage import records
 
     engine = create_engine(url)
     with engine.begin() as connection:
         command.upgrade(migrations._config(connection), "0002")
     old = Database(engine)  # what the older diffbench wrote, through today's queue API
-    worker = workers.register_worker(old, host="h", pid=1, device="cpu").id
+    with engine.begin() as connection:  # the workers table as 0002 has it (no slurm_job)
+        worker = connection.execute(sa.text(
+            "INSERT INTO workers (host, pid, device, started_at, heartbeat_at) VALUES "
+            "('h', 1, 'cpu', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP) RETURNING id")).scalar_one()
     (run_id,) = q.enqueue(old, [q.RunSpec("tiny", "adamw", "linear", 1e-3, 0.01, 0)]).ids
     q.claim_next(old, worker)
     q.record_start(old, run_id, worker, provenance={"device": "cpu"})
@@ -114,7 +117,7 @@ def test_populated_0002_database_upgrades_to_per_bin_losses(url):
     db = open_database(url, upgrade=True)
     try:
         with db.engine.connect() as connection:
-            assert migrations.current(connection) == "0003"
+            assert migrations.current(connection) == migrations.head()
         epochs = records.metrics_since(db, run_id).epochs
         assert [(e.epoch, e.fixed_valid_loss, e.fixed_valid_bins) for e in epochs] == [
             (0, 1.0, None), (1, 0.5, None)]

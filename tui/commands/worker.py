@@ -15,7 +15,7 @@ import typer
 
 from diffbench.storage.workspace import Workspace
 
-from ..errors import user_errors
+from ..errors import error_console, user_errors
 
 DB_META_KEY = "diffbench.db_url"  # where the root callback puts the global --db
 
@@ -93,16 +93,20 @@ def worker(
 
     from diffbench.engine.device import DeviceError, resolve_device
     from diffbench.storage.db import StorageError, open_database
+    from diffbench.storage.hosts import SharedSQLite, network_warning
 
     with user_errors(DeviceError, StorageError):
         resolve_device(device)
         db = open_database(db_url, home=workspace.root)
+    if warning := network_warning(db.engine.url.render_as_string(hide_password=False)):
+        error_console().print(f"diffbench: warning: {warning}", markup=False)
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
-    code = Worker(db, workspace, device=device, lease_s=lease, runs=only or None).serve(
-        max_runs=max_runs, idle_exit=idle_exit)
+    with user_errors(SharedSQLite):  # another host's live worker on this SQLite file
+        code = Worker(db, workspace, device=device, lease_s=lease, runs=only or None).serve(
+            max_runs=max_runs, idle_exit=idle_exit)
     db.dispose()
     raise typer.Exit(code)
 

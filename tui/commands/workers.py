@@ -1,4 +1,5 @@
-"""`diffbench workers ls`: the worker processes the job database has heard of.
+"""`diffbench workers ls`: the worker processes the job database has heard of, with their
+host and, for workers of `diffbench slurm submit`, their Slurm job (``<array job>_<task>``).
 
 A worker is *alive* while it has not stopped and its last heartbeat (stamped by the
 database clock) is within ``--grace`` seconds; a worker killed without a goodbye shows as
@@ -25,7 +26,7 @@ def ls(
         help="A worker whose last heartbeat is older than this counts as dead.")] = 60.0,
     json_: JsonOption = False,
 ) -> None:
-    """List live and dead workers with their host, pid, device and last heartbeat.
+    """List live and dead workers with their host, Slurm job, pid, device and last heartbeat.
 
     [bold]Examples[/]
 
@@ -42,14 +43,17 @@ def _ls(ctx: typer.Context, grace: float, *, as_json: bool) -> None:
 
     with database(ctx) as db:
         workers, now = workers.list_workers(db), workers.database_now(db)
-    rows = [{"id": w.id, "state": _state(w, now, grace), "host": w.host, "pid": w.pid,
-             "device": w.device, "started_at": w.started_at, "heartbeat_at": w.heartbeat_at,
+    rows = [{"id": w.id, "state": _state(w, now, grace), "host": w.host,
+             "slurm_job": w.slurm_job, "pid": w.pid, "device": w.device,
+             "started_at": w.started_at, "heartbeat_at": w.heartbeat_at,
              "seconds_since_heartbeat": round((now - w.heartbeat_at).total_seconds(), 1),
              "stopped_at": w.stopped_at} for w in workers]
     if as_json:
         print_json(rows)
         return
     shown = ["id", "state", "host", "pid", "device", "heartbeat_at", "seconds_since_heartbeat"]
+    if any(r["slurm_job"] for r in rows):  # a column only where some worker ran in Slurm
+        shown.insert(3, "slurm_job")
     print_table(shown, [[r[c] for c in shown] for r in rows])
 
 

@@ -90,6 +90,9 @@ class Worker:
     """One worker process: ``serve`` until the queue stays empty, the run budget is spent or
     a signal arrives; the exit code."""
 
+    #: The signals that stop it (checkpoint, release the run); a Slurm worker adds SIGUSR2.
+    SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
+
     def __init__(self, db: Any, workspace: Workspace, *, device: str = "auto",
                  lease_s: float = 60.0, poll_s: float = 1.0,
                  runs: Iterable[int] | None = None) -> None:
@@ -117,10 +120,11 @@ class Worker:
     def serve(self, *, max_runs: int | None = None, idle_exit: float | None = None) -> int:
         from diffbench.engine.device import resolve_device
 
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        previous = {s: signal.signal(s, self._on_signal) for s in self.SIGNALS}
         try:
             me = workers.register_worker(self.db, host=socket.gethostname(), pid=os.getpid(),
-                                         device=str(resolve_device(self.device)))
+                                         device=str(resolve_device(self.device)),
+                                         slurm_job=slurm_job(), one_host=True)
             self.id = me.id
             log(f"worker {me.id} ({me.host}, pid {me.pid}, {me.device}) on {self.db.url}")
             done, idle_since, beat = 0, time.monotonic(), 0.0
@@ -263,6 +267,13 @@ class Worker:
         if not path.exists():
             ensure_dataset(config.preset, path, self.device)
         return TrainingData.load(path, config.preset)
+
+
+def slurm_job() -> str | None:
+    """This process's Slurm job: ``<array job>_<task>`` in a job array, else the job id; None
+    outside Slurm (what `diffbench workers ls` shows)."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID") or None
 
 
 def run_config(run: Any, device: str) -> Any:
