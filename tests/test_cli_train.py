@@ -21,8 +21,8 @@ from cli_checks import assert_one_line_error
 from typer.testing import CliRunner
 
 from diffbench.engine.metrics import read_jsonl
-from diffbench.tui import train as train_cli
 from diffbench.tui.cli import app
+from diffbench.tui.commands import train as train_cli
 from tests.helpers import data_file, preset_toml, quick
 
 
@@ -53,8 +53,8 @@ def console_script() -> str:
 
 def test_cli_names_match_the_engine():
     from diffbench.engine.optimizers import OPTIMIZERS
-    from diffbench.engine.run import PRECISIONS
     from diffbench.engine.schedules import SCHEDULES
+    from diffbench.engine.vocabulary import PRECISIONS
 
     assert train_cli.OPTIMIZERS == OPTIMIZERS
     assert train_cli.SCHEDULES == SCHEDULES
@@ -105,7 +105,7 @@ def test_train_writes_a_run_folder(runner, home, toml, device):
                     "--out", str(out))
     assert result.exit_code == 0, result.stderr
     assert data_file(home, toml).is_file()  # generated first
-    assert "generating it first" in result.stderr and "epoch 3/3" in result.stderr
+    assert "is missing; generating it" in result.stderr and "epoch 3/3" in result.stderr
     assert f"{out}: done at step 6 of 6" in result.stdout
     saved = json.loads((out / "config.json").read_text())
     assert saved["run"]["optimizer"] == "muon"
@@ -157,7 +157,8 @@ def test_sigint_checkpoints_exits_130_and_resumes_bit_exactly(home, toml, tmp_pa
     steps = [r["step"] for r in read_jsonl(out / "steps.jsonl")]
     assert steps == list(range(1, 161))
 
-    from diffbench.engine.run import RunConfig, TrainingData
+    from diffbench.engine.run import TrainingData
+    from diffbench.engine.run_config import RunConfig
     from diffbench.engine.training import Trainer
 
     config = RunConfig.from_dict(json.loads((out / "config.json").read_text())["run"])

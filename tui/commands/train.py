@@ -1,29 +1,17 @@
 """`diffbench train`: one training run without the queue, with a live display on stderr.
 
-A run folder holds::
-
-    config.json                 the resolved run (preset, optimizer, lr, wd, schedule, …)
-    steps.jsonl  epochs.jsonl   metrics (engine.metrics.FolderSink)
-    events.jsonl                start, checkpoints, final status
-    samples/epoch-NNNN.npz      preview windows (velocity and picture vorticity)
-    samples/quality.npz         states of the trajectories the quality phase scored, and
-    samples/quality-data.npz    the same states of the test trajectories beside them
-    checkpoints/                resume checkpoints and latest.json
-    model.pt                    final weights (ScheduleFree: its averaged weights)
-
-The data set is the recipe's workspace file (``<home>/data/<preset>.h5``, or
-``<preset>-<hash8>.h5`` for another recipe: `engine.config.dataset_name`); when it is missing
-it is generated first (with a progress bar), as ``diffbench data generate`` would.
+The run and its folder are `runner.foreground`'s (the folder's files are listed there); the
+data set is the recipe's workspace file (``<home>/data/<preset>.h5``, or
+``<preset>-<hash8>.h5`` for another recipe: `engine.config.dataset_name`), generated first
+when missing, under the lock workers take for it (`runner.provision`). This module checks
+the input, prints how the run ended and picks the exit code.
 """
 
 from __future__ import annotations
 
-import json
-import signal
-import time
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -37,12 +25,12 @@ from diffbench.engine.vocabulary import (
 )
 from diffbench.storage.workspace import Workspace
 
-from ..errors import EXIT_INTERRUPTED, UserError, require, user_errors
+from ..errors import EXIT_INTERRUPTED, UserError, error_console, require, user_errors
+from ..runner.foreground import CONFIG
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
-CONFIG = "config.json"
+    from diffbench.engine.config import Preset
+    from diffbench.engine.run_config import RunConfig
 
 
 def train(
@@ -131,6 +119,7 @@ def _train(workspace: Workspace, *, preset: str | None, optimizer: str | None, s
            lr: float | None, wd: float | None, seed: int, epochs: int | None, device: str,
            precision: str, deterministic: bool, channels_last: bool, compile: bool | None,
            cuda_graph: bool, checkpoint_every: int | None, out: Path | None) -> None:
+    """Check the options, resolve the run and its folder, provide the data set, train."""
     with user_errors():
         require(preset is not None, "--preset is required (or --resume DIR)")
         require(optimizer is not None, "--optimizer is required; "
@@ -148,7 +137,7 @@ def _train(workspace: Workspace, *, preset: str | None, optimizer: str | None, s
 
     from diffbench.engine.config import PresetError, dataset_name, load_preset, override
     from diffbench.engine.device import DeviceError, resolve_device
-    from diffbench.engine.run import RunConfig, RunError, default_hyperparameters
+    from diffbench.engine.run_config import RunConfig, RunError, default_hyperparameters
 
     with user_errors(PresetError, RunError, DeviceError):
         config = load_preset(preset)
@@ -172,12 +161,12 @@ def _train(workspace: Workspace, *, preset: str | None, optimizer: str | None, s
         require(not folder.is_file(), f"--out {folder} is a file")
         data_path = workspace.dataset_path(dataset_name(config))
     _check_writable(folder)
-    if not data_path.exists():
-        _generate(config, data_path, device)
+    _provide(config, data_path, device)
     _execute(run, folder, data_path, resume=False)
 
 
 def _check_writable(folder: Path) -> None:
+    """Fail before a data set is generated for a run folder that cannot be made."""
     import os
 
     parent = folder
@@ -190,167 +179,63 @@ def _check_writable(folder: Path) -> None:
 
 
 def _resume(folder: Path) -> None:
+    """Continue the run saved in ``folder`` from its last checkpoint."""
     from diffbench.engine.config import PresetError
-    from diffbench.engine.run import RunConfig, RunError
+    from diffbench.engine.run_config import RunError
+
+    from ..runner.foreground import saved_run
 
     folder = folder.expanduser().absolute()
     with user_errors(PresetError, RunError):
         require((folder / CONFIG).is_file(), f"{folder} is not a run folder (no {CONFIG})")
         try:
-            saved = json.loads((folder / CONFIG).read_text())
-            run = RunConfig.from_dict(saved["run"])
+            run, data_path = saved_run(folder)
         except (ValueError, KeyError, TypeError) as error:
             raise UserError(f"{folder / CONFIG}: unreadable run config ({error})") from None
-        data_path = Path(saved["data"])
         require(data_path.exists(), f"the run's data set {data_path} no longer exists")
     _execute(run, folder, data_path, resume=True)
 
 
-def _generate(preset: Any, path: Path, device: str) -> None:
-    from diffbench.engine.dataset import DatasetError, compile_pays_off, generate_dataset
-    from diffbench.engine.device import DeviceError, resolve_device
+def _provide(preset: Preset, path: Path, device: str) -> None:
+    """Generate the data set if it is missing; Ctrl-C keeps the finished chunks."""
+    from diffbench.engine.dataset import DatasetError
+    from diffbench.engine.device import DeviceError
 
-    from ..output import GenerationProgress
+    from ..runner.provision import provide_dataset
 
-    with user_errors(DeviceError):
-        torch_device = resolve_device(device)
-    err = _console()
-    err.print(f"data set {path} is missing; generating it first "
-              f"({preset.data.trajectories} trajectories)", markup=False)
+    err = error_console()
     try:
-        with user_errors(DatasetError), GenerationProgress(err, preset.data.trajectories) as report:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            generate_dataset(preset, path, device=torch_device,
-                             compile=compile_pays_off(preset.data, torch_device),
-                             progress=report)
+        with user_errors(DeviceError, DatasetError):
+            provide_dataset(preset, path, device, err)
     except KeyboardInterrupt:
         err.print(f"interrupted; finished chunks are kept in {path}.partial", markup=False)
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
-def _console() -> Console:
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _execute(run: Any, folder: Path, data_path: Path, *, resume: bool) -> None:
-    """Load data, build the trainer, drain its records into the folder and the display."""
+def _execute(run: RunConfig, folder: Path, data_path: Path, *, resume: bool) -> None:
+    """Train in the foreground; say how it ended, and exit 130 when Ctrl-C ended it."""
     from diffbench.engine.checkpoint import CheckpointError
     from diffbench.engine.dataset import DatasetError
     from diffbench.engine.device import DeviceError
-    from diffbench.engine.metrics import FolderSink
-    from diffbench.engine.run import TrainingData
-    from diffbench.engine.training import Trainer
 
-    err = _console()
+    from ..runner.foreground import open_run, train_in_folder
+
+    err = error_console()
     try:
         with user_errors(DatasetError, DeviceError, CheckpointError):
-            data = TrainingData.load(data_path, run.preset)
-            trainer = Trainer(run, data, folder, resume=resume)
-            if resume and trainer.resumed_from is None:
-                err.print(f"{folder} has no checkpoint yet; starting it from step 0",
-                          markup=False)
+            trainer = open_run(run, folder, data_path, resume=resume)
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    if not resume:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / CONFIG).write_text(json.dumps(
-            {"run": run.to_dict(), "data": str(data_path)}, indent=2) + "\n")
-
-    sink = FolderSink(folder)
-    interrupts = []
-
-    def stop(signum: int, frame: object) -> None:
-        if interrupts:  # a second Ctrl-C: stop now, from the last checkpoint
-            raise KeyboardInterrupt
-        interrupts.append(time.monotonic())
-        trainer.request_stop()
-
-    previous = signal.signal(signal.SIGINT, stop)
-    status = None
+    if resume and trainer.resumed_from is None:
+        err.print(f"{folder} has no checkpoint yet; starting it from step 0", markup=False)
     try:
-        with Display(err, run, folder) as display:
-            for record in trainer:
-                sink.write(record)
-                display.update(record)
-                status = getattr(record, "state", status)
-    except KeyboardInterrupt:
+        outcome = train_in_folder(trainer, folder, err)
+    except KeyboardInterrupt:  # a second Ctrl-C
         err.print(f"interrupted; resume from the last checkpoint with: diffbench train "
                   f"--resume {folder}", markup=False)
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if status == "interrupted":
-        err.print(f"interrupted at step {trainer.step}; checkpoint saved. Resume with: "
+    if outcome.status == "interrupted":
+        err.print(f"interrupted at step {outcome.step}; checkpoint saved. Resume with: "
                   f"diffbench train --resume {folder}", markup=False)
         raise typer.Exit(EXIT_INTERRUPTED)
-    typer.echo(f"{folder}: {status} at step {trainer.step} of {trainer.total_steps}")
-
-
-class Display:
-    """The live view on stderr: a progress bar over steps with the newest loss, lr and step
-    time split, and one line per epoch above it."""
-
-    def __init__(self, console: Console, run: Any, folder: Path) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        self.console, self.run, self.folder = console, run, folder
-        self.bar = Progress(TextColumn("steps"), BarColumn(bar_width=16), MofNCompleteColumn(),
-                            TextColumn("eta"), TimeRemainingColumn(),
-                            TextColumn("{task.fields[now]}"), console=console)
-        self.task = None
-        self.epochs = run.preset.train.epochs
-
-    def __enter__(self) -> Display:
-        run = self.run
-        self.console.print(
-            f"training {run.preset.name}: {run.optimizer}, {run.schedule}, lr {run.lr:g}, "
-            f"wd {run.weight_decay:g}, seed {run.seed}, {run.precision} → {self.folder}",
-            markup=False)
-        self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.stop()
-
-    def update(self, record: Any) -> None:
-        from diffbench.engine.metrics import (
-            EpochRecord,
-            StartRecord,
-            StatusRecord,
-            Steps,
-        )
-
-        match record:
-            case StartRecord():
-                info = record.provenance
-                self.console.print(
-                    f"  {info['device']} ({info['device_name']}), {info['parameters']:,} "
-                    f"parameters, {info['optimizer_implementation']}, {record.epoch_steps} "
-                    f"steps/epoch" + (f"; resumed at step {record.step}" if record.step else ""),
-                    markup=False)
-                self.task = self.bar.add_task("train", total=record.total_steps,
-                                              completed=record.step, now="")
-            case Steps(records=steps):
-                n = len(steps)
-                data, compute, opt = (sum(getattr(s, k) for s in steps) / n
-                                      for k in ("data_ms", "compute_ms", "optimizer_ms"))
-                last = steps[-1]
-                self.bar.update(self.task, completed=last.step,
-                                now=f"loss {last.loss:.4g}  lr {last.lr:.3g}  ms/step "
-                                f"{data:.1f}+{compute:.1f}+{opt:.1f}")
-            case EpochRecord():
-                valid = ("" if record.valid_loss is None else
-                         f"  valid {record.valid_loss:.5f}  fixed {record.fixed_valid_loss:.5f}")
-                self.console.print(f"epoch {record.epoch + 1}/{self.epochs}  train "
-                                   f"{record.train_loss:.5f}{valid}  ({record.epoch_s:.2f} s)",
-                                   markup=False)
-            case StatusRecord(state="diverged"):
-                self.console.print(f"diverged: {record.message}", markup=False)
+    typer.echo(f"{folder}: {outcome.status} at step {outcome.step} of {outcome.total_steps}")
