@@ -133,7 +133,7 @@ def test_paper_runs_are_set_beside_the_published_numbers(tmp_path):
     (["--filter", "status:finished"], "unknown status 'finished'"),
     (["--filter", "seed:one"], "seed takes whole numbers"),
     (["--out", "{home}/diffbench.db"], "is not a folder"),
-    (["--out", "{home}/diffbench.db/report"], "cannot write in"),
+    (["--out", "{home}/diffbench.db/report"], "diffbench.db is not a directory"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(runner, home, args, fragment):
     before = sorted(p.name for p in home.iterdir())

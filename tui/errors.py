@@ -7,8 +7,10 @@ device, unreadable or corrupt data set — also what Click uses for usage errors
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import typer
 
@@ -60,3 +62,15 @@ def require(ok: bool, message: str) -> None:
     if not ok:
         raise UserError(message)
 
+
+def require_writable(folder: Path, target: str | Path | None = None) -> None:
+    """`UserError` unless ``folder`` is, or can be made as, a folder this process writes
+    in: its nearest existing ancestor (itself included) is a writable folder. ``target``
+    (default ``folder``) is what the message says cannot be written."""
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    target = target or folder
+    require(existing.is_dir(), f"cannot write {target}: {existing} is not a directory")
+    require(os.access(existing, os.W_OK | os.X_OK),
+            f"cannot write {target}: permission denied in {existing}")

@@ -7,7 +7,6 @@ private function. The engine (and with it torch) is imported inside those functi
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -18,7 +17,7 @@ from diffbench.engine.vocabulary import SPLITS
 from diffbench.storage.workspace import Workspace
 
 from .. import output
-from ..errors import EXIT_INTERRUPTED, UserError, require, user_errors
+from ..errors import EXIT_INTERRUPTED, UserError, require, require_writable, user_errors
 
 if TYPE_CHECKING:
     pass
@@ -94,17 +93,6 @@ def generate(
               seed=seed, compile=compile)
 
 
-def _check_writable(path: Path) -> None:
-    """Fail unless ``path`` can be created: no directory there, nearest parent writable."""
-    require(not path.is_dir(), f"output path {str(path)!r} is a directory")
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    require(parent.is_dir(), f"cannot write {str(path)!r}: {str(parent)!r} is not a directory")
-    require(os.access(parent, os.W_OK | os.X_OK),
-            f"cannot write {str(path)!r}: permission denied in {str(parent)!r}")
-
-
 def _generate(workspace: Workspace, *, preset: str, out: Path | None, trajectories: int | None,
               device: str, seed: int | None, compile: bool | None) -> None:
     from diffbench.engine.config import PresetError, dataset_name, load_preset, override
@@ -118,7 +106,8 @@ def _generate(workspace: Workspace, *, preset: str, out: Path | None, trajectori
         config = override(config, {k: v for k, v in changes.items() if v is not None})
         path = out if out is not None else workspace.dataset_path(dataset_name(config))
         path = path.expanduser().absolute()
-        _check_writable(path)
+        require(not path.is_dir(), f"output path {str(path)!r} is a directory")
+        require_writable(path.parent, path)
 
     from rich.markup import escape
 

@@ -25,7 +25,14 @@ from diffbench.engine.vocabulary import (
 )
 from diffbench.storage.workspace import Workspace
 
-from ..errors import EXIT_INTERRUPTED, UserError, error_console, require, user_errors
+from ..errors import (
+    EXIT_INTERRUPTED,
+    UserError,
+    error_console,
+    require,
+    require_writable,
+    user_errors,
+)
 from ..runner.foreground import CONFIG
 
 if TYPE_CHECKING:
@@ -160,22 +167,10 @@ def _train(workspace: Workspace, *, preset: str | None, optimizer: str | None, s
                 f"{folder} already holds a run; continue it with --resume {folder}")
         require(not folder.is_file(), f"--out {folder} is a file")
         data_path = workspace.dataset_path(dataset_name(config))
-    _check_writable(folder)
+    with user_errors():
+        require_writable(folder)
     _provide(config, data_path, device)
     _execute(run, folder, data_path, resume=False)
-
-
-def _check_writable(folder: Path) -> None:
-    """Fail before a data set is generated for a run folder that cannot be made."""
-    import os
-
-    parent = folder
-    while not parent.exists():
-        parent = parent.parent
-    with user_errors():
-        require(parent.is_dir(), f"cannot create {folder}: {parent} is not a directory")
-        require(os.access(parent, os.W_OK | os.X_OK),
-                f"cannot write {folder}: permission denied in {parent}")
 
 
 def _resume(folder: Path) -> None:

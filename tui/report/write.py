@@ -7,13 +7,12 @@ NumPy and matplotlib load inside the functions, so importing it stays light.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import require
+from ..errors import require, require_writable
 from .tables import (
     bins_table,
     caveat_lines,
@@ -61,11 +60,7 @@ class Drawn:
 def check_out(out: Path) -> None:
     """`UserError` unless ``out`` is (or can be made as) a writable folder."""
     require(not out.exists() or out.is_dir(), f"--out {out} exists and is not a folder")
-    existing = out
-    while not existing.exists():
-        existing = existing.parent
-    require(existing.is_dir() and os.access(existing, os.W_OK | os.X_OK),
-            f"--out {out}: cannot write in {existing}")
+    require_writable(out, f"--out {out}")
     figures = out / FIGURES
     require(not figures.exists() or figures.is_dir(), f"{figures} exists and is not a folder")
 
