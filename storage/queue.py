@@ -17,20 +17,29 @@ A worker's life, in calls::
     worker = workers.register_worker(db, host=…, pid=…, device=…)
     run = claim_next(db, worker.id, lease_s=60)          # None: the queue is empty
     record_start(db, run.id, worker.id, provenance=…)
-    records.add_step_metrics(db, run.id, steps)          # batches, as the trainer flushes
+    records.add_step_metrics(db, run.id, steps, worker_id=worker.id)  # as the trainer flushes
     lease = heartbeat(db, worker.id, run.id, lease_s=60) # lease.lost: stop; .cancel_requested
     finish(db, run.id, worker.id, "done", summary=…)     # or release() on SIGTERM
     workers.stop_worker(db, worker.id)
 
-Somebody (every worker before it claims, or the CLI) calls `requeue_stale` to put runs
-whose lease expired back in the queue.
+Fencing: each write a worker makes for a run (`record_start`, `finish`, `release`, the
+writes of `storage.records`) first checks in its transaction that the run is still its
+(`hold_lease`, one locking read); a worker that lost the run (its lease expired, say while
+paused, and the run was requeued or taken: a "zombie") writes nothing: `LeaseLost`.
+``worker_id=None`` is no fence, for code that is no worker (tests, tools).
+
+Lost workers: before each claim a worker calls `requeue_stale`, which requeues the runs
+whose lease expired and counts each loss in ``provenance["workers_lost"]`` (``attempts``
+counts claims); a clean `release` (SIGTERM, SIGINT, preemption: checkpointed, handed back)
+counts none, `retry` starts again. With ``max_attempts`` (``worker --max-attempts``,
+default 3) a run that lost its worker that often fails instead.
 
 Locks: on SQLite a writing session holds the whole database (``BEGIN IMMEDIATE``). On
 PostgreSQL a function that reads rows and then changes them locks them first
-(``FOR NO KEY UPDATE``, which metric inserts' foreign-key checks do not wait for); claims
-and `requeue_stale` skip rows another transaction holds (``SKIP LOCKED``), and `enqueue`
-takes an advisory lock so two callers cannot both queue the same run. SQLite ignores
-``FOR UPDATE``.
+(``FOR NO KEY UPDATE``, which metric inserts' foreign-key checks do not wait for; a
+fenced write so locks the run before its metric rows); claims and `requeue_stale` skip
+rows another transaction holds (``SKIP LOCKED``), and `enqueue` takes an advisory lock so
+two callers cannot both queue the same run. SQLite ignores ``FOR UPDATE``.
 """
 
 from __future__ import annotations
@@ -51,6 +60,19 @@ from diffbench.storage.states import IllegalTransition, Status
 
 #: PostgreSQL advisory lock held by `enqueue` (duplicate check then insert).
 ENQUEUE_LOCK = 0x6469666671  # "diffq"
+#: The provenance key counting a run's lost workers (see "Lost workers" above).
+LOST_KEY = "workers_lost"
+
+
+class LeaseLost(IllegalTransition):
+    """A worker wrote for a run it no longer holds (its lease expired and the run was
+    requeued, claimed by another worker, finished or removed); nothing was written."""
+
+    def __init__(self, run_id: int, worker_id: int, state: str) -> None:
+        super().__init__(f"run {run_id} is not leased to worker {worker_id} any more "
+                         f"({state}): its lease was lost, nothing was written")
+        self.run_id, self.worker_id = run_id, worker_id
+
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -201,12 +223,29 @@ def heartbeat(db: Database, worker_id: int, run_id: int | None = None, *,
         return Lease(lost=False, cancel_requested=bool(row[0]), expires_at=row[1])
 
 
+def hold_lease(session: Session, run_id: int, worker_id: int) -> None:
+    """A worker's fence, first in its write transaction: `LeaseLost` unless the run is
+    running for ``worker_id``. The read locks the row (PostgreSQL; SQLite's transaction
+    holds the database), so the run cannot be requeued or taken before the write commits."""
+    held = session.scalar(
+        sa.select(RunRow.id).where(RunRow.id == run_id, RunRow.worker_id == worker_id,
+                                   RunRow.status == Status.RUNNING.value)
+        .with_for_update(key_share=True))
+    if held is None:
+        row = session.execute(sa.select(RunRow.status, RunRow.worker_id)
+                              .where(RunRow.id == run_id)).one_or_none()
+        raise LeaseLost(run_id, worker_id, "it was removed" if row is None
+                        else f"worker {row.worker_id} holds it"
+                        if row.status == Status.RUNNING.value
+                        else f"it is {row.status}")
+
+
 def _owned_running(session: Session, run_id: int, worker_id: int | None) -> RunRow:
+    if worker_id is not None:
+        hold_lease(session, run_id, worker_id)
     row = _row(session, run_id, lock=True)
     if row.status != Status.RUNNING.value:
         raise IllegalTransition(f"run {run_id} is {row.status}, not running")
-    if worker_id is not None and row.worker_id != worker_id:
-        raise IllegalTransition(f"run {run_id} is not leased to worker {worker_id}")
     return row
 
 
@@ -214,8 +253,8 @@ def finish(db: Database, run_id: int, worker_id: int | None, status: str | Statu
            summary: Mapping[str, Any] | None = None, error: str | None = None,
            traceback: str | None = None, steps_done: int | None = None,
            now: dt.datetime | None = None) -> Run:
-    """End a running run as done, failed, diverged or cancelled. ``worker_id`` (None: any)
-    must hold the lease, else `IllegalTransition` (a lost lease: another worker owns it)."""
+    """End a running run as done, failed, diverged or cancelled. ``worker_id`` must hold
+    the lease, else `LeaseLost` and nothing changes (None: unfenced, any running run)."""
     target = states.status(status)
     if target not in states.FINAL:
         raise IllegalTransition(f"finish takes a final status "
@@ -239,7 +278,7 @@ def finish(db: Database, run_id: int, worker_id: int | None, status: str | Statu
 def release(db: Database, run_id: int, worker_id: int | None, *, reason: str | None = None,
             now: dt.datetime | None = None) -> Run:
     """Put a running run back in the queue (the worker was interrupted; it resumes from
-    its checkpoint). Its attempts count stays; the next claim adds one."""
+    its checkpoint): not a lost worker. Attempts stay; the next claim adds one."""
     with db.session(write=True) as session:
         row = _owned_running(session, run_id, worker_id)
         states.check_transition(row.status, Status.QUEUED, run_id=run_id)
@@ -258,24 +297,35 @@ def _requeue(row: RunRow, reason: str | None) -> None:
 
 def requeue_stale(db: Database, *, now: dt.datetime | None = None,
                   max_attempts: int | None = None) -> tuple[int, ...]:
-    """Runs whose lease expired (their worker died) go back to the queue; with
-    ``max_attempts``, a run already claimed that often fails instead. The ids moved."""
+    """Runs whose lease expired (their worker was lost: killed, out of memory, paused, its
+    machine gone) go back to the queue, the loss counted (`LOST_KEY`); with ``max_attempts``
+    a run that has now lost its worker that often fails instead, saying why. The ids moved."""
+    if max_attempts is not None and max_attempts < 1:
+        raise StorageError(f"max_attempts must be ≥ 1, not {max_attempts!r}")
     moved: list[int] = []
     with db.session(write=True) as session:
         stale = session.scalars(  # rows another caller is moving are its business
             sa.select(RunRow).where(RunRow.status == Status.RUNNING.value,
                                     RunRow.lease_expires_at < stamp(now))
             .order_by(RunRow.id).with_for_update(skip_locked=True, key_share=True)).all()
+        hosts = dict(session.execute(sa.select(WorkerRow.id, WorkerRow.host).where(
+            WorkerRow.id.in_({r.worker_id for r in stale}))).all()) if stale else {}
         for row in stale:
-            if max_attempts is not None and row.attempts >= max_attempts:
+            lost = int((row.provenance or {}).get(LOST_KEY, 0)) + 1
+            row.provenance = {**(row.provenance or {}), LOST_KEY: lost}
+            last = (f"worker {row.worker_id} on host {hosts.get(row.worker_id, '?')}, lease "
+                    f"expired at {row.lease_expires_at:%Y-%m-%d %H:%M:%S} UTC")
+            if max_attempts is not None and lost >= max_attempts:
                 states.check_transition(row.status, Status.FAILED, run_id=row.id)
                 row.status = Status.FAILED.value
                 row.finished_at = stamp(now)
                 row.lease_expires_at = None
-                row.error = f"lease expired {row.attempts} times (worker lost each time)"
+                row.error = (f"lost its worker {lost} time{'s' if lost > 1 else ''} "
+                             f"(last: {last}); raise --max-attempts or check its memory use")
             else:
                 states.check_transition(row.status, Status.QUEUED, run_id=row.id)
-                _requeue(row, f"lease expired (worker {row.worker_id} lost)")
+                _requeue(row, f"lost its worker ({last}); lost {lost} of "
+                              f"{max_attempts or 'unlimited'} allowed")
             moved.append(row.id)
     return tuple(moved)
 
@@ -308,6 +358,8 @@ def retry(db: Database, run_ids: Iterable[int]) -> tuple[int, ...]:
                 raise IllegalTransition(f"run {row.id} is running; cancel it first")
         for row in rows:
             _requeue(row, None)
+            if LOST_KEY in (row.provenance or {}):  # a retried run may lose N workers again
+                row.provenance = {k: v for k, v in row.provenance.items() if k != LOST_KEY}
             row.traceback = None
             row.finished_at = None
             row.cancel_requested = False
@@ -360,11 +412,12 @@ def record_start(db: Database, run_id: int, worker_id: int | None, *,
                  config: Mapping[str, Any] | None = None,
                  checkpoint: str | None = None) -> Run:
     """What the worker learned when it started (or resumed) the run: provenance (versions,
-    git commit, device, host), the resolved config, the checkpoint path."""
+    git commit, device, host; `LOST_KEY` kept), the resolved config, the checkpoint path."""
     with db.session(write=True) as session:
         row = _owned_running(session, run_id, worker_id)
         if provenance is not None:
-            row.provenance = dict(provenance)
+            lost = (row.provenance or {}).get(LOST_KEY)
+            row.provenance = {**provenance, **({} if lost is None else {LOST_KEY: lost})}
         if config is not None:
             row.config = dict(config)
         if checkpoint is not None:

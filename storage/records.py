@@ -3,6 +3,11 @@ pictures), written as the trainer yields them and read back by cursor.
 
 One transaction per call, frozen values out (`StepMetric`, `EpochMetric`, `Sample`,
 `MetricsBatch`). Non-finite floats are kept as a flag beside the column (`schema.FLAGGED`).
+
+The writes take ``worker_id``: a worker passes its own, and the write first checks that the
+run is still running for it (`queue.hold_lease`, in the same transaction); if not it writes
+nothing and raises `queue.LeaseLost`. ``worker_id=None`` writes unfenced: for code that is
+no worker (tests, tools and benchmarks that fill a database).
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from diffbench.engine.metrics import EpochRecord, StepRecord
 from diffbench.storage.db import Database, NotFound
+from diffbench.storage.queue import hold_lease
 from diffbench.storage.schema import (
     FLAGGED,
     EpochMetricRow,
@@ -121,13 +128,21 @@ _OPTIONAL_FIELDS = frozenset(f.name for record in (StepRecord, EpochRecord)
                              if f.default is not dataclasses.MISSING)
 
 
-def add_step_metrics(db: Database, run_id: int, records: Iterable[Any]) -> int:
+def _fence(session: Session, run_id: int, worker_id: int | None) -> None:
+    if worker_id is not None:
+        hold_lease(session, run_id, worker_id)
+
+
+def add_step_metrics(db: Database, run_id: int, records: Iterable[Any], *,
+                     worker_id: int | None = None) -> int:
     """Insert a batch of step records (`engine.metrics.StepRecord`s or mappings with its
-    fields) in one statement, and advance the run's ``steps_done``. The rows written."""
+    fields) in one statement, and advance the run's ``steps_done``. The rows written.
+    ``worker_id``: see the module's docstring."""
     rows = [_metric_values(StepMetricRow, run_id, r, _STEP_FIELDS) for r in records]
     if not rows:
         return 0
     with db.session(write=True) as session:
+        _fence(session, run_id, worker_id)
         session.execute(sa.insert(StepMetricRow), rows)
         last = max(r["step"] for r in rows)
         session.execute(sa.update(RunRow).where(RunRow.id == run_id, RunRow.steps_done < last)
@@ -135,21 +150,24 @@ def add_step_metrics(db: Database, run_id: int, records: Iterable[Any]) -> int:
     return len(rows)
 
 
-def add_epoch_metrics(db: Database, run_id: int, records: Iterable[Any]) -> int:
+def add_epoch_metrics(db: Database, run_id: int, records: Iterable[Any], *,
+                      worker_id: int | None = None) -> int:
     """Insert epoch records (`engine.metrics.EpochRecord`s or mappings; a mapping may leave
     out ``fixed_valid_bins``) in one statement."""
     rows = [_metric_values(EpochMetricRow, run_id, r, _EPOCH_FIELDS) for r in records]
     if rows:
         with db.session(write=True) as session:
+            _fence(session, run_id, worker_id)
             session.execute(sa.insert(EpochMetricRow), rows)
     return len(rows)
 
 
 def add_sample(db: Database, run_id: int, *, epoch: int, step: int, array: Any,
-               name: str = "vorticity") -> int:
+               name: str = "vorticity", worker_id: int | None = None) -> int:
     """Store a small array (anything with ``shape``, ``dtype`` and ``tobytes()``, e.g. a
     NumPy array; C order). Its id."""
     with db.session(write=True) as session:
+        _fence(session, run_id, worker_id)
         row = SampleRow(run_id=run_id, epoch=int(epoch), step=int(step), name=name,
                         shape=[int(n) for n in array.shape], dtype=array.dtype.str,
                         data=array.tobytes(order="C"))
@@ -158,10 +176,12 @@ def add_sample(db: Database, run_id: int, *, epoch: int, step: int, array: Any,
         return row.id
 
 
-def truncate_metrics(db: Database, run_id: int, after_step: int) -> None:
+def truncate_metrics(db: Database, run_id: int, after_step: int, *,
+                     worker_id: int | None = None) -> None:
     """Drop metrics past ``after_step``: what a killed run wrote after its last checkpoint,
     before the resumed run writes them again (a poller sees the step count go back)."""
     with db.session(write=True) as session:
+        _fence(session, run_id, worker_id)
         for table in (StepMetricRow, EpochMetricRow, SampleRow):
             session.execute(sa.delete(table).where(table.run_id == run_id,
                                                    table.step > after_step)
