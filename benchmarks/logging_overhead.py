@@ -65,7 +65,8 @@ def measure(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             weight_decay=defaults.weight_decay, seed=0, epochs=args.epochs)])
         worker = workers.register_worker(db, host="bench", pid=os.getpid(), device=args.device)
         run = queue.claim_next(db, worker.id)
-        sink = StorageSink(db, run.id, active=lambda: True)  # the worker's defaults
+        sink = StorageSink(db, run.id, worker_id=worker.id,  # the worker's defaults,
+                           active=lambda: True)                # fenced writes included
 
         trainer = Trainer(config, data)  # the worker's flush_every
         spent: dict[str, float] = defaultdict(float)  # sink seconds per record kind

@@ -42,6 +42,11 @@ def worker(
     lease: Annotated[float, typer.Option(
         "--lease", metavar="SECONDS", help="Lease of a claimed run; heartbeats every third "
         "of it. A run whose worker is silent this long goes back to the queue.")] = 60.0,
+    max_attempts: Annotated[int, typer.Option(
+        "--max-attempts", metavar="N", envvar="DIFFBENCH_MAX_ATTEMPTS",
+        help="A run that loses its worker N times (its lease expired: the worker was killed, "
+        "ran out of memory, froze or lost its machine) ends failed, saying so. A release on "
+        "SIGTERM/SIGINT or preemption is no loss.")] = 3,
     db_url: Annotated[str | None, typer.Option(
         "--db", metavar="URL", help="Job database (SQLAlchemy URL); also the global --db. "
         "Default: $DIFFBENCH_DB, else <home>/diffbench.db.", show_default=False)] = None,
@@ -79,6 +84,7 @@ def worker(
         require(idle_exit is None or idle_exit >= 0,
                 f"--idle-exit must be non-negative, got {idle_exit}")
         require(lease > 0, f"--lease must be positive, got {lease}")
+        require(max_attempts > 0, f"--max-attempts must be positive, got {max_attempts}")
         require(threads is None or threads > 0, f"--threads must be positive, got {threads}")
         require(per_gpu is None or (per_gpu.strip().isdecimal() and int(per_gpu) > 0),
                 f"--per-gpu takes a positive integer, got {per_gpu!r}")
@@ -88,6 +94,7 @@ def worker(
         with user_errors():
             ids = expand_gpus(gpus or "all", per_gpu=int(per_gpu or 1),
                               visible=os.environ.get("CUDA_VISIBLE_DEVICES"))
+        os.environ["DIFFBENCH_MAX_ATTEMPTS"] = str(max_attempts)  # the children's default
         raise typer.Exit(spawn_per_gpu(ids, workspace, db_url, max_runs, idle_exit, lease,
                                         threads))
 
@@ -105,8 +112,8 @@ def worker(
 
         torch.set_num_threads(threads)
     with user_errors(SharedSQLite):  # another host's live worker on this SQLite file
-        code = Worker(db, workspace, device=device, lease_s=lease, runs=only or None).serve(
-            max_runs=max_runs, idle_exit=idle_exit)
+        code = Worker(db, workspace, device=device, lease_s=lease, runs=only or None,
+                      max_attempts=max_attempts).serve(max_runs=max_runs, idle_exit=idle_exit)
     db.dispose()
     raise typer.Exit(code)
 

@@ -5,12 +5,18 @@ buffers them further and writes one ``INSERT`` per ``batch_rows`` steps or ``bat
 seconds, whichever comes first, so logging stays far below 1 % of a step. Everything
 buffered is written before an epoch, checkpoint or final record, so the database never
 lags a checkpoint: a run resumed from it truncates exactly what the killed attempt wrote
-after that checkpoint (`records.truncate_metrics`, on a `StartRecord` with step > 0).
+after that checkpoint (`records.truncate_metrics`, on every `StartRecord`: one at step 0
+drops what an attempt killed before its first checkpoint wrote).
 
 It also keeps what the run's summary needs (final and best losses, the last epoch's
 fixed-noise loss per t-bin with the bins' edges from the start record's provenance, mean step
 times, training time, the sample-quality scores under ``"quality"``); on resume it seeds
 those from the rows already stored.
+
+Every write is fenced by the run's worker (``worker_id``: `storage.queue.hold_lease`): once
+the run is no longer the worker's (its lease expired and the run was requeued or taken),
+the write raises `storage.queue.LeaseLost`, and the sink drops what it holds and writes
+nothing more.
 
 Storage only here; engine records are matched by their class names' fields, imported lazily.
 """
@@ -23,20 +29,25 @@ from typing import Any
 
 from diffbench.storage import records
 from diffbench.storage.db import Database
+from diffbench.storage.queue import LeaseLost
 
 
 class StorageSink:
-    """``write(record)`` for every record of one attempt at run ``run_id``.
+    """``write(record)`` for every record of one attempt at run ``run_id`` by worker
+    ``worker_id`` (required: None writes unfenced, for benchmarks and tests only).
 
-    ``active()`` is asked before each write; when it says False (the lease was lost: the run
-    belongs to someone else now) nothing more is written.
+    ``active()`` is asked before each write; when it says False (the heartbeat found the
+    lease lost: the run belongs to someone else now) nothing more is written. A write the
+    database refuses for the same reason raises `LeaseLost` and sets ``lost``: nothing more
+    is written either.
     """
 
-    def __init__(self, db: Database, run_id: int, *, batch_rows: int = 512,
-                 batch_s: float = 2.0, active: Any = None) -> None:
-        self.db, self.run_id = db, run_id
+    def __init__(self, db: Database, run_id: int, *, worker_id: int | None,
+                 batch_rows: int = 512, batch_s: float = 2.0, active: Any = None) -> None:
+        self.db, self.run_id, self.worker_id = db, run_id, worker_id
         self.batch_rows, self.batch_s = batch_rows, batch_s
         self.active = active or (lambda: True)
+        self.lost = False
         self.pending: list[Any] = []
         self.last_write = time.monotonic()
         self.start: Any = None
@@ -54,6 +65,15 @@ class StorageSink:
     # ------------------------------------------------------------------ records
 
     def write(self, record: Any) -> None:
+        if self.lost or not self.active():
+            return
+        try:
+            self._write(record)
+        except LeaseLost:
+            self.lost, self.pending = True, []
+            raise
+
+    def _write(self, record: Any) -> None:
         from diffbench.engine.metrics import (
             CheckpointRecord,
             EpochRecord,
@@ -64,14 +84,15 @@ class StorageSink:
             Steps,
         )
 
-        if not self.active():
-            return
         match record:
             case StartRecord():
                 self.start = record
                 self.step = record.step
+                # also at step 0: an attempt killed before its first checkpoint may have
+                # written steps and an epoch, which this one writes again
+                records.truncate_metrics(self.db, self.run_id, record.step,
+                                         worker_id=self.worker_id)
                 if record.step > 0:
-                    records.truncate_metrics(self.db, self.run_id, record.step)
                     self._seed_from_database()
             case Steps(records=steps):
                 self.pending.extend(steps)
@@ -86,12 +107,14 @@ class StorageSink:
                     self.flush()
             case EpochRecord():
                 self.flush()
-                records.add_epoch_metrics(self.db, self.run_id, [record])
+                records.add_epoch_metrics(self.db, self.run_id, [record],
+                                          worker_id=self.worker_id)
                 self._epoch(record)
             case SampleRecord():
                 self.flush()
                 records.add_sample(self.db, self.run_id, epoch=record.epoch, step=record.step,
-                                   array=record.vorticity, name=record.name)
+                                   array=record.vorticity, name=record.name,
+                                   worker_id=self.worker_id)
             case CheckpointRecord():
                 self.flush()
             case QualityRecord():
@@ -101,8 +124,14 @@ class StorageSink:
                 self.status = record
 
     def flush(self) -> None:
-        if self.pending and self.active():
-            records.add_step_metrics(self.db, self.run_id, self.pending)
+        """Write the buffered steps (`LeaseLost` if the run is no longer this worker's)."""
+        if self.pending and not self.lost and self.active():
+            try:
+                records.add_step_metrics(self.db, self.run_id, self.pending,
+                                         worker_id=self.worker_id)
+            except LeaseLost:
+                self.lost, self.pending = True, []
+                raise
         self.pending = []
         self.last_write = time.monotonic()
 

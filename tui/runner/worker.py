@@ -16,7 +16,10 @@ SIGTERM/SIGINT ask the trainer to stop after its current step; it checkpoints, t
 back to the queue and the worker exits (0 after SIGTERM, 130 after SIGINT). A second signal
 stops at once: the run goes back to the queue and resumes from its last checkpoint.
 A lost lease (the run was requeued or removed meanwhile) stops the run without writing
-anything more: another worker owns it now.
+anything more: another worker owns it now (every write is fenced by this worker's id, so a
+paused worker that wakes up after losing its run gets `LeaseLost` and stops that run).
+`requeue_stale` fails a run that lost its worker ``max_attempts`` times (``--max-attempts``,
+default 3; a release after a signal is no loss).
 """
 
 from __future__ import annotations
@@ -94,10 +97,11 @@ class Worker:
     SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self, db: Any, workspace: Workspace, *, device: str = "auto",
-                 lease_s: float = 60.0, poll_s: float = 1.0,
+                 lease_s: float = 60.0, poll_s: float = 1.0, max_attempts: int | None = 3,
                  runs: Iterable[int] | None = None) -> None:
         self.db, self.workspace, self.device = db, workspace, device
         self.lease_s, self.poll_s = lease_s, poll_s
+        self.max_attempts = max_attempts  # a run that lost this many workers fails
         self.runs = None if runs is None else tuple(runs)  # only these (diffbench demo)
         self.signal: int | None = None
         self.wake = threading.Event()
@@ -129,7 +133,7 @@ class Worker:
             log(f"worker {me.id} ({me.host}, pid {me.pid}, {me.device}) on {self.db.url}")
             done, idle_since, beat = 0, time.monotonic(), 0.0
             while self.signal is None and (max_runs is None or done < max_runs):
-                queue.requeue_stale(self.db)
+                queue.requeue_stale(self.db, max_attempts=self.max_attempts)
                 run = queue.claim_next(self.db, me.id, lease_s=self.lease_s, ids=self.runs)
                 if run is None:
                     now = time.monotonic()
@@ -167,7 +171,7 @@ class Worker:
              f"seed {run.seed}")
         beat = Heartbeat(self.db, self.id, run.id, self.lease_s, self._on_cancel)
         beat.start()
-        sink = StorageSink(self.db, run.id, active=lambda: not beat.lost)
+        sink = StorageSink(self.db, run.id, worker_id=self.id, active=lambda: not beat.lost)
         status, interrupted = None, False
         try:
             config = run_config(run, self.device)
@@ -200,6 +204,8 @@ class Worker:
                     status = record
         except KeyboardInterrupt:
             interrupted = True
+        except queue.LeaseLost:  # a write refused: the run is another worker's now
+            beat.lost = True
         except Exception as error:  # any failure of a run is its result
             beat.stop()
             return self._fail(run, error, traceback.format_exc(), sink)
