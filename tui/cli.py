@@ -21,7 +21,7 @@ import typer
 
 from diffbench.storage.workspace import ENV_VAR, Workspace
 
-from .commands import dashboard, data, db, demo, queue, report, runs, train, worker, workers
+from .commands import dashboard, data, db, demo, queue, report, runs, slurm, train, worker, workers
 from .output import DB_KEY
 
 app = typer.Typer(
@@ -45,6 +45,7 @@ app.add_typer(runs.app, name="runs")
 app.add_typer(db.app, name="db")
 app.command(name="worker")(worker.worker)
 app.add_typer(workers.app, name="workers")
+app.add_typer(slurm.app, name="slurm")
 app.command(name="tui")(dashboard.tui)
 app.command(name="report")(report.report)
 app.command(name="demo")(demo.demo)
