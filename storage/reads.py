@@ -8,7 +8,8 @@ newer than one global row id (primary-key range scans), and one aggregate over t
 table when it starts. Each function takes the caller's session, so one tick's reads are one
 short read transaction (a consistent view; on SQLite in WAL mode workers never wait on it).
 Query plans (SQLite): the mark and worker reads scan small tables, everything else searches
-the primary key or the ``(run_id, id)`` indexes.
+the primary key or the ``(run_id, id)`` indexes. The run screen's reads (``run`` onwards)
+take one run, past per-run cursors.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from diffbench.storage.records import EpochMetric, stored_metric
-from diffbench.storage.runs import device_of
+from diffbench.storage.records import EpochMetric, StepMetric, stored_metric
+from diffbench.storage.runs import Run, device_of
 from diffbench.storage.schema import (
     EpochMetricRow,
     RunRow,
+    SampleRow,
     StepMetricRow,
     WorkerRow,
     db_now,
@@ -180,3 +182,102 @@ def run_devices(session: Session, run_ids: Iterable[int]) -> dict[int, str]:
             if device:
                 out[run_id] = device
     return out
+
+
+# ----------------------------------------------------------------------------- one run
+# The run screen's reads: one run, through its primary key and the ``(run_id, id)`` indexes
+# (no table scan), incrementally past per-run cursors while it trains.
+
+
+@dataclass(frozen=True)
+class RunCursors:
+    """The newest step, epoch and sample row ids of one run (0: none): a poller compares
+    them with the last ones to know whether anything was written."""
+
+    step_id: int
+    epoch_id: int
+    sample_id: int
+
+
+@dataclass(frozen=True)
+class StepSums:
+    """A run's step rows past a cursor: how many, their summed data / compute / optimizer
+    ms, the first and last step numbers and the largest row id."""
+
+    count: int
+    data_ms: float
+    compute_ms: float
+    optimizer_ms: float
+    first_step: int | None
+    last_step: int | None
+    last_id: int
+
+
+@dataclass(frozen=True)
+class SampleEntry:
+    """A stored array of a run without its bytes (`records.get_sample` fetches them)."""
+
+    id: int
+    name: str
+    epoch: int
+    step: int
+
+
+def run(session: Session, run_id: int) -> Run | None:
+    """The whole run (config, provenance, summary, traceback), None if there is none."""
+    row = session.get(RunRow, run_id)
+    return None if row is None else Run.from_row(row)
+
+
+def run_cursors(session: Session, run_id: int) -> RunCursors:
+    """Three index lookups: the largest row id of the run in each metric table."""
+    def top(table: type) -> int:
+        return session.scalar(sa.select(sa.func.max(table.id))
+                              .where(table.run_id == run_id)) or 0
+
+    return RunCursors(top(StepMetricRow), top(EpochMetricRow), top(SampleRow))
+
+
+def step_sums(session: Session, run_id: int, *, after_id: int = 0) -> StepSums:
+    """One aggregate over the run's step rows with an id above ``after_id``."""
+    row = session.execute(
+        sa.select(sa.func.count(), sa.func.sum(StepMetricRow.data_ms),
+                  sa.func.sum(StepMetricRow.compute_ms), sa.func.sum(StepMetricRow.optimizer_ms),
+                  sa.func.min(StepMetricRow.step), sa.func.max(StepMetricRow.step),
+                  sa.func.max(StepMetricRow.id))
+        .where(StepMetricRow.run_id == run_id, StepMetricRow.id > after_id)).one()
+    return StepSums(count=row[0], data_ms=float(row[1] or 0.0), compute_ms=float(row[2] or 0.0),
+                    optimizer_ms=float(row[3] or 0.0), first_step=row[4], last_step=row[5],
+                    last_id=row[6] or after_id)
+
+
+def recent_steps(session: Session, run_id: int, count: int) -> list[StepMetric]:
+    """The run's last ``count`` step rows, oldest first."""
+    rows = session.scalars(sa.select(StepMetricRow).where(StepMetricRow.run_id == run_id)
+                           .order_by(StepMetricRow.id.desc()).limit(count)).all()
+    return [stored_metric(StepMetric, r) for r in reversed(rows)]
+
+
+def run_epochs(session: Session, run_id: int, *, after_id: int = 0) -> list[EpochMetric]:
+    """The run's epoch rows with an id above ``after_id``, oldest first."""
+    return [stored_metric(EpochMetric, r) for r in session.scalars(
+        sa.select(EpochMetricRow).where(EpochMetricRow.run_id == run_id,
+                                        EpochMetricRow.id > after_id)
+        .order_by(EpochMetricRow.id))]
+
+
+def run_samples(session: Session, run_id: int, *, after_id: int = 0) -> list[SampleEntry]:
+    """The run's stored arrays past ``after_id`` (names, epochs, steps; not their bytes)."""
+    return [SampleEntry(*row) for row in session.execute(
+        sa.select(SampleRow.id, SampleRow.name, SampleRow.epoch, SampleRow.step)
+        .where(SampleRow.run_id == run_id, SampleRow.id > after_id).order_by(SampleRow.id))]
+
+
+def workers_by_id(session: Session, worker_ids: Iterable[int]) -> dict[int, Worker]:
+    """The workers of ``worker_ids`` that still exist, by id."""
+    ids = sorted(set(worker_ids))
+    if not ids:
+        return {}
+    fields = [getattr(WorkerRow, name) for name in Worker.__dataclass_fields__]
+    return {w.id: w for w in (Worker(*row) for row in session.execute(
+        sa.select(*fields).where(WorkerRow.id.in_(ids))))}
