@@ -39,6 +39,7 @@ from .dialogs import ConfirmDialog, ExportDialog, HelpScreen, QueueDialog
 from .forms import QueueFields
 from .palette import STATUS_COLOR, STATUS_SYMBOL
 from .preview import Pictures, load_pictures
+from .run_screen import RunScreen
 from .runs_pane import RunsPane
 from .runtime_pane import RuntimePane
 from .series import RunCurves, SeriesCache
@@ -84,6 +85,8 @@ class DashboardApp(App[None]):
                  "over seeds"),
         _binding("space", "mark", "mark", "mark/unmark the run to overlay its curves",
                  key_display="space"),
+        _binding("enter", "open_run", "run", "the selected run whole: config, provenance, "
+                 "losses, quality, events, previews (esc: back)", show=False),
         _binding("t", "time_axis", "step/time", "loss against step or training time"),
         _binding("l", "log_scale", "log", "log or linear loss axis", show=False),
         _binding("a", "queue", "queue", "queue runs (a form, then confirm)"),
@@ -334,6 +337,13 @@ class DashboardApp(App[None]):
     def action_log_scale(self) -> None:
         self.log_scale = not self.log_scale
         self._show_details()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_open_run()  # enter on the runs table, which takes the key first
+
+    def action_open_run(self) -> None:
+        if self.selected is not None:
+            self.push_screen(RunScreen.of(self, self.selected))
 
     # ------------------------------------------------------------------ actions
 
