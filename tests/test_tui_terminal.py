@@ -73,3 +73,42 @@ def test_tui_in_tmux_shows_runs_curves_vorticity_and_quits(trained, tmp_path, si
         assert wait_for(lambda: tmux(socket, "has-session").returncode != 0, timeout=10)
     finally:
         tmux(socket, "kill-server")
+
+
+def test_run_screen_in_tmux_at_80x24(trained, tmp_path):
+    """Over SSH: enter opens the first run's screen (one column: losses first), → scrubs
+    the previews into view (half blocks), esc returns to the runs, q exits with 0."""
+    socket = f"diffbench-test-{os.getpid()}-run"
+    status = tmp_path / "status"
+    command = (f"{Path(sys.executable).with_name('diffbench')} --home {trained.home} tui; "
+               f"echo $? > {status}")
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "DIFFBENCH_DB",
+                                                             "TMUX")}
+    subprocess.run([TMUX, "-L", socket, "-f", "/dev/null", "new-session", "-d", "-x", "80",
+                    "-y", "24", "sh", "-c", command],
+                   check=True, env={**env, "TERM": "xterm-256color", "COLORTERM": "truecolor"})
+    try:
+        def screen() -> str:
+            return tmux(socket, "capture-pane", "-p", "-t", "0").stdout
+
+        def keys(*names: str) -> None:
+            tmux(socket, "send-keys", "-t", "0", *names)
+
+        assert wait_for(lambda: "✓ done" in screen()), screen()
+        keys("Enter")
+        text = wait_for(lambda: (s := screen()) and "fixed-noise" in s and "esc back" in s
+                        and s)
+        assert text, screen()
+        assert f"run #{trained.done[0]}" in text and "✓ done" in text and "adamw" in text
+        assert "─ losses ─" in text and ".99–1" in text  # the last t-bin, in one column
+        keys("Left")  # the first epoch's preview, scrolled into view
+        text = wait_for(lambda: (s := screen()) and "1/3 generated after epoch 1" in s and s)
+        assert text and "▀" in text, screen()
+        keys("Escape")
+        assert wait_for(lambda: "fixed-noise" not in (s := screen()) and "○ queued" in s), \
+            screen()
+        keys("q")
+        assert wait_for(lambda: status.exists() and status.read_text().strip() == "0",
+                        timeout=15), screen()
+    finally:
+        tmux(socket, "kill-server")
