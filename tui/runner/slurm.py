@@ -289,6 +289,7 @@ def tasks(records: list[Submission]) -> list[Task]:
         for line in out.splitlines():
             job, state, node, elapsed, reason = (line.split("|") + [""] * 5)[:5]
             base, _, task = job.partition("_")
+            task = task or "0"  # a single worker is a plain job, not an array
             if base in wanted and task.isdecimal():
                 seen[base, task] = Task(base, task, state, node or None, elapsed or None,
                                         None if reason in ("None", "") else reason)
