@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from diffbench.storage.records import EpochMetric, StepMetric, stored_metric
+from diffbench.storage.records import EpochMetric, stored_metric
 from diffbench.storage.runs import Run, device_of
 from diffbench.storage.schema import (
     EpochMetricRow,
@@ -214,6 +214,17 @@ class StepSums:
 
 
 @dataclass(frozen=True)
+class StepTimes:
+    """A step's loss and its data / compute / optimizer milliseconds."""
+
+    step: int
+    loss: float
+    data_ms: float
+    compute_ms: float
+    optimizer_ms: float
+
+
+@dataclass(frozen=True)
 class SampleEntry:
     """A stored array of a run without its bytes (`records.get_sample` fetches them)."""
 
@@ -251,11 +262,20 @@ def step_sums(session: Session, run_id: int, *, after_id: int = 0) -> StepSums:
                     last_id=row[6] or after_id)
 
 
-def recent_steps(session: Session, run_id: int, count: int) -> list[StepMetric]:
-    """The run's last ``count`` step rows, oldest first."""
-    rows = session.scalars(sa.select(StepMetricRow).where(StepMetricRow.run_id == run_id)
-                           .order_by(StepMetricRow.id.desc()).limit(count)).all()
-    return [stored_metric(StepMetric, r) for r in reversed(rows)]
+def recent_steps(session: Session, run_id: int, count: int) -> list[StepTimes]:
+    """The run's last ``count`` steps' loss and times, oldest first (a Core query: no ORM
+    rows or metric objects to build every tick)."""
+    rows = session.execute(
+        sa.select(StepMetricRow.step, StepMetricRow.loss, StepMetricRow.loss_kind,
+                  StepMetricRow.data_ms, StepMetricRow.compute_ms, StepMetricRow.optimizer_ms)
+        .where(StepMetricRow.run_id == run_id)
+        .order_by(StepMetricRow.id.desc()).limit(count)).all()
+    out = []
+    for step, loss, kind, *ms in reversed(rows):
+        value = join_float(loss, kind)
+        out.append(StepTimes(step, math.nan if value is None else value,
+                             *(float(m or 0.0) for m in ms)))
+    return out
 
 
 def run_epochs(session: Session, run_id: int, *, after_id: int = 0) -> list[EpochMetric]:
