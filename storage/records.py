@@ -13,6 +13,7 @@ no worker (tests, tools and benchmarks that fill a database).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -196,16 +197,24 @@ def stored_metric(metric: type[StepMetric] | type[EpochMetric], row: StepMetricR
     """The metric of a row: flagged floats joined with their kind (`schema.FLAGGED`), a
     missing float NaN unless the field may be None, JSON lists as tuples."""
     flagged = FLAGGED[type(row)]
-    hints = typing.get_type_hints(metric)
     values = {}
-    for f in dataclasses.fields(metric):
-        value = getattr(row, f.name)
-        if f.name in flagged:
-            value = join_float(value, getattr(row, f"{f.name}_kind"))
-        if value is None and type(None) not in typing.get_args(hints[f.name]):
+    for name, optional in _fields(metric):
+        value = getattr(row, name)
+        if name in flagged:
+            value = join_float(value, getattr(row, f"{name}_kind"))
+        if value is None and not optional:
             value = math.nan
-        values[f.name] = tuple(value) if isinstance(value, list) else value
+        values[name] = tuple(value) if isinstance(value, list) else value
     return metric(**values)
+
+
+@functools.cache
+def _fields(metric: type) -> tuple[tuple[str, bool], ...]:
+    """Each field of a metric dataclass and whether it may be None (read once per class:
+    resolving type hints costs more than reading a row)."""
+    hints = typing.get_type_hints(metric)
+    return tuple((f.name, type(None) in typing.get_args(hints[f.name]))
+                 for f in dataclasses.fields(metric))
 
 
 def metrics_since(db: Database, run_id: int, cursor: MetricsCursor | None = None, *,
