@@ -215,7 +215,8 @@ def cancel(
         require(not unknown, f"not a job submitted from {home}: {', '.join(unknown)} "
                 f"(diffbench slurm ls lists them)")
         chosen = [records[j] for j in jobs] if jobs else list(records.values())
-        live = sorted({t.job_id for t in slurm.tasks(chosen) if t.state != "ENDED"})
+        live = sorted({t.job_id for t in slurm.tasks(chosen) if t.state != "ENDED"},
+                      key=lambda job: (len(job), job))
         slurm.cancel(live)
     notice(f"cancelled {len(live)} job array{'s' if len(live) != 1 else ''}"
            + (f": {', '.join(live)}" if live else " (none was pending or running)"))
