@@ -350,6 +350,54 @@ def test_slurm_time_forms(text, minutes):
     assert parse_time(text) == minutes
 
 
+@pytest.mark.slow
+def test_usr2_releases_the_run_then_hands_over_to_submitit(tmp_path, monkeypatch):
+    """Inside a task, without Slurm: USR2 stops the worker like SIGTERM (checkpoint, run
+    back in the queue, not counted as a lost worker), then the job calls the USR2 handler
+    submitit had installed (which checkpoints the job and requeues the task)."""
+    import signal
+    import threading
+
+    from diffbench.storage import queue as q
+    from diffbench.tui.runner.slurm_job import WorkerJob, WorkerSettings
+    from tests.helpers import preset_toml, quick, spec
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "31")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    toml = tmp_path / "quick.toml"
+    toml.write_text(preset_toml(quick(**{"train.epochs": 200})))
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    db = open_database(url)
+    (run_id,) = q.enqueue(db, [spec(toml)]).ids
+    handed = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: handed.append(signum))
+
+    def preempt():  # once the run has written steps, as Slurm would: USR2 to the process
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not scalar(
+                db, "SELECT COUNT(*) FROM step_metrics WHERE run_id = :id", id=run_id):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGUSR2)
+
+    threading.Thread(target=preempt, daemon=True).start()
+    try:
+        code = WorkerJob(str(tmp_path), url, WorkerSettings(device="cpu", idle_exit=0))(1)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    try:
+        run = q.get_run(db, run_id)
+        assert code == 0 and handed == [signal.SIGUSR2]
+        assert run.status.value == "queued" and 0 < run.steps_done < 400
+        assert "SIGUSR2" in run.error and not (run.provenance or {}).get("workers_lost")
+        assert (tmp_path / "runs" / str(run_id) / "checkpoints").exists()
+        (worker,) = workers.list_workers(db)
+        assert worker.slurm_job == "31_1" and worker.stopped_at is not None
+    finally:
+        db.dispose()
+
+
 # ----------------------------------------------------------------------------- a real cluster
 
 SLURM_SKIP = ("Slurm tests need a cluster: DIFFBENCH_TEST_SLURM is not set (bash .ci/slurm "

@@ -65,7 +65,7 @@ class WorkerJob(Checkpointable):
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR",
                               str(Path(self.home) / "cache" / "inductor"))
         from diffbench.storage.db import open_database
-        from diffbench.storage.hosts import network_warning
+        from diffbench.storage.hosts import SharedSQLite, network_warning
         from diffbench.storage.workspace import Workspace
 
         requeue = signal.getsignal(signal.SIGUSR2)  # submitit's: checkpoint, requeue, exit
@@ -83,6 +83,9 @@ class WorkerJob(Checkpointable):
                              lease_s=settings.lease_s, max_attempts=settings.max_attempts)
         try:
             code = worker.serve(max_runs=settings.max_runs, idle_exit=settings.idle_exit)
+        except SharedSQLite as refused:  # another host's worker uses this SQLite file
+            log(f"slurm task {task}: error: {refused}")
+            return 2
         finally:
             db.dispose()
         if worker.signal == signal.SIGUSR2 and callable(requeue):
