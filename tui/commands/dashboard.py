@@ -19,8 +19,9 @@ def tui(
     read_only: Annotated[bool, typer.Option(
         "--read-only", help="Disable queue, cancel, retry and export.")] = False,
     ascii: Annotated[bool, typer.Option(
-        "--ascii", help="Draw vorticity with an ASCII ramp (also with NO_COLOR or a "
-        "terminal without colour).")] = False,
+        "--ascii", help="Plain ASCII: charts drawn with markers (* + x …) instead of "
+        "braille, vorticity with an ASCII ramp, for terminals or fonts that draw braille "
+        "badly (also with NO_COLOR or a terminal without colour).")] = False,
 ) -> None:
     """The live dashboard: runs, loss curves, step times, vorticity previews, workers.
 

@@ -6,8 +6,9 @@ pushes them into the panes. At most one read is in flight; a tick that finds one
 is skipped. Actions (queue, cancel, retry, export) ask for confirmation and write from a
 thread worker, then refresh.
 
-Layout: on a large terminal all five panes are visible in a grid; below `WIDE` columns or
-`TALL` rows (e.g. 80×24 over SSH) one pane fills the screen and the tabs (keys 1–5) pick it.
+Layout: from `FULL` (e.g. 160×48) all five panes are visible in a grid; from `WIDE` × `TALL`
+(e.g. 120×40) runtime and vorticity share one slot (keys 3 and 4 pick); below (e.g. 80×24
+over SSH) one pane fills the screen and the tabs (keys 1–5) pick it.
 """
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ from textual.widgets import DataTable, Footer, Input, Static, Tab, Tabs
 
 from diffbench.storage.db import Database, StorageError
 from diffbench.storage.filters import FilterError, RunFilter
+from diffbench.storage.states import FINAL
 from diffbench.storage.workspace import Workspace
 
 from ..output import no_color
 from .actions import perform
+from .chart_keys import CHART_BINDINGS, ChartKeys
+from .charts import AUTO, ChartOptions
 from .content import set_content
 from .curves_pane import CurvesPane
 from .dialogs import ConfirmDialog, ExportDialog, HelpScreen, QueueDialog
@@ -49,6 +53,7 @@ from .vorticity_pane import VorticityPane
 from .workers_pane import WorkersPane
 
 WIDE, TALL = 120, 36
+FULL = (150, 44)  # from here every pane is visible; below, runtime and vorticity share one
 VIEWS = ("runs", "curves", "runtime", "vorticity", "workers")
 ACTIONS = ("queue", "cancel", "retry", "export")
 
@@ -69,7 +74,7 @@ def _binding(key: str, action: str, description: str, help_text: str, *,
                    tooltip=help_text)
 
 
-class DashboardApp(App[None]):
+class DashboardApp(ChartKeys, App[None]):
     CSS_PATH = "dashboard.tcss"
     TITLE = "diffbench"
     ENABLE_COMMAND_PALETTE = False
@@ -81,14 +86,13 @@ class DashboardApp(App[None]):
         _binding("escape", "clear_filter", "clear", "clear the filter", show=False),
         _binding("s", "sort", "sort", "sort by the next column"),
         _binding("S", "reverse", "reverse", "reverse the sort order", show=False),
-        _binding("g", "group", "group", "group runs by optimizer: final loss mean ± std "
-                 "over seeds"),
-        _binding("space", "mark", "mark", "mark/unmark the run to overlay its curves",
-                 key_display="space"),
+        _binding("g", "group", "group", "group runs by setting: final loss mean ± std "
+                 "over seeds; the curves draw each setting's mean with a ±std band"),
+        _binding("space", "mark", "mark", "mark/unmark the run (grouped: its setting) to "
+                 "overlay its curves", key_display="space"),
         _binding("enter", "open_run", "run", "the selected run whole: config, provenance, "
                  "losses, quality, events, previews (esc: back)", show=False),
-        _binding("t", "time_axis", "step/time", "loss against step or training time"),
-        _binding("l", "log_scale", "log", "log or linear loss axis", show=False),
+        *CHART_BINDINGS,
         _binding("a", "queue", "queue", "queue runs (a form, then confirm)"),
         _binding("c", "cancel", "cancel", "cancel the marked runs, else the selected one"),
         _binding("r", "retry", "retry", "retry the marked runs, else the selected one"),
@@ -111,7 +115,9 @@ class DashboardApp(App[None]):
         self.marked: set[int] = set()
         self.filter = RunFilter()
         self.sort_column, self.sort_reverse = "id", False
-        self.grouped, self.by_time, self.log_scale = False, False, True
+        self.grouped = False
+        self.chart = ChartOptions()
+        self.pinned: int | str | None = AUTO
         self.view = "runs"
         self.ascii = self.options.ascii
         self._reading = False
@@ -143,13 +149,20 @@ class DashboardApp(App[None]):
         self._layout(event.size)
 
     def _layout(self, size: Size) -> None:
-        self.screen_stack[0].set_class(size.width < WIDE or size.height < TALL, "narrow")
+        narrow = size.width < WIDE or size.height < TALL
+        full = size.width >= FULL[0] and size.height >= FULL[1]
+        screen = self.screen_stack[0]
+        screen.set_class(narrow, "narrow")
+        screen.set_class(not narrow and not full, "medium")
+        screen.set_class(not narrow and full, "full")
 
     def action_view(self, view: str) -> None:
         self.view = view
         for name in VIEWS:
             self.query_one(f"#{name}").set_class(name == view, "-active")
         self.query_one("#tabs", Tabs).active = f"tab-{view}"
+        if view in ("runtime", "vorticity"):  # they share a slot on medium terminals
+            self.query_one("#main").set_class(view == "vorticity", "-vorticity")
         if view == "runs":
             self.query_one("#runs-table", DataTable).focus()
 
@@ -166,7 +179,7 @@ class DashboardApp(App[None]):
             self._again = True
             return
         self._reading, self._again = True, False
-        Thread(target=self._read, args=(self.selected, tuple(sorted(self.marked))),
+        Thread(target=self._read, args=(self.selected, self._plotted_ids()),
                name="diffbench-read", daemon=True).start()
 
     def _read(self, selected: int | None, marked: tuple[int, ...]) -> None:
@@ -178,7 +191,8 @@ class DashboardApp(App[None]):
             known = {r.id for r in snapshot.runs}
             if selected not in known:
                 selected = None
-            curves = self.series.update(i for i in (selected, *marked) if i in known)
+            ended = {r.id for r in snapshot.runs if r.status in FINAL}  # no row comes
+            curves = self.series.update((i for i in (selected, *marked) if i in known), ended)
             pictures = self._pictures(selected, curves.get(selected))
             result: tuple = (self._apply, snapshot, curves, pictures)
         except StorageError as error:
@@ -213,6 +227,7 @@ class DashboardApp(App[None]):
             self.selected = self.query_one(RunsPane).current_run()
             self._again = self._again or self.selected is not None
         self._show_details()
+        self._again = self._again or not set(self._plotted_ids()) <= curves.keys()
         self.query_one(WorkersPane).show(snapshot.workers)
         if self._again:
             self.refresh_data()
@@ -243,7 +258,7 @@ class DashboardApp(App[None]):
         pane = self.query_one(RunsPane)
         total = len(self.snapshot.runs) if self.snapshot else 0
         if self.grouped:
-            pane.show_groups(group_runs(self.visible_runs()), total=total)
+            pane.show_groups(group_runs(self.visible_runs()), total=total, marked=self.marked)
         else:
             pane.show_runs(self.visible_runs(), total=total, marked=self.marked,
                            sort=self.sort_column, reverse=self.sort_reverse)
@@ -251,11 +266,9 @@ class DashboardApp(App[None]):
     def _show_details(self) -> None:
         views = {r.id: r for r in (self.snapshot.runs if self.snapshot else ())}
         run = views.get(self.selected) if self.selected is not None else None
-        plotted = [(views[i], self.curves[i]) for i in (self.selected, *sorted(self.marked))
-                   if i in views and i in self.curves]
-        plotted = list({v.id: (v, c) for v, c in plotted}.values())
-        self.query_one(CurvesPane).show(plotted, by_time=self.by_time, log=self.log_scale,
-                                        selected=run)
+        items, reference = self._plotted(views)
+        self.query_one(CurvesPane).show(items, reference, self.curves, self.chart,
+                                        grouped=self.grouped, ascii=self.ascii, selected=run)
         costs = step_costs(views.values(), run.device) if run and run.device else []
         self.query_one(RuntimePane).show(run, self.curves.get(self.selected), costs)
         pictures = self.pictures if run and self.pictures and \
@@ -322,21 +335,19 @@ class DashboardApp(App[None]):
     def action_group(self) -> None:
         self.grouped = not self.grouped
         self._show_runs()
+        self._show_details()
+        self.refresh_data()
 
     def action_mark(self) -> None:
-        if self.selected is None or self.grouped:
+        if self.selected is None:
             return
-        self.marked ^= {self.selected}
+        if self.grouped:
+            self._mark_setting()
+        else:
+            self.marked ^= {self.selected}
         self._show_runs()
         self.refresh_data()
 
-    def action_time_axis(self) -> None:
-        self.by_time = not self.by_time
-        self._show_details()
-
-    def action_log_scale(self) -> None:
-        self.log_scale = not self.log_scale
-        self._show_details()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.action_open_run()  # enter on the runs table, which takes the key first

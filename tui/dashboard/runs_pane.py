@@ -25,7 +25,9 @@ GROUP_COLUMNS = (("preset", "preset·epochs"), ("optimizer", "optimizer"),
                  ("wd", "wd"), ("seeds", "seeds"), ("done", "done"),
                  ("final", "final loss (mean ± std)"), ("ms", "ms/step"))
 BAR = 5
-OPTIONAL = ("wd", "seed", "lr", "schedule")  # left out in this order when space is short
+# left out in this order when space is short (the last step's train loss is the noisiest
+# number of the row; the ETA matters only while running)
+OPTIONAL = ("wd", "seed", "lr", "schedule", "train", "eta")
 SCROLLBAR = 2
 EMPTY = ("no runs yet: queue some with  diffbench queue add -p tiny -O adamw,muon --seeds 0-2"
          "  (or press a), then start  diffbench worker")
@@ -67,15 +69,16 @@ def run_cells(run: RunView, marked: bool) -> tuple[Text | str, ...]:
     ident = Text(("●" if marked else " ") + str(run.id), style="bold" if marked else "")
     return (ident, status, Text(run.optimizer, style=optimizer_style(run.optimizer)),
             run.schedule, number(run.lr, 3), number(run.wd, 3), str(run.seed), progress(run),
-            number(run.train_loss), number(run.valid_loss), number(run.ms_per_step, 3),
+            number(run.train_loss), number(run.fixed_valid_loss), number(run.ms_per_step, 3),
             duration(run.eta_s))
 
 
-def group_cells(group: GroupView) -> tuple[Text | str, ...]:
+def group_cells(group: GroupView, marked: bool = False) -> tuple[Text | str, ...]:
     final = ("—" if group.mean is None else number(group.mean) if group.std is None
              else f"{number(group.mean)} ± {number(group.std, 2)}")
     epochs = "?" if group.epochs is None else str(group.epochs)
-    return (f"{group.preset}·{epochs}",
+    return (Text(f"{'●' if marked else ''}{group.preset}·{epochs}",
+                 style="bold" if marked else ""),
             Text(group.optimizer, style=optimizer_style(group.optimizer)), group.schedule,
             number(group.lr, 3), number(group.wd, 3), str(group.runs), str(group.done),
             final, number(group.ms_per_step, 3))
@@ -92,8 +95,8 @@ class RunsPane(Vertical):
     Rows are keyed by run id. A refresh reuses the cells of every run whose `RunView` is the
     same object as last time (the reader rebuilds only changed runs), and when the order is
     unchanged it only rewrites the cells that changed. When the columns are wider than the
-    pane (80 columns over SSH), wd, seed, lr and schedule are left out, in that order, until
-    the rest fits."""
+    pane (80 columns over SSH), wd, seed, lr, schedule, train and ETA are left out, in that
+    order, until the rest fits."""
 
     class Highlighted(Message):
         """The cursor moved to a run (a group: its first run)."""
@@ -165,10 +168,12 @@ class RunsPane(Vertical):
                    {row.key: row.select(shown) for row in rows.values()})
         self._empty(total, len(runs))
 
-    def show_groups(self, groups: Sequence[GroupView], *, total: int) -> None:
+    def show_groups(self, groups: Sequence[GroupView], *, total: int,
+                    marked: set[int] | frozenset[int] = frozenset()) -> None:
+        """One row per setting; ● before a setting whose seeds are marked."""
         rows = {}
         for group in groups:
-            cells = group_cells(group)
+            cells = group_cells(group, bool(marked & set(group.run_ids)))
             rows[group_key(group)] = (cells, tuple(str(c) for c in cells))
         self._group_runs = {group_key(g): (g.run_ids[0] if g.run_ids else None)
                             for g in groups}

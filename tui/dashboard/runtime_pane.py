@@ -1,5 +1,9 @@
 """Runtime per step: the selected run's forward+backward and optimizer milliseconds over
-its steps, and each optimizer's mean ms/step as a ratio to AdamW's on the same device."""
+its steps, and each optimizer's mean ms/step as a ratio to AdamW's on the same device.
+
+The plot keeps a minimum height (the stylesheet's): squeezed below it, plotext writes its
+y labels into the x axis' (`118.11.0`). On a full-size terminal the table stands beside
+the plot, elsewhere below it."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from collections.abc import Sequence
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Vertical
+from textual.containers import Container, Vertical
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
@@ -55,9 +59,10 @@ class RuntimePane(Vertical):
     def compose(self) -> ComposeResult:
         yield Static("runtime per step (ms): ─ fwd+bwd  ─ optimizer", classes="pane-title",
                      id="runtime-title")
-        yield PlotextPlot(id="runtime-plot")
-        yield Static(NO_STEPS, id="runtime-empty", classes="empty")
-        yield Static("", id="runtime-costs")
+        with Container(id="runtime-body"):  # side by side on a full-size terminal
+            yield PlotextPlot(id="runtime-plot")
+            yield Static(NO_STEPS, id="runtime-empty", classes="empty")
+            yield Static("", id="runtime-costs")
 
     def show(self, run: RunView | None, curves: RunCurves | None,
              costs: Sequence[StepCost]) -> None:

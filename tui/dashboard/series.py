@@ -8,13 +8,14 @@ an epoch's ``train_s`` counts, so train and validation points share one clock.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from diffbench.storage import records
-from diffbench.storage.db import Database
+from diffbench.storage import queue, records
+from diffbench.storage.db import Database, NotFound
 from diffbench.storage.records import MetricsCursor
 
 POINTS = 300  # points per plotted line: more than a terminal has columns
@@ -38,6 +39,11 @@ class RunCurves:
     compute_ms: Curve  # forward + backward, by step
     optimizer_ms: Curve  # optimizer step, by step
     sample_id: int | None  # the latest generated preview
+    # the fixed-noise validation loss (what the report ranks by), by step and by time
+    fixed_by_step: Curve = Curve((), ())
+    fixed_by_time: Curve = Curve((), ())
+    steps_per_epoch: int | None = None  # from the first epoch row (None before one)
+    loss_bins: tuple[float, ...] | None = None  # the t-bins' edges (`Run.loss_bins`)
 
 
 def binned(x: np.ndarray, y: np.ndarray, points: int = POINTS, *,
@@ -67,8 +73,12 @@ class _Series:
     epoch_step: list[int] = field(default_factory=list)
     epoch_time: list[float] = field(default_factory=list)
     valid: list[float] = field(default_factory=list)
+    fixed: list[float] = field(default_factory=list)  # NaN where an epoch measured none
+    per_epoch: int | None = None
+    loss_bins: tuple[float, ...] | None = None
     sample_id: int | None = None
     drawn: RunCurves | None = None  # the curves of the rows so far
+    complete: bool = False  # read after the run ended: no row can come (until a retry)
 
     def add(self, batch: records.MetricsBatch) -> None:
         if batch.steps and self.step and batch.steps[0].step <= self.step[-1]:
@@ -80,13 +90,17 @@ class _Series:
             self.compute.append(s.compute_ms)
             self.optimizer.append(s.optimizer_ms)
         for e in batch.epochs:
+            if self.per_epoch is None and e.step > 0:
+                self.per_epoch = e.step // (e.epoch + 1)
             while self.epoch_step and self.epoch_step[-1] >= e.step:
-                for column in (self.epoch_step, self.epoch_time, self.valid):
+                for column in (self.epoch_step, self.epoch_time, self.valid, self.fixed):
                     column.pop()
-            if e.valid_loss is not None:
+            if e.valid_loss is not None or e.fixed_valid_loss is not None:
                 self.epoch_step.append(e.step)
                 self.epoch_time.append(e.train_s)
-                self.valid.append(e.valid_loss)
+                self.valid.append(math.nan if e.valid_loss is None else e.valid_loss)
+                self.fixed.append(math.nan if e.fixed_valid_loss is None
+                                  else e.fixed_valid_loss)
         if batch.sample_ids:
             self.sample_id = batch.sample_ids[-1]
         self.cursor = batch.cursor
@@ -108,17 +122,21 @@ class _Series:
         wall = np.cumsum(np.asarray(self.ms, dtype=np.float64)) / 1000.0
         loss = np.asarray(self.loss, dtype=np.float64)
         epoch_step = np.asarray(self.epoch_step, dtype=np.float64)
+        epoch_time = np.asarray(self.epoch_time, dtype=np.float64)
         valid = np.asarray(self.valid, dtype=np.float64)
+        fixed = np.asarray(self.fixed, dtype=np.float64)
         return RunCurves(
             run_id=run_id,
             train_by_step=binned(step, loss, positive=True),
             train_by_time=binned(wall, loss, positive=True),
             valid_by_step=binned(epoch_step, valid, positive=True),
-            valid_by_time=binned(np.asarray(self.epoch_time, dtype=np.float64), valid,
-                                 positive=True),
+            valid_by_time=binned(epoch_time, valid, positive=True),
             compute_ms=binned(step, np.asarray(self.compute, dtype=np.float64)),
             optimizer_ms=binned(step, np.asarray(self.optimizer, dtype=np.float64)),
-            sample_id=self.sample_id)
+            sample_id=self.sample_id,
+            fixed_by_step=binned(epoch_step, fixed, positive=True),
+            fixed_by_time=binned(epoch_time, fixed, positive=True),
+            steps_per_epoch=self.per_epoch, loss_bins=self.loss_bins)
 
 
 @dataclass
@@ -128,16 +146,34 @@ class SeriesCache:
     db: Database
     _series: dict[int, _Series] = field(default_factory=dict)
 
-    def update(self, run_ids: Iterable[int]) -> dict[int, RunCurves]:
-        """Read what is new for ``run_ids`` (forgetting runs no longer asked for)."""
+    def update(self, run_ids: Iterable[int], ended: Collection[int] = ()
+               ) -> dict[int, RunCurves]:
+        """Read what is new for ``run_ids`` (forgetting runs no longer asked for). A run in
+        ``ended`` (finished, failed, …, as of a snapshot taken before this call) is read
+        once more and then no longer, until it leaves ``ended`` (a retry)."""
         wanted = list(dict.fromkeys(run_ids))
-        self._series = {i: self._series.get(i) or _Series() for i in wanted}
+        self._series = {i: self._series.get(i) or self._new(i) for i in wanted}
         out = {}
         for run_id in wanted:
             series = self._series[run_id]
+            if run_id not in ended:
+                series.complete = False
+            elif series.complete:
+                out[run_id] = series.curves(run_id)
+                continue
+            else:
+                series.complete = True
             batch = records.metrics_since(self.db, run_id, series.cursor)
             if batch.steps or batch.epochs or batch.sample_ids:
                 series.add(batch)
                 series.drawn = None
             out[run_id] = series.curves(run_id)
         return out
+
+    def _new(self, run_id: int) -> _Series:
+        """A run's series, with its t-bins' edges (read once: the run's provenance)."""
+        try:
+            edges = queue.get_run(self.db, run_id).loss_bins
+        except NotFound:  # removed since the snapshot: it is gone from the next one
+            edges = None
+        return _Series(loss_bins=None if edges is None else tuple(edges))

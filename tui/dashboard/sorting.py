@@ -8,11 +8,15 @@ from typing import Any
 
 from .state import RunView
 
+#: The validation column shows the fixed-noise loss (fixed t and ε per validation sample),
+#: the one the report ranks by and comparable across runs, not the stochastic one.
+VALID_TITLE = "valid fixed-ε"
+
 #: Table columns: (key, title). The key names a sort order in `SORT_KEYS`.
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("id", "id"), ("status", "status"), ("optimizer", "optimizer"),
     ("schedule", "schedule"), ("lr", "lr"), ("wd", "wd"), ("seed", "seed"),
-    ("progress", "progress"), ("train", "train"), ("valid", "valid"),
+    ("progress", "progress"), ("train", "train"), ("valid", VALID_TITLE),
     ("ms", "ms/step"), ("eta", "ETA"),
 )
 STATUS_ORDER = ("running", "queued", "failed", "diverged", "done", "cancelled")
@@ -27,7 +31,7 @@ SORT_KEYS: dict[str, Callable[[RunView], Any]] = {
     "seed": lambda r: r.seed,
     "progress": lambda r: r.progress,
     "train": lambda r: r.train_loss,
-    "valid": lambda r: r.valid_loss,
+    "valid": lambda r: r.fixed_valid_loss,
     "ms": lambda r: r.ms_per_step,
     "eta": lambda r: r.eta_s,
 }

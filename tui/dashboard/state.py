@@ -43,7 +43,7 @@ class RunView:
     progress: float | None  # 0..1
     steps: int
     train_loss: float | None  # the last step's loss
-    valid_loss: float | None  # the last validation's
+    valid_loss: float | None  # the last validation's (stochastic: fresh t and ε each time)
     final_loss: float | None  # fixed-noise validation loss at the end (done runs)
     ms_per_step: float | None  # mean over the run's steps
     eta_s: float | None  # running runs: remaining epochs × mean epoch time
@@ -53,6 +53,8 @@ class RunView:
     # the last validation's fixed-noise loss per t-bin (edges: the run's provenance
     # "loss_bins"); None before one, and for runs from before the bins were measured
     fixed_valid_bins: tuple[float, ...] | None = None
+    # the last validation's fixed-noise loss (fixed t and ε: what the report ranks by)
+    fixed_valid_loss: float | None = None
 
 
 @dataclass(frozen=True)
@@ -241,7 +243,8 @@ class DashboardReader:
             valid_loss=epochs.valid_loss, final_loss=final,
             ms_per_step=steps.ms_sum / steps.count if steps.count else None,
             eta_s=eta, device=self._devices.get(line.id), worker_id=line.mark.worker_id,
-            tags=line.tags, fixed_valid_bins=epochs.fixed_valid_bins)
+            tags=line.tags, fixed_valid_bins=epochs.fixed_valid_bins,
+            fixed_valid_loss=epochs.fixed_valid_loss)
 
     def _worker(self, worker: workers.Worker, run_id: int | None,
                 now: dt.datetime) -> WorkerView:
