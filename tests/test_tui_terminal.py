@@ -112,3 +112,68 @@ def test_run_screen_in_tmux_at_80x24(trained, tmp_path):
                         timeout=15), screen()
     finally:
         tmux(socket, "kill-server")
+
+
+def seeds_home(root: Path) -> Path:
+    """A workspace whose database holds three seeds of one AdamW setting and one Muon run,
+    each with a falling, noisy loss, written through the storage API."""
+    import numpy as np
+
+    from diffbench.storage import queue, records, workers
+    from diffbench.storage.db import open_database
+    from diffbench.storage.runs import RunSpec
+
+    home = root / "seeds-home"
+    db = open_database(f"sqlite:///{home / 'diffbench.db'}")
+    try:
+        specs = [RunSpec(preset="tiny", optimizer=name, schedule="linear", lr=1e-3,
+                         weight_decay=0.0, seed=seed, epochs=2)
+                 for name, seed in (("adamw", 0), ("adamw", 1), ("adamw", 2), ("muon", 0))]
+        ids = queue.enqueue(db, specs).ids
+        worker = workers.register_worker(db, host="box", pid=1, device="cpu").id
+        for run_id, spec in zip(ids, specs, strict=True):
+            queue.claim_next(db, worker, ids=[run_id])
+            queue.record_start(db, run_id, worker, provenance={"device": "cpu"})
+            rng = np.random.default_rng(run_id)
+            level = 1 + 0.3 * (spec.seed - 1)
+            records.add_step_metrics(db, run_id, [
+                {"step": s, "epoch": (s - 1) // 50, "lr": 1e-3, "grad_norm": 1.0,
+                 "loss": level * (0.05 + 1 / (1 + s / 10)) * float(np.exp(
+                     0.1 * rng.standard_normal())),
+                 "data_ms": 1.0, "compute_ms": 20.0, "optimizer_ms": 5.0}
+                for s in range(1, 101)])
+            queue.finish(db, run_id, worker, "done")
+    finally:
+        db.dispose()
+    return home
+
+
+def test_grouped_chart_with_a_band_in_tmux(tmp_path):
+    """`g` in a real terminal: the AdamW seeds' mean line over a filled ±std band (`░`),
+    labelled, beside the table's grouped rows; q exits with 0."""
+    home = seeds_home(tmp_path)
+    socket = f"diffbench-test-{os.getpid()}-band"
+    status = tmp_path / "status"
+    command = (f"{Path(sys.executable).with_name('diffbench')} --home {home} tui; "
+               f"echo $? > {status}")
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "DIFFBENCH_DB",
+                                                             "TMUX")}
+    subprocess.run([TMUX, "-L", socket, "-f", "/dev/null", "new-session", "-d", "-x", "160",
+                    "-y", "48", "sh", "-c", command],
+                   check=True, env={**env, "TERM": "xterm-256color", "COLORTERM": "truecolor"})
+    try:
+        def screen() -> str:
+            return tmux(socket, "capture-pane", "-p", "-t", "0").stdout
+
+        assert wait_for(lambda: "✓ done" in (s := screen()) and BRAILLE & set(s)), screen()
+        tmux(socket, "send-keys", "-t", "0", "g")
+        text = wait_for(lambda: (s := screen()) and "mean ± std over 3" in s and "░" in s
+                        and s)
+        assert text, screen()
+        assert "seeds" in text and "adamw·linear" in text and BRAILLE & set(text)
+        assert "final loss (mean ± std)" in text  # the table grouped too
+        tmux(socket, "send-keys", "-t", "0", "q")
+        assert wait_for(lambda: status.exists() and status.read_text().strip() == "0",
+                        timeout=15), screen()
+    finally:
+        tmux(socket, "kill-server")
