@@ -12,12 +12,16 @@ Layout (format 1):
 
 Generation writes ``<name>.partial`` beside the destination, flushes and fsyncs after each
 chunk of trajectories (recording ``trajectories_done``), and renames it into place only once
-the checksum is set. A rerun resumes the partial file when its recipe matches.
+the checksum is set. A rerun resumes the partial file when its recipe matches. A ``stop``
+callable makes generation end promptly (`GenerationStopped`): it is polled after every solver
+transition (a fraction of a second), so the chunk in progress is dropped and the finished ones
+stay in the partial file for the next call to resume.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -44,6 +48,7 @@ RESUME_PROVENANCE = ("torch_version", "device", "compiled")  # a partial file's 
 REQUIRED_ATTRS = ("format_version", "preset", "preset_name", "checksum", "trajectories_done")
 
 Progress = Callable[[int, int], None]
+Stop = Callable[[], bool]  # true once generation should stop (a signal arrived)
 
 
 class Simulate(Protocol):
@@ -55,6 +60,11 @@ class Simulate(Protocol):
 
 class DatasetError(ValueError):
     """A data set file that is missing, foreign, incomplete, corrupt or of another recipe."""
+
+
+class GenerationStopped(Exception):
+    """`generate_dataset` was asked to stop (its ``stop()`` became true); the message says
+    how many trajectories the partial file keeps."""
 
 
 @dataclass(frozen=True)
@@ -69,8 +79,10 @@ class DatasetInfo:
 
 def simulate_trajectories(
     data: DataConfig, seeds: Sequence[int], device: torch.device, *, compile: bool = False,
+    poll: Callable[[], None] | None = None,
 ) -> Tensor:
-    """Trajectories ``(B, kept, 2, H, W)``, float32 on the CPU, one per solver seed."""
+    """Trajectories ``(B, kept, 2, H, W)``, float32 on the CPU, one per solver seed;
+    ``poll()`` after every transition (`kolmogorov.rollout`)."""
     velocity = kolmogorov.initial_velocity(
         len(seeds), data.size, list(seeds), device,
         max_velocity=data.max_velocity, peak_wavenumber=data.peak_wavenumber,
@@ -78,7 +90,7 @@ def simulate_trajectories(
     states = kolmogorov.rollout(
         velocity, data.transitions, data.inner_steps, burn_in=data.burn_in, factor=data.factor,
         viscosity=data.viscosity, drag=data.drag, forcing_wavenumber=data.forcing_wavenumber,
-        forcing_amplitude=data.forcing_amplitude, dt=data.dt, compile=compile,
+        forcing_amplitude=data.forcing_amplitude, dt=data.dt, compile=compile, poll=poll,
     )
     return states.to(device="cpu", dtype=torch.float32)
 
@@ -100,7 +112,8 @@ def generate_dataset(
     device: torch.device,
     compile: bool = False,
     progress: Progress | None = None,
-    simulate: Simulate = simulate_trajectories,
+    simulate: Simulate | None = None,
+    stop: Stop | None = None,
 ) -> Path:
     """Simulate ``preset.data`` into ``path``, resuming an interrupted run of the same recipe.
 
@@ -108,7 +121,9 @@ def generate_dataset(
     and is never overwritten otherwise. ``compile`` runs the solver under `torch.compile`
     (faster for long runs; equal to eager mode only to rounding, so it is recorded and a
     partial file is resumed only in the same mode). ``progress(done, total)`` is called
-    after each chunk.
+    after each chunk. Once ``stop()`` is true, `GenerationStopped` is raised within one solver
+    transition (the default ``simulate``; a given one is stopped between chunks), keeping the
+    finished chunks in ``<path>.partial``.
     """
     path = Path(path)
     data = preset.data
@@ -125,18 +140,29 @@ def generate_dataset(
     with h5py.File(partial, "a" if done else "w") as file:
         if not done:
             _create(file, preset, provenance, seeds)
+
+        def poll() -> None:
+            if stop is not None and stop():
+                raise GenerationStopped(
+                    f"data generation stopped: {file.attrs['trajectories_done']} of "
+                    f"{data.trajectories} trajectories are kept in {partial}; generating "
+                    "again resumes there")
+
+        if simulate is None:
+            simulate = functools.partial(simulate_trajectories, poll=poll)
         for start in range(done, data.trajectories, data.chunk):
-            stop = min(start + data.chunk, data.trajectories)
-            states = simulate(data, seeds[start:stop], device, compile=compile).numpy()
-            expected = (stop - start, data.kept, 2, data.resolution, data.resolution)
+            poll()
+            end = min(start + data.chunk, data.trajectories)
+            states = simulate(data, seeds[start:end], device, compile=compile).numpy()
+            expected = (end - start, data.kept, 2, data.resolution, data.resolution)
             if states.shape != expected:
                 raise ValueError(f"simulate returned {states.shape}, expected {expected}")
             _write(file, data, start, states)
-            file.attrs["trajectories_done"] = stop
+            file.attrs["trajectories_done"] = end
             _sync(file)
             if progress is not None:
-                progress(stop, data.trajectories)
-        file.attrs["checksum"] = _checksum(file)
+                progress(end, data.trajectories)
+        file.attrs["checksum"] = _checksum(file, poll)
         file.attrs["created"] = datetime.now(UTC).isoformat(timespec="seconds")
         _sync(file)
     os.replace(partial, path)
@@ -203,11 +229,14 @@ def _write(file: h5py.File, data: DataConfig, start: int, states: np.ndarray) ->
         offset += n
 
 
-def _checksum(file: h5py.File) -> str:
-    """sha256 of train, valid, test as little-endian float32, one trajectory at a time."""
+def _checksum(file: h5py.File, poll: Callable[[], None] | None = None) -> str:
+    """sha256 of train, valid, test as little-endian float32, one trajectory at a time
+    (``poll()`` before each)."""
     digest = hashlib.sha256()
     for split in SPLITS:
         for trajectory in file[split].iter_chunks():
+            if poll is not None:
+                poll()
             digest.update(np.ascontiguousarray(file[split][trajectory], dtype="<f4").tobytes())
     return digest.hexdigest()
 

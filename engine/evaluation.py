@@ -8,7 +8,7 @@ reads and two runs' numbers compare.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,12 +91,14 @@ class Evaluation:
             set_train_mode(self.optimizer)
         return x.float().cpu().reshape(count, window, 2, size, size).numpy()
 
-    def quality(self, epoch: int, step: int) -> Iterator[Record]:
+    def quality(self, epoch: int, step: int,
+                stop: Callable[[], bool] | None = None) -> Iterator[Record]:
         """Sample quality against the test split (engine/quality.py), in fp32, with the
         validation split as the data-vs-data floor, timed apart; then `PICTURED` states of
         the first two generated and test trajectories, for the report. Nothing when the preset
         turns it off or the data have no file to read the test split from (data built in
-        memory, as benchmarks do)."""
+        memory, as benchmarks do). Once ``stop()`` is true, `quality.AssessmentStopped` is
+        raised within a network evaluation or a solver chunk, before any record."""
         settings = self.preset.quality
         if not settings.enabled or not self.data.source:
             return
@@ -105,7 +107,7 @@ class Evaluation:
         generator = rng.seeded(QUALITY_SEED, self.device)
         result = assess(self.model, reference, self.preset.data, settings,
                         generator=generator, batch_size=self.batch_size,
-                        floor=self.data.valid.numpy())
+                        floor=self.data.valid.numpy(), stop=stop)
         scores = dataclasses.replace(result.scores, seconds=sync_time(self.device) - began)
         yield QualityRecord(epoch=epoch, step=step, scores=scores.to_dict())
         count = min(2, len(result.generated), len(reference))

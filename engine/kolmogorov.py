@@ -329,18 +329,23 @@ def rollout(
     burn_in: int = 0,
     factor: int = 1,
     compile: bool = False,
+    poll: Callable[[], None] | None = None,
     **physics: float,
 ) -> Tensor:
     """Stored states after transitions ``burn_in + 1 … transitions``, coarsened.
 
     Each transition is ``inner_steps`` inner steps. Returns
     ``(B, transitions - burn_in, 2, N // factor, N // factor)`` on the input's device.
+    ``poll()`` is called after every transition; an exception it raises ends the rollout
+    (how a data set generation stops promptly on a signal).
     """
     if not 0 <= burn_in < transitions:
         raise ValueError(f"burn_in must be in [0, transitions), got {burn_in}")
     states = []
     for transition in range(1, transitions + 1):
         velocity = advance(velocity, inner_steps, compile=compile, **physics)
+        if poll is not None:
+            poll()
         if transition > burn_in:
             states.append(coarsen(velocity, factor))
     return torch.stack(states, dim=-4)

@@ -25,6 +25,10 @@ it gets a score of its own and every other score sees the fields with their mean
 * **lag1_autocorrelation** and **sin4y_amplitude** of g (`statistics.flow_statistics`),
   beside d's in ``reference``: how fast samples decorrelate in time, and the mean profile the
   forcing drives.
+
+`assess` takes a ``stop`` callable and ends with `AssessmentStopped` soon after it becomes
+true: it is looked at before every network evaluation of the sampler and every chunk of solver
+work, so a signal is honoured within a fraction of a second (docs/FAULTS.md).
 """
 
 
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -45,8 +50,19 @@ from .sampling import sample_trajectory
 from .statistics import flow_statistics, shell_wavenumbers
 from .vorticity import physical_vorticity
 
-__all__ = ["Assessment", "QualityScores", "Transitions", "assess", "generate", "remove_mean",
-           "score", "transition_error", "wasserstein_1"]
+__all__ = ["Assessment", "AssessmentStopped", "QualityScores", "Transitions", "assess",
+           "generate", "remove_mean", "score", "transition_error", "wasserstein_1"]
+
+Stop = Callable[[], bool]  # true once the assessment should end (a signal arrived)
+
+
+class AssessmentStopped(Exception):
+    """`assess` (or `score`) was asked to stop before it finished; nothing was scored."""
+
+
+def _poll(stop: Stop | None) -> None:
+    if stop is not None and stop():
+        raise AssessmentStopped("the quality assessment was stopped before it finished")
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,7 +150,7 @@ def _refinements(states: Tensor, data: DataConfig) -> Tensor:
 
 
 def transition_error(x: np.ndarray, data: DataConfig, *, device: torch.device | str = "cpu",
-                     chunk: int = 256) -> Transitions:
+                     chunk: int = 256, stop: Stop | None = None) -> Transitions:
     """e(x): relative L2 misfit of each stored state advanced one interval by the solver
     against the next stored state, pooled over all stable pairs of trajectories ``x``
     (N, T, 2, H, W).
@@ -158,6 +174,7 @@ def transition_error(x: np.ndarray, data: DataConfig, *, device: torch.device | 
             target = torch.from_numpy(targets[i:i + chunk]).to(device, torch.float64)
             refine = _refinements(state, data)
             for k in refine.unique().tolist():
+                _poll(stop)
                 chosen = (refine == k).nonzero().flatten()
                 if k > MAX_REFINE:
                     unstable += len(chosen)
@@ -202,11 +219,12 @@ def _vorticity_values(x: np.ndarray, chunk: int = 16) -> np.ndarray:
 
 def score(generated: np.ndarray, reference: np.ndarray, data: DataConfig, *,
           device: torch.device | str = "cpu", floor: np.ndarray | None = None,
-          sampler: dict[str, Any] | None = None) -> QualityScores:
+          sampler: dict[str, Any] | None = None, stop: Stop | None = None) -> QualityScores:
     """The scores of ``generated`` against ``reference``, both (N, T ≥ 2, 2, H, W) velocity
     fields in physical units on the same grid; ``data`` gives the solver its physics and
     ``device`` runs it. ``floor``: a data set scored the same way, for the floor that
-    sampling noise sets at this size. ``seconds`` is the time this call took."""
+    sampling noise sets at this size. ``seconds`` is the time this call took. Once
+    ``stop()`` is true, `AssessmentStopped` at the next solver chunk."""
     began = time.perf_counter()
     generated = np.asarray(generated, dtype=np.float32)
     reference = np.asarray(reference, dtype=np.float32)
@@ -219,8 +237,8 @@ def score(generated: np.ndarray, reference: np.ndarray, data: DataConfig, *,
     theirs = flow_statistics(reference)
     e_generated, e_data = np.array(mine.spectrum), np.array(theirs.spectrum)
     w1 = wasserstein_1(_vorticity_values(generated), _vorticity_values(reference))
-    moved = transition_error(generated, data, device=device)
-    expected = transition_error(reference, data, device=device)
+    moved = transition_error(generated, data, device=device, stop=stop)
+    expected = transition_error(reference, data, device=device, stop=stop)
     std = _std(reference)
     scores = QualityScores(
         spectrum_error=_log_rms(e_generated, e_data),
@@ -239,7 +257,7 @@ def score(generated: np.ndarray, reference: np.ndarray, data: DataConfig, *,
                    "sin4y_amplitude": theirs.mean_flow_sin4y,
                    "transition_error": expected.error},
         sampler=dict(sampler or {}),
-        floor=None if floor is None else _floor(floor, reference, data, device),
+        floor=None if floor is None else _floor(floor, reference, data, device, stop),
         spectrum={"k": shell_wavenumbers(generated.shape[-1]).astype(float).tolist(),
                   "generated": e_generated.tolist(), "data": e_data.tolist()},
     )
@@ -247,9 +265,9 @@ def score(generated: np.ndarray, reference: np.ndarray, data: DataConfig, *,
 
 
 def _floor(other: np.ndarray, reference: np.ndarray, data: DataConfig,
-           device: torch.device | str) -> dict[str, float]:
+           device: torch.device | str, stop: Stop | None = None) -> dict[str, float]:
     """The `FLOOR_KEYS` scores of another data set ``other`` against ``reference``."""
-    scores = score(other, reference, data, device=device)
+    scores = score(other, reference, data, device=device, stop=stop)
     return {key: getattr(scores, key) for key in FLOOR_KEYS}
 
 
@@ -277,17 +295,23 @@ class Assessment:
 
 def assess(model: nn.Module, reference: np.ndarray, data: DataConfig, quality: QualityConfig,
            *, generator: torch.Generator | None = None, batch_size: int = 64,
-           floor: np.ndarray | None = None) -> Assessment:
+           floor: np.ndarray | None = None, stop: Stop | None = None) -> Assessment:
     """Sample from ``model`` (`generate`) and `score` the samples against ``reference`` (the
     test split), with ``floor`` (held-out data, cut to the samples' size) scored beside them;
     ``seconds`` covers all. Draws only from ``generator``, never the global RNG, so assessing
-    a run changes nothing another part of it reads."""
+    a run changes nothing another part of it reads. Once ``stop()`` is true,
+    `AssessmentStopped` before the model's next forward pass or the solver's next chunk."""
     began = time.perf_counter()
     device = next(model.parameters()).device
-    generated = generate(model, quality, reference.shape[-1], generator=generator,
-                         batch_size=batch_size)
+    hook = None if stop is None else model.register_forward_pre_hook(lambda *_: _poll(stop))
+    try:
+        generated = generate(model, quality, reference.shape[-1], generator=generator,
+                             batch_size=batch_size)
+    finally:
+        if hook is not None:
+            hook.remove()
     if floor is not None:
         floor = np.asarray(floor[:quality.trajectories, :quality.length])
     scores = score(generated, reference, data, device=device, floor=floor,
-                   sampler=quality.sampler())
+                   sampler=quality.sampler(), stop=stop)
     return Assessment(replace(scores, seconds=time.perf_counter() - began), generated)

@@ -24,8 +24,8 @@ noticed at the next read-out, and the records end at the first bad step).
 
 Validation, previews and the finished run's sample quality are `evaluation.Evaluation`'s:
 whole trajectories generated from a fixed noise seed, scored against the test split, timed
-apart from training, drawn from their own generator. A run killed during the assessment
-resumes from its last checkpoint, after the last epoch, and assesses again.
+apart from training, drawn from their own generator. A run stopped (`request_stop`) or killed
+during the assessment resumes from its last checkpoint, after the last epoch, and assesses again.
 
 Resume is exact: a checkpoint (engine/checkpoint.py) holds every state a step reads, so a run
 killed at any point and resumed from its last checkpoint takes bit-identical steps on the CPU.
@@ -54,11 +54,7 @@ from .backends import (
 )
 from .checkpoint import CheckpointWriter, latest_checkpoint, load_checkpoint, save_weights
 from .device import resolve_device
-from .diffusion import (
-    LOSS_BINS,
-    draw_noise,
-    noise_loss,
-)
+from .diffusion import LOSS_BINS, draw_noise, noise_loss
 from .evaluation import Evaluation
 from .metrics import (
     CheckpointRecord,
@@ -77,6 +73,7 @@ from .optimizers import (
     set_train_mode,
     uses_external_schedule,
 )
+from .quality import AssessmentStopped
 from .run import TrainingData, provenance
 from .run_config import RunConfig
 from .schedules import lr_multiplier
@@ -101,16 +98,13 @@ class Trainer:
     def __init__(self, config: RunConfig, data: TrainingData, folder: Path | None = None, *,
                  resume: bool = False, checkpoint_steps: int | None = None,
                  flush_every: int = 64) -> None:
-        self.config = config
-        self.data = data
+        self.config, self.data = config, data
         self.folder = None if folder is None else Path(folder)
-        self.checkpoint_steps = checkpoint_steps
-        self.flush_every = flush_every
+        self.checkpoint_steps, self.flush_every = checkpoint_steps, flush_every
         self.device = resolve_device(config.device)
         self.cuda = self.device.type == "cuda"
         configure_backends(self.device, config)
-        preset, train = config.preset, config.preset.train
-        seed = config.seed
+        preset, train, seed = config.preset, config.preset.train, config.seed
 
         rng.seed_globals(rng.derive_seed(seed, "global"))
         with torch.random.fork_rng(devices=[]):
@@ -159,7 +153,7 @@ class Trainer:
         self.epoch_losses: list[float] = []  # losses of the current epoch's read-out steps
         self.times = {"train": 0.0, "epoch": 0.0, "valid": 0.0, "sample": 0.0}
         self._pending: list[tuple[int, float, Tensor, Tensor, tuple]] = []
-        self._stop = False
+        self._stop, self.warming_up = False, self.compiled  # until `warm_up` has compiled
         self.resumed_from: Path | None = None
         if resume and self.folder is not None:
             path = latest_checkpoint(self.folder / "checkpoints")
@@ -207,7 +201,8 @@ class Trainer:
         self.times = dict(state["times"])
 
     def request_stop(self) -> None:
-        """Checkpoint after the current step and end with status ``interrupted`` (Ctrl-C)."""
+        """Checkpoint after the current step and end with status ``interrupted`` (Ctrl-C).
+        While `warming_up` (compiling, nothing new to save) a caller may abandon the run."""
         self._stop = True
 
     # ------------------------------------------------------------------ the run
@@ -219,6 +214,7 @@ class Trainer:
         train = self.config.preset.train
         if self.compiled:
             self.compile_s = self.warm_up()
+            self.warming_up = False
         yield StartRecord(step=self.step, epoch=self.epoch, total_steps=self.total_steps,
                           epoch_steps=self.epoch_steps, config=self.config.to_dict(),
                           provenance={**provenance(self.config, self.device, self.model,
@@ -262,7 +258,11 @@ class Trainer:
         set_eval_mode(self.optimizer)
         if self.folder is not None:
             save_weights(self.folder / "model.pt", self.model.state_dict())
-        yield from self.evaluation.quality(self.epoch, self.step)
+        try:
+            yield from self.evaluation.quality(self.epoch, self.step, lambda: self._stop)
+        except AssessmentStopped:
+            yield StatusRecord("interrupted", self.epoch, self.step, "stopped while assessing")
+            return
         yield StatusRecord("done", self.epoch, self.step, f"{self.epoch} epochs")
 
     def _take_step(self, batches: Iterator[Tensor]) -> bool:

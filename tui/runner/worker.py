@@ -104,6 +104,7 @@ class Worker:
         self.max_attempts = max_attempts  # a run that lost this many workers fails
         self.runs = None if runs is None else tuple(runs)  # only these (diffbench demo)
         self.signal: int | None = None
+        self.stop = threading.Event()  # set by the first signal; data generation polls it
         self.wake = threading.Event()
         self.trainer: Any = None
         self.id: int | None = None
@@ -114,9 +115,12 @@ class Worker:
         if self.signal is not None:  # the second one: stop now
             raise KeyboardInterrupt
         self.signal = signum
+        self.stop.set()
         self.wake.set()
         log(f"worker {self.id}: {signal.Signals(signum).name}; stopping after this step")
         if self.trainer is not None:
+            if self.trainer.warming_up:  # compiling before its first step: nothing to save
+                raise KeyboardInterrupt
             self.trainer.request_stop()
 
     # ------------------------------------------------------------------ loop
@@ -187,6 +191,8 @@ class Worker:
             from diffbench.engine.training import Trainer
 
             self.trainer = Trainer(config, data, folder, resume=resume)
+            if self.signal is not None and self.trainer.warming_up:
+                raise KeyboardInterrupt  # signalled while it was built: nothing to save yet
             if self.signal is not None or beat.cancelled:
                 self.trainer.request_stop()
             for record in self.trainer:
@@ -267,11 +273,16 @@ class Worker:
     def _data(self, config: Any) -> Any:
         """The run's data set, generated first (once, under a file lock) when missing."""
         from diffbench.engine.config import dataset_name
+        from diffbench.engine.dataset import GenerationStopped
         from diffbench.engine.run import TrainingData
 
         path = self.workspace.dataset_path(dataset_name(config.preset))
         if not path.exists():
-            ensure_dataset(config.preset, path, self.device)
+            try:
+                ensure_dataset(config.preset, path, self.device, stop=self.stop.is_set)
+            except GenerationStopped as stopped:  # a signal: the run goes back to the queue
+                log(f"worker {self.id}: {stopped}")
+                raise KeyboardInterrupt from None
         return TrainingData.load(path, config.preset)
 
 
