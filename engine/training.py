@@ -52,7 +52,7 @@ from .backends import (
     event,
     sync_time,
 )
-from .checkpoint import CheckpointWriter, latest_checkpoint, load_checkpoint, save_weights
+from .checkpoint import CheckpointWriter, resume_checkpoint, save_weights
 from .device import resolve_device
 from .diffusion import LOSS_BINS, draw_noise, noise_loss
 from .evaluation import Evaluation
@@ -91,7 +91,7 @@ class Trainer:
 
     ``folder``: where checkpoints go (``latest.json`` + ``step-*.pt``) and the final weights
     (``model.pt``, ScheduleFree's averaged ones); None keeps nothing on disk.
-    ``resume``: continue from the folder's latest checkpoint when it has one.
+    ``resume``: continue from the folder's latest usable checkpoint (`resume_checkpoint`).
     ``checkpoint_steps``: also checkpoint every this many steps (tests of exact resume).
     """
 
@@ -146,7 +146,8 @@ class Trainer:
         self.evaluation = Evaluation(self.model, self.optimizer, config, data, self.device,
                                      self.valid_windows, self.generators["valid"],
                                      batch_size=eval_batch)
-        self.writer = None if self.folder is None else CheckpointWriter(self.folder / "checkpoints")
+        self.writer = (None if self.folder is None
+                       else CheckpointWriter(self.folder / "checkpoints", keep=2))
 
         self.step = 0  # steps taken
         self.epoch = 0  # epochs completed
@@ -154,12 +155,11 @@ class Trainer:
         self.times = {"train": 0.0, "epoch": 0.0, "valid": 0.0, "sample": 0.0}
         self._pending: list[tuple[int, float, Tensor, Tensor, tuple]] = []
         self._stop, self.warming_up = False, self.compiled  # until `warm_up` has compiled
-        self.resumed_from: Path | None = None
-        if resume and self.folder is not None:
-            path = latest_checkpoint(self.folder / "checkpoints")
-            if path is not None:
-                self.load_state(load_checkpoint(path))
-                self.resumed_from = path
+        self.resumed_from, self.skipped = None, ()  # its checkpoint; why newer ones were not
+        resumed = resume_checkpoint(self.folder / "checkpoints") if resume and folder else None
+        if resumed is not None:
+            self.load_state(resumed.state)
+            self.resumed_from, self.skipped = resumed.path, resumed.skipped
 
     # ------------------------------------------------------------------ state
 
@@ -222,7 +222,9 @@ class Trainer:
                                                    self.data),
                                       "compile": self.compiled, "cuda_graph": self.graphed,
                                       "compile_s": self.compile_s,
-                                      "loss_bins": list(LOSS_BINS)})
+                                      "loss_bins": list(LOSS_BINS),
+                                      **({"skipped_checkpoints": list(self.skipped)}
+                                         if self.skipped else {})})
         self.model.train()
         while self.epoch < train.epochs:
             began = sync_time(self.device)
@@ -348,6 +350,8 @@ class Trainer:
     def _end_epoch(self) -> Iterator[Record]:
         train = self.config.preset.train
         epoch, last = self.epoch, self.epoch + 1 == train.epochs
+        if self.writer is not None:  # a failed background write ends the run now
+            self.writer.check()
         self.times["train"] += self.times["epoch"]
         valid = fixed = bins = None
         valid_s = sample_s = 0.0

@@ -3,13 +3,20 @@
 - a stop asked for during data generation ends it within a solver transition, keeps the
   finished chunks, and the next call resumes them to the same bits;
 - a stop asked for during the quality assessment ends it within a network evaluation, the
-  run ends ``interrupted``, and resuming assesses again from the final checkpoint.
+  run ends ``interrupted``, and resuming assesses again from the final checkpoint;
+- a damaged latest checkpoint (truncated, bit-flipped, its pointer garbled) gives way to the
+  one before, and the resumed run ends bit for bit where an uninterrupted one does;
+- a checkpoint write that fails for want of space keeps the previous checkpoint and reaches
+  the training thread as `CheckpointWriteError` naming the step kept.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import math
+import os
 import re
 import time
 from pathlib import Path
@@ -19,6 +26,16 @@ import numpy as np
 import pytest
 import torch
 
+from diffbench.engine import checkpoint
+from diffbench.engine.checkpoint import (
+    CheckpointError,
+    CheckpointWriteError,
+    CheckpointWriter,
+    latest_checkpoint,
+    load_checkpoint,
+    resume_checkpoint,
+    save_checkpoint,
+)
 from diffbench.engine.config import Preset, override
 from diffbench.engine.dataset import (
     SPLITS,
@@ -27,7 +44,7 @@ from diffbench.engine.dataset import (
     load_split,
     open_dataset,
 )
-from diffbench.engine.metrics import CheckpointRecord, QualityRecord, StartRecord
+from diffbench.engine.metrics import CheckpointRecord, QualityRecord, StartRecord, StatusRecord
 from diffbench.engine.quality import AssessmentStopped, assess
 from diffbench.engine.run import TrainingData
 from diffbench.engine.run_config import RunConfig
@@ -175,3 +192,156 @@ def test_a_stop_during_the_quality_phase_ends_interrupted_and_resuming_assesses_
                           sort_keys=True)
 
     assert scored(quality) == scored(expected)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def damage_truncate(path: Path) -> None:
+    os.truncate(path, path.stat().st_size // 2)
+
+
+def damage_flip(path: Path) -> None:
+    """One byte in the middle of the file (inside a tensor's data) flipped: `torch.load`
+    alone reads such a file without complaint; its zip record's CRC-32 does not match."""
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("damage", [damage_truncate, damage_flip])
+def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(
+        damage, quick_preset, data, whole, tmp_path):
+    preset = toy(quick_preset)
+
+    folder = tmp_path / "damaged"
+    first = Trainer(config(preset), data, folder)
+    for record in first:
+        if isinstance(record, StatusRecord):
+            break
+    checkpoints = folder / "checkpoints"
+    latest = latest_checkpoint(checkpoints)
+    assert sorted(p.name for p in checkpoints.glob("step-*.pt")) == \
+        ["step-00000004.pt", "step-00000006.pt"] and latest.name == "step-00000006.pt"
+    damage(latest)
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(latest)
+
+    resumed = Trainer(config(preset), data, folder, resume=True)
+    assert resumed.step == 4 and resumed.resumed_from.name == "step-00000004.pt"
+    (reason,) = resumed.skipped
+    assert "step-00000006.pt" in reason
+    records = list(resumed)
+    assert records[0].provenance["skipped_checkpoints"] == [reason]
+    assert records[-1].state == "done" and resumed.step == 6
+    for a, b in zip(whole[0], parameters(resumed), strict=True):
+        assert torch.equal(a, b)
+    assert load_checkpoint(latest_checkpoint(checkpoints))["step"] == 6  # rewritten whole
+
+
+def test_a_garbled_pointer_falls_back_to_the_newest_file_that_loads(tmp_path):
+    for step in (3, 6):
+        save_checkpoint(tmp_path, {"step": step, "epoch": 1, "w": torch.ones(2)}, keep=2)
+    (tmp_path / "latest.json").write_text('{"checkp')
+    resumed = resume_checkpoint(tmp_path)
+    assert resumed.path.name == "step-00000006.pt" and resumed.state["step"] == 6
+    assert "unreadable pointer" in resumed.skipped[0]
+
+
+def test_no_usable_checkpoint_is_an_error_naming_each_file_and_none_is_none(tmp_path):
+    assert resume_checkpoint(tmp_path) is None
+    for step in (3, 6):
+        save_checkpoint(tmp_path, {"step": step, "epoch": 1, "w": torch.ones(2)}, keep=2)
+    for path in tmp_path.glob("step-*.pt"):
+        damage_truncate(path)
+    with pytest.raises(CheckpointError, match="no usable checkpoint") as error:
+        resume_checkpoint(tmp_path)
+    assert "step-00000006.pt" in str(error.value) and "step-00000003.pt" in str(error.value)
+    assert len(list(tmp_path.glob("step-*.pt"))) == 2  # nothing removed
+
+
+def test_a_checkpoint_after_resuming_from_an_earlier_one_removes_the_later_files(tmp_path):
+    for step in (3, 6, 9):
+        save_checkpoint(tmp_path, {"step": step, "epoch": 1}, keep=2)
+    save_checkpoint(tmp_path, {"step": 7, "epoch": 1}, keep=2)  # resumed from 6, stopped at 7
+    assert sorted(p.name for p in tmp_path.glob("step-*.pt")) == \
+        ["step-00000006.pt", "step-00000007.pt"]
+
+
+# ----------------------------------------------------------------------------- a full disk
+
+
+def no_space(monkeypatch, after_step: int, where: str) -> None:
+    """ENOSPC for the temporary file of every checkpoint past ``after_step``, where a full disk
+    raises it: at a ``write`` once its first KiB is in (the checkpoint module's ``open`` gives
+    files that count), or at the ``fsync`` (ext4/xfs delayed allocation finds no room for the
+    pages written). Every other file is left alone."""
+    def doomed(name: str) -> bool:
+        found = re.fullmatch(r"step-(\d+)\.pt\.tmp", Path(name).name)
+        return found is not None and int(found[1]) > after_step
+
+    def full() -> OSError:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    if where == "fsync":
+        real_fsync = os.fsync
+
+        def fsync(fd: int) -> None:
+            if doomed(os.readlink(f"/proc/self/fd/{fd}")):
+                raise full()
+            real_fsync(fd)
+
+        monkeypatch.setattr(checkpoint.os, "fsync", fsync)
+        return
+
+    class Filling(io.FileIO):
+        written = 0
+
+        def write(self, data) -> int:
+            self.written += len(data)
+            if self.written > 1024:
+                raise full()
+            return super().write(data)
+
+    def open_(path, mode="r", *args, **kwargs):
+        if doomed(str(path)) and mode == "wb":
+            return Filling(path, "wb")  # unbuffered: torch.save's own writes fail
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "open", open_, raising=False)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd (Linux)")
+@pytest.mark.parametrize("where", ["write", "fsync"])
+def test_no_space_while_writing_keeps_the_previous_checkpoint_and_names_it(tmp_path,
+                                                                           monkeypatch, where):
+    """ENOSPC injected by monkeypatching the lowest calls that fail on a full disk (`no_space`);
+    tests/test_worker_stops.py fills a real tmpfs under a worker."""
+    writer = CheckpointWriter(tmp_path, keep=2)
+    writer.submit({"step": 4, "epoch": 2, "w": torch.ones(3)})
+    writer.wait()
+    no_space(monkeypatch, after_step=4, where=where)
+    writer.submit({"step": 6, "epoch": 3, "w": torch.zeros(1000)})
+    with pytest.raises(CheckpointWriteError) as raised:
+        writer.wait()
+    message = str(raised.value)
+    assert message.startswith("no space left on device while writing checkpoint "
+                              "step-00000006.pt in ")
+    assert message.endswith("(previous checkpoint at step 4 kept)")
+    assert raised.value.errno == errno.ENOSPC and isinstance(raised.value, OSError)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.json", "step-00000004.pt"]
+    assert torch.equal(load_checkpoint(latest_checkpoint(tmp_path))["w"], torch.ones(3))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd (Linux)")
+def test_the_trainer_ends_with_the_write_error_at_the_next_epoch(quick_preset, data, tmp_path,
+                                                                 monkeypatch):
+    trainer = Trainer(config(toy(quick_preset, **{"train.epochs": 6})), data, tmp_path)
+    no_space(monkeypatch, after_step=2, where="write")  # the second checkpoint's write fails
+    seen = []
+    with pytest.raises(CheckpointWriteError, match=r"previous checkpoint at step 2 kept"):
+        for record in trainer:
+            seen.append(record)
+    assert [r.step for r in seen if isinstance(r, CheckpointRecord)] == [2]
+    assert trainer.epoch <= 3  # noticed at the epoch after the failed write, not at the end
+    assert load_checkpoint(latest_checkpoint(tmp_path / "checkpoints"))["step"] == 2

@@ -2,16 +2,20 @@
 
 SIGTERM is honoured within seconds in every phase of a run (data generation, the compile
 warm-up, training, the quality assessment): the run goes back to the queue and the next
-worker resumes it. The seconds from the signal to the worker's exit are printed (``pytest
--s``); the bound asserted is a generous 15 s for a shared 2-core machine, the goal is 5 s
-(Slurm leaves ~90 s between its warning signal and the kill).
+worker resumes it. A disk that fills up while a checkpoint is written fails the run with the
+reason and leaves the previous checkpoint whole. The seconds from the signal to the worker's
+exit are printed (``pytest -s``); the bound asserted is a generous 15 s for a shared 2-core
+machine, the goal is 5 s (Slurm leaves ~90 s between its warning signal and the kill).
 """
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,8 +26,12 @@ import torch
 from diffbench.engine.checkpoint import latest_checkpoint, load_checkpoint
 from diffbench.engine.config import load_preset
 from diffbench.engine.dataset import generate_dataset, verify_checksum
+from diffbench.engine.metrics import CheckpointRecord
+from diffbench.engine.run import TrainingData
+from diffbench.engine.training import Trainer
 from diffbench.storage import queue
 from diffbench.storage.db import open_database
+from diffbench.tui.runner.worker import run_config
 from tests.helpers import data_file, finish, preset_toml, quick, spawn, spec
 
 BOUND_S = 15.0  # asserted: generous for a loaded 2-core machine; the goal is 5 s
@@ -161,6 +169,62 @@ def test_sigterm_in_the_quality_phase_releases_the_run_and_the_next_worker_asses
     assert run.status == "done" and run.attempts == 2, (run, err)
     assert f"run {run_id} resumed at step {total}" in err
     assert run.summary["quality"]["trajectories"] == 4
+
+
+def _unshare_refusal() -> str | None:
+    """Why a private tmpfs cannot be mounted without root here, or None when it can."""
+    if shutil.which("unshare") is None:
+        return "no unshare(1)"
+    try:
+        done = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"unshare failed: {error}"
+    return None if done.returncode == 0 else f"no user namespaces: {done.stderr.strip()}"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif((why := _unshare_refusal()) is not None, reason=str(why))
+def test_a_disk_full_during_a_checkpoint_fails_the_run_and_keeps_the_previous_one(
+        tmp_path, db):
+    """A really full filesystem, no monkeypatching: the worker runs in a user and mount
+    namespace (``unshare -rm``, no root needed) with its run folders on a tmpfs sized for
+    2.5 checkpoints. The first two fit (the trainer keeps two); the third finds no room."""
+    home = tmp_path / "home"
+    toml = preset_file(tmp_path, "full", **{"train.epochs": 6})
+    path = data_file(home, toml)
+    generate_dataset(load_preset(str(toml)), path, device=torch.device("cpu"))
+    (run_id,) = queue.enqueue(db, [spec(toml)]).ids
+
+    # the size of one checkpoint of this very run, measured on the real disk
+    config = run_config(queue.get_run(db, run_id), "cpu")
+    trainer = Trainer(config, TrainingData.load(path, config.preset), tmp_path / "measure")
+    record = next(r for r in trainer if isinstance(r, CheckpointRecord))
+    size = Path(record.path).stat().st_size
+    tmpfs = -(-int(2.5 * size) // 4096) * 4096
+
+    runs, kept = home / "runs", tmp_path / "kept"
+    runs.mkdir(parents=True)
+    kept.mkdir()
+    diffbench = str(Path(sys.executable).with_name("diffbench"))
+    script = ('mount -t tmpfs -o size="$1" tmpfs "$2" || exit 99; '
+              '"$3" --home "$4" worker --db "$5" --device cpu --lease 6 --idle-exit 0.5; '
+              'code=$?; cp -r "$2"/. "$6"; exit $code')
+    done = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh",
+         str(tmpfs), str(runs), diffbench, str(home), db.url, str(kept)],
+        capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    run = queue.get_run(db, run_id)
+    print(f"\ncheckpoint {size / 1e3:.0f} kB, tmpfs {tmpfs / 1e3:.0f} kB: {run.error}")
+    assert run.status == "failed", (run, done.stderr)
+    assert re.search(r"CheckpointWriteError: no space left on device while writing checkpoint "
+                     r"step-00000006\.pt in \S+ \(previous checkpoint at step 4 kept\)$",
+                     run.error), run.error
+    checkpoints = kept / str(run_id) / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == \
+        ["latest.json", "step-00000002.pt", "step-00000004.pt"]
+    assert load_checkpoint(latest_checkpoint(checkpoints))["step"] == 4
 
 
 @pytest.mark.slow
