@@ -41,11 +41,12 @@ from diffbench.storage.schema import EpochMetricRow, StepMetricRow
 from diffbench.tui.study.plan import Grid, resolve_specs
 
 #: A run of seconds on one CPU thread: tiny's recipe shrunk, a toy U-Net, a checkpoint
-#: every epoch, previews and the quality phase on (so faults can land in each phase).
+#: every epoch, previews and the quality phase on (so faults can land in each phase; its
+#: 128 sampler steps make it long enough to be hit).
 QUICK = {"data.size": 32, "data.trajectories": 10, "data.transitions": 8, "data.burn_in": 3,
          "data.chunk": 2, "model.channels": [8, 16], "train.batch_size": 4,
          "train.samples_every": 2, "train.sample_steps": 4, "train.sample_count": 2,
-         "train.checkpoint_every": 1}
+         "train.checkpoint_every": 1, "quality.steps": 128}
 FAULTS = ("SIGKILL", "SIGTERM", "SIGSTOP")
 LOCKED = "database is locked"
 
