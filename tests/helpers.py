@@ -7,13 +7,17 @@ Fixtures live in conftest.py.
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from diffbench.engine import checkpoint
 from diffbench.engine.config import Preset, dataset_name, load_preset, override
 from diffbench.storage.runs import RunSpec
 
@@ -98,3 +102,46 @@ def drain(home: Path, db, workers: int, seconds: float, device: str = "cpu") -> 
                 process.kill()
                 process.communicate()
     return logs
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+def no_space(monkeypatch, after_step: int, where: str) -> None:
+    """ENOSPC for the temporary file of every checkpoint past ``after_step``, where a full disk
+    raises it: at a ``write`` once its first KiB is in (the checkpoint module's ``open`` gives
+    files that count), or at the ``fsync`` (ext4/xfs delayed allocation finds no room for the
+    pages written). Every other file is left alone."""
+    def doomed(name: str) -> bool:
+        found = re.fullmatch(r"step-(\d+)\.pt\.tmp", Path(name).name)
+        return found is not None and int(found[1]) > after_step
+
+    def full() -> OSError:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    if where == "fsync":
+        real_fsync = os.fsync
+
+        def fsync(fd: int) -> None:
+            if doomed(os.readlink(f"/proc/self/fd/{fd}")):
+                raise full()
+            real_fsync(fd)
+
+        monkeypatch.setattr(checkpoint.os, "fsync", fsync)
+        return
+
+    class Filling(io.FileIO):
+        written = 0
+
+        def write(self, data) -> int:
+            self.written += len(data)
+            if self.written > 1024:
+                raise full()
+            return super().write(data)
+
+    def open_(path, mode="r", *args, **kwargs):
+        if doomed(str(path)) and mode == "wb":
+            return Filling(path, "wb")  # unbuffered: torch.save's own writes fail
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "open", open_, raising=False)

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from diffbench.engine.metrics import read_jsonl
 from diffbench.tui.cli import app
 from diffbench.tui.commands import train as train_cli
-from tests.helpers import data_file, preset_toml, quick
+from tests.helpers import data_file, no_space, preset_toml, quick
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +167,21 @@ def test_sigint_checkpoints_exits_130_and_resumes_bit_exactly(home, toml, tmp_pa
     weights = torch.load(out / "model.pt", weights_only=True)
     for name, value in trainer.model.state_dict().items():
         assert torch.equal(weights[name], value), name
+
+
+def test_a_full_disk_is_one_line_naming_the_kept_checkpoint(runner, home, toml, monkeypatch,
+                                                            device):
+    """ENOSPC from the second checkpoint on (injected as tests/helpers.no_space says): exit 2,
+    one line saying what was kept and how to go on, and the first checkpoint still there."""
+    out = home / "runs" / "full-disk"
+    no_space(monkeypatch, after_step=2, where="write")
+    result = invoke(runner, home, "-p", str(toml), "-O", "adamw", "--device", device,
+                    "--out", str(out))
+    assert result.exit_code == 2, result.output
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("diffbench: error: no space left on device while writing "
+                            "checkpoint step-00000004.pt")
+    assert "(previous checkpoint at step 2 kept)" in error
+    assert error.endswith(f"free space, then: diffbench train --resume {out}")
+    assert sorted(p.name for p in (out / "checkpoints").glob("step-*.pt")) == \
+        ["step-00000002.pt"]

@@ -29,6 +29,7 @@ from ..errors import (
     EXIT_INTERRUPTED,
     UserError,
     error_console,
+    fail,
     require,
     require_writable,
     user_errors,
@@ -209,7 +210,7 @@ def _provide(preset: Preset, path: Path, device: str) -> None:
 
 def _execute(run: RunConfig, folder: Path, data_path: Path, *, resume: bool) -> None:
     """Train in the foreground; say how it ended, and exit 130 when Ctrl-C ended it."""
-    from diffbench.engine.checkpoint import CheckpointError
+    from diffbench.engine.checkpoint import CheckpointError, CheckpointWriteError
     from diffbench.engine.dataset import DatasetError
     from diffbench.engine.device import DeviceError
 
@@ -225,6 +226,8 @@ def _execute(run: RunConfig, folder: Path, data_path: Path, *, resume: bool) -> 
         err.print(f"{folder} has no checkpoint yet; starting it from step 0", markup=False)
     try:
         outcome = train_in_folder(trainer, folder, err)
+    except CheckpointWriteError as error:  # e.g. a full disk: the previous one is kept
+        raise fail(f"{error}; free space, then: diffbench train --resume {folder}") from None
     except KeyboardInterrupt:  # a second Ctrl-C
         err.print(f"interrupted; resume from the last checkpoint with: diffbench train "
                   f"--resume {folder}", markup=False)
