@@ -57,6 +57,7 @@ from diffbench.storage.db import Database, NotFound, StorageError
 from diffbench.storage.runs import EnqueueResult, Lease, Run, RunSpec
 from diffbench.storage.schema import RunRow, WorkerRow, stamp
 from diffbench.storage.states import IllegalTransition, Status
+from diffbench.storage.workers import LoadSample, add_load
 
 #: PostgreSQL advisory lock held by `enqueue` (duplicate check then insert).
 ENQUEUE_LOCK = 0x6469666671  # "diffq"
@@ -199,15 +200,16 @@ def claim_next(db: Database, worker_id: int, *, lease_s: float = 60.0,
     return None
 
 
-def heartbeat(db: Database, worker_id: int, run_id: int | None = None, *,
-              lease_s: float = 60.0, now: dt.datetime | None = None) -> Lease:
-    """Stamp the worker alive and, with ``run_id``, extend that run's lease, if the run is
-    still running for this worker. The answer says whether the lease was lost (the run was
-    requeued, cancelled or removed meanwhile) and whether a cancel was requested."""
+def heartbeat(db: Database, worker_id: int, run_id: int | None = None, *, lease_s: float = 60.0,
+              now: dt.datetime | None = None, load: LoadSample | None = None) -> Lease:
+    """Stamp the worker alive (storing its ``load``, if any) and, with ``run_id``, extend that
+    run's lease, if it is still running for this worker. The answer says whether the lease was
+    lost (the run was requeued, cancelled or removed meanwhile) and whether a cancel was asked."""
     with db.session(write=True) as session:
         session.execute(sa.update(WorkerRow).where(WorkerRow.id == worker_id)
                         .values(heartbeat_at=stamp(now))
                         .execution_options(synchronize_session=False))
+        add_load(session, worker_id, load, now=now)
         if run_id is None:
             return Lease(lost=False, cancel_requested=False, expires_at=None)
         result = session.execute(

@@ -8,7 +8,8 @@ newer than one global row id (primary-key range scans), and one aggregate over t
 table when it starts. Each function takes the caller's session, so one tick's reads are one
 short read transaction (a consistent view; on SQLite in WAL mode workers never wait on it).
 Query plans (SQLite): the mark and worker reads scan small tables, everything else searches
-the primary key or the ``(run_id, id)`` indexes. The run screen's reads (``run`` onwards)
+the primary key or the ``(run_id, id)`` indexes (workers' load samples: a primary-key range
+past a cursor). The run screen's reads (``run`` onwards)
 take one run, past per-run cursors.
 """
 
@@ -29,12 +30,14 @@ from diffbench.storage.schema import (
     RunRow,
     SampleRow,
     StepMetricRow,
+    WorkerLoadRow,
     WorkerRow,
     db_now,
     join_float,
 )
 from diffbench.storage.states import Status
-from diffbench.storage.workers import Worker
+from diffbench.storage.step_ratios import Placement, device_label
+from diffbench.storage.workers import LOAD_COLUMNS, LoadSample, Worker, load_sample
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,14 @@ def workers(session: Session) -> list[Worker]:
     return [Worker(*row) for row in session.execute(sa.select(*fields).order_by(WorkerRow.id))]
 
 
+def load_after(session: Session, after_id: int) -> list[tuple[int, int, LoadSample]]:
+    """Workers' load samples with an id above ``after_id`` (a primary-key range), oldest
+    first, as (row id, worker id, sample): the first call reads the few kept per worker."""
+    return [(row[0], row[1], load_sample(row[2:])) for row in session.execute(
+        sa.select(WorkerLoadRow.id, WorkerLoadRow.worker_id, *LOAD_COLUMNS)
+        .where(WorkerLoadRow.id > after_id).order_by(WorkerLoadRow.id))]
+
+
 def step_totals(session: Session, run_ids: Iterable[int] | None = None, *, after_id: int = 0
                 ) -> tuple[dict[int, StepTotals], int]:
     """Per run (all, or ``run_ids``), over its step rows with an id above ``after_id``:
@@ -182,6 +193,21 @@ def run_devices(session: Session, run_ids: Iterable[int]) -> dict[int, str]:
             if device:
                 out[run_id] = device
     return out
+
+
+def run_placements(session: Session, run_ids: Iterable[int] | None = None
+                   ) -> dict[int, Placement]:
+    """Where and when each run (all, or ``run_ids``) that was ever claimed trained: device
+    label and host from its provenance, first claim and finish; for `step_ratios`."""
+    query = (sa.select(RunRow.id, RunRow.provenance, RunRow.started_at, RunRow.finished_at)
+             .where(RunRow.started_at.is_not(None)))
+    ids = None if run_ids is None else list(run_ids)
+    rows = list(session.execute(query)) if ids is None else []
+    for chunk in range(0, len(ids or ()), 500):
+        rows += session.execute(query.where(RunRow.id.in_(ids[chunk:chunk + 500]))).all()
+    return {run_id: Placement(device_label(provenance), (provenance or {}).get("host"),
+                              started, finished, device_of(provenance))
+            for run_id, provenance, started, finished in rows}
 
 
 # ----------------------------------------------------------------------------- one run

@@ -16,8 +16,11 @@ The rules (docs/REPORT.md says the same for users):
 - Each row is compared with a *baseline*: AdamW with linear decay (the paper's default)
   of the same preset and epochs, else AdamW's best row of that preset and epochs, else of
   that preset (fewest epochs apart first). Against it: the loss difference in %, the step
-  time ratio (measured on the same device only), and the training time at which the row's
-  seed-mean curve first reaches the baseline's mean final loss (∞ if it never does).
+  time ratio (same device and preset only, a calibration first: `storage.step_ratios`), and
+  the training time at which the row's seed-mean curve first reaches the baseline's mean
+  final loss (∞ if it never does).
+- Training time: steps × the calibrated ms/step where a calibration of the run's device,
+  preset and optimizer exists (``RunResult.timed_by``), else the run's measured step times.
 """
 
 from __future__ import annotations
@@ -33,12 +36,22 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from diffbench.storage import calibration as calibrations
+from diffbench.storage import reads, step_ratios
 from diffbench.storage.db import Database
 from diffbench.storage.filters import RunFilter, filtered_runs
 from diffbench.storage.runs import Run
 from diffbench.storage.sample_quality import quality_summary
 from diffbench.storage.schema import EpochMetricRow, SampleRow, join_float
 from diffbench.storage.states import Status
+from diffbench.storage.step_ratios import (
+    CALIBRATION,
+    RUNS,
+    StepRatio,
+    device_label,
+    shared_machine,
+    step_ratio,
+)
 
 BASELINE = "adamw"
 # ----------------------------------------------------------------------------- values
@@ -51,6 +64,7 @@ class CurvePoint:
     epoch: int
     train_s: float
     loss: float
+    step: int = 0  # steps done at the end of the epoch
 
 
 @dataclass(frozen=True)
@@ -76,6 +90,13 @@ class RunResult:
     error: str | None = None
     bins: tuple[float, ...] | None = None  # the last fixed-noise loss per t-bin, if measured
     loss_bins: tuple[float, ...] | None = None  # the t-bins' edges (`Run.loss_bins`)
+    host: str | None = None
+    shared: bool = False  # trained while another run trained on its host (`shared_machine`)
+    timed_by: str = RUNS  # the curve's time axis: "calibration" (steps × ms) or "runs"
+
+    @property
+    def device_key(self) -> str | None:
+        return self.device
 
     @property
     def final_loss(self) -> float | None:
@@ -88,15 +109,6 @@ class RunResult:
     @property
     def row(self) -> tuple[str, str, str, int | None]:
         return (self.preset, self.optimizer, self.schedule, self.epochs)
-
-
-def device_label(provenance: dict[str, Any] | None) -> str | None:
-    """Device kind and name, without the index (two identical GPUs are one device)."""
-    if not provenance or not provenance.get("device"):
-        return None
-    kind = str(provenance["device"]).split(":")[0]
-    name = provenance.get("device_name")
-    return f"{kind} · {name}" if name else kind
 
 
 def _epochs(run: Run) -> int | None:
@@ -115,7 +127,8 @@ def _number(summary: dict[str, Any], key: str) -> float | None:
 
 def load_runs(db: Database, run_filter: RunFilter | None = None) -> list[RunResult]:
     """Every run the filter admits (any status); curves and last per-bin losses for the
-    ``done`` ones, read in one query of the epoch table (never the step table)."""
+    ``done`` ones, read in one query of the epoch table (never the step table); whether each
+    shared its host with another run (of any filter); calibrated time axes where possible."""
     runs = filtered_runs(db, run_filter)
     done = [r.id for r in runs if r.status == Status.DONE]
     curves: dict[int, list[CurvePoint]] = defaultdict(list)
@@ -125,28 +138,38 @@ def load_runs(db: Database, run_filter: RunFilter | None = None) -> list[RunResu
             rows = session.execute(
                 sa.select(EpochMetricRow.run_id, EpochMetricRow.epoch, EpochMetricRow.train_s,
                           EpochMetricRow.fixed_valid_loss, EpochMetricRow.fixed_valid_loss_kind,
-                          EpochMetricRow.fixed_valid_bins)
+                          EpochMetricRow.fixed_valid_bins, EpochMetricRow.step)
                 .where(EpochMetricRow.run_id.in_(done[chunk:chunk + 500]))
                 .order_by(EpochMetricRow.run_id, EpochMetricRow.epoch, EpochMetricRow.id))
-            for run_id, epoch, train_s, loss, kind, losses in rows:
+            for run_id, epoch, train_s, loss, kind, losses, step in rows:
                 value = join_float(loss, kind)
                 if value is not None:
-                    curves[run_id].append(CurvePoint(epoch, float(train_s or 0.0), value))
+                    curves[run_id].append(CurvePoint(epoch, float(train_s or 0.0), value, step))
                 if losses is not None:
                     bins[run_id] = tuple(losses)
+        placements = reads.run_placements(session)
+        table = calibrations.latest(calibrations.read_calibrations(session))
+    shared = shared_machine(placements)
     out = []
     for run in runs:
         summary = run.summary or {}
         quality = summary.get("quality")
+        device = device_label(run.provenance)
+        ms = calibrations.calibrated_ms(table, device, run.preset, run.optimizer)
+        curve = tuple(curves.get(run.id, ()))
+        if ms is not None:
+            curve = tuple(dataclasses.replace(p, train_s=p.step * ms / 1000) for p in curve)
         out.append(RunResult(
             id=run.id, status=run.status.value, preset=run.preset, optimizer=run.optimizer,
             schedule=run.schedule, lr=run.lr, weight_decay=run.weight_decay, seed=run.seed,
             epochs=_epochs(run), overrides=_scientific(run.overrides), tags=run.tags,
-            device=device_label(run.provenance),
+            device=device,
             ms_per_step=_number(summary, "ms_per_step"), train_s=_number(summary, "train_s"),
             quality=quality if isinstance(quality, dict) else None,
-            curve=tuple(curves.get(run.id, ())), error=run.error, bins=bins.get(run.id),
-            loss_bins=None if run.loss_bins is None else tuple(run.loss_bins)))
+            curve=curve, error=run.error, bins=bins.get(run.id),
+            loss_bins=None if run.loss_bins is None else tuple(run.loss_bins),
+            host=(run.provenance or {}).get("host"), shared=run.id in shared,
+            timed_by=RUNS if ms is None else CALIBRATION))
     return out
 
 
@@ -292,8 +315,7 @@ class Row:
     settings: tuple[SettingStats, ...]
     baseline: SettingStats | None = None
     vs_baseline_pct: float | None = None
-    step_ratio: float | None = None  # ms per step / the baseline's, same device; else None
-    step_device: str | None = None
+    step: StepRatio | None = None  # ms per step / the baseline's (`step_ratios.step_ratio`)
     time_to_target_s: float | None = None  # None without a baseline; ∞ if never reached
     quality: dict[str, float] = field(default_factory=dict)  # means over measured seeds
     quality_seeds: int = 0
@@ -310,28 +332,18 @@ class Row:
         return mean_curve(self.best.runs)
 
     @property
+    def step_ratio(self) -> float | None:
+        """The ratio's value where it compares, else None."""
+        return None if self.step is None or self.step.ratio is None else self.step.ratio.value
+
+    @property
+    def step_device(self) -> str | None:
+        return None if self.step is None else self.step.device
+
+    @property
     def binned(self) -> BinnedLoss | None:
         """The best setting's final loss per t-bin over its seeds."""
         return binned_loss(self.best.runs)
-
-
-def step_ratio(runs: Sequence[RunResult], baseline: Sequence[RunResult]
-               ) -> tuple[float | None, str | None]:
-    """Mean ms per step over the baseline's, on the device both ran on most (ratio, device);
-    (None, None) when they share no device."""
-    def per_device(group: Sequence[RunResult]) -> dict[str, list[float]]:
-        out: dict[str, list[float]] = defaultdict(list)
-        for run in group:
-            if run.device is not None and run.ms_per_step is not None:
-                out[run.device].append(run.ms_per_step)
-        return out
-
-    mine, theirs = per_device(runs), per_device(baseline)
-    shared = sorted(set(mine) & set(theirs), key=lambda d: (-len(mine[d]), d))
-    if not shared:
-        return None, None
-    device = shared[0]
-    return float(np.mean(mine[device]) / np.mean(theirs[device])), device
 
 
 def _pick_baseline(row: Row, rows: Sequence[Row]) -> Row | None:
@@ -343,9 +355,11 @@ def _pick_baseline(row: Row, rows: Sequence[Row]) -> Row | None:
                                           r.best.mean))
 
 
-def summarize(runs: Iterable[RunResult]) -> list[Row]:
+def summarize(runs: Iterable[RunResult], calibrated: step_ratios.Calibrations | None = None
+              ) -> list[Row]:
     """The report's main table: one `Row` per preset × optimizer × schedule × epochs that
-    has a finished setting, in preset, optimizer (AdamW first), schedule, epochs order."""
+    has a finished setting, in preset, optimizer (AdamW first), schedule, epochs order;
+    step ratios from the ``calibrated`` (the newest per device and preset) where they can."""
     grouped: dict[tuple[Any, ...], list[SettingStats]] = defaultdict(list)
     for stats in settings(runs):
         grouped[stats.first.row].append(stats)
@@ -364,11 +378,10 @@ def summarize(runs: Iterable[RunResult]) -> list[Row]:
         if base is None:
             rows.append(row)
             continue
-        ratio, device = step_ratio(row.best.runs, base.best.runs)
         rows.append(dataclasses.replace(
             row, baseline=base.best,
             vs_baseline_pct=100.0 * (row.best.mean / base.best.mean - 1.0),
-            step_ratio=ratio, step_device=device,
+            step=step_ratio(row.best.runs, base.best.runs, calibrated),
             time_to_target_s=time_to_target(row.curve, base.best.mean)))
     return sorted(rows, key=lambda r: (r.preset, r.optimizer != BASELINE, r.optimizer,
                                        r.schedule, r.epochs or 0))

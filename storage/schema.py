@@ -272,6 +272,61 @@ class SampleRow(Base):
     data: Mapped[bytes] = mapped_column(sa.LargeBinary())
 
 
+class WorkerLoadRow(Base):
+    """A worker's load when it heartbeat (revision 0005): GPU utilisation, memory and
+    temperature (NVML), the host's CPU % and RAM (psutil). NULL where a sensor is absent (no
+    GPU, no driver, a reading the GPU does not support); the last `workers.KEEP_LOAD` per
+    worker are kept."""
+
+    __tablename__ = "worker_load"
+    __table_args__ = (Index("ix_worker_load_worker", "worker_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id", ondelete="CASCADE"))
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    gpu_util: Mapped[float | None] = mapped_column(sa.Float(precision=53))  # %
+    gpu_memory_used: Mapped[int | None] = mapped_column(sa.BigInteger())  # bytes
+    gpu_memory_total: Mapped[int | None] = mapped_column(sa.BigInteger())
+    gpu_temp: Mapped[float | None] = mapped_column(sa.Float(precision=53))  # °C
+    cpu_percent: Mapped[float | None] = mapped_column(sa.Float(precision=53))  # the host's
+    ram_used: Mapped[int | None] = mapped_column(sa.BigInteger())  # bytes: total − available
+    ram_total: Mapped[int | None] = mapped_column(sa.BigInteger())
+
+
+class CalibrationRow(Base):
+    """One `diffbench calibrate` (revision 0005): each optimizer's full training step timed
+    side by side in interleaved rounds on one device and preset."""
+
+    __tablename__ = "calibrations"
+    __table_args__ = (Index("ix_calibrations_device_preset", "device", "preset", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device: Mapped[str] = mapped_column(sa.String(255))  # kind · name, as `device_label`
+    preset: Mapped[str] = mapped_column(sa.Text())  # as runs name it
+    host: Mapped[str] = mapped_column(sa.String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    rounds: Mapped[int]  # timed rounds (a warm-up round before them is not kept)
+    steps: Mapped[int]  # steps per optimizer per round
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONValue())  # precision, versions, …
+
+
+class CalibrationTimeRow(Base):
+    """One optimizer's ms per step in a calibration: the mean over rounds, their sample std
+    and each round's mean (paired with the other optimizers' rounds for ratios)."""
+
+    __tablename__ = "calibration_times"
+    __table_args__ = (Index("ix_calibration_times_calibration", "calibration_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    calibration_id: Mapped[int] = mapped_column(
+        ForeignKey("calibrations.id", ondelete="CASCADE"))
+    optimizer: Mapped[str] = mapped_column(sa.String(64))
+    implementation: Mapped[str | None] = mapped_column(sa.String(255))
+    ms_per_step: Mapped[float] = mapped_column(sa.Float(precision=53))
+    ms_std: Mapped[float | None] = mapped_column(sa.Float(precision=53))
+    rounds_ms: Mapped[list[float]] = mapped_column(JSONValue())
+
+
 #: Float fields of each metric table that carry a `Kind` flag.
 FLAGGED = {
     StepMetricRow: ("loss", "lr", "grad_norm"),

@@ -1,9 +1,14 @@
 """The workers table: who is training, on which host and device (and in which Slurm job),
-last heard from when.
+last heard from when, and under what load.
 
 One transaction per call, frozen `Worker` values out; times as in `storage.queue` (``now``
 left out: the database clock). A worker registering with ``one_host=True`` on SQLite is
 refused while a live worker of another host uses the database (`storage.hosts`).
+
+Load: a heartbeat may carry a `LoadSample` (`queue.heartbeat(load=…)`, written by
+`add_load` in the heartbeat's transaction); the last `KEEP_LOAD` per worker stay in the
+``worker_load`` table, older ones are deleted as new ones come. A sensor that is absent
+(no GPU, no NVML driver, a reading the GPU does not support) is None, never zero.
 """
 
 from __future__ import annotations
@@ -12,10 +17,14 @@ import datetime as dt
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from diffbench.storage.db import Database
 from diffbench.storage.hosts import LIVE_GRACE_S, SharedSQLite, refusal
-from diffbench.storage.schema import WorkerRow, db_now, stamp
+from diffbench.storage.schema import WorkerLoadRow, WorkerRow, db_now, stamp
+
+#: Load samples kept per worker: at a heartbeat every lease/3 (20 s by default), 10 minutes.
+KEEP_LOAD = 30
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,62 @@ class Worker:
     def alive(self, now: dt.datetime, grace_s: float) -> bool:
         """Not stopped and heard from within ``grace_s`` of ``now`` (aware UTC)."""
         return self.stopped_at is None and (now - self.heartbeat_at).total_seconds() <= grace_s
+
+
+@dataclass(frozen=True)
+class LoadSample:
+    """A worker's load at one heartbeat; None: the sensor is absent. GPU utilisation and CPU
+    in %, memory in bytes (RAM used: total − available), temperature in °C; ``at`` is the
+    database clock's (None before it is stored)."""
+
+    gpu_util: float | None = None
+    gpu_memory_used: int | None = None
+    gpu_memory_total: int | None = None
+    gpu_temp: float | None = None
+    cpu_percent: float | None = None
+    ram_used: int | None = None
+    ram_total: int | None = None
+    at: dt.datetime | None = None
+
+    @property
+    def has_gpu(self) -> bool:
+        """Whether any GPU sensor answered."""
+        return any(v is not None for v in (self.gpu_util, self.gpu_memory_used,
+                                           self.gpu_temp))
+
+
+LOAD_FIELDS = tuple(f for f in LoadSample.__dataclass_fields__ if f != "at")
+LOAD_COLUMNS = (WorkerLoadRow.at, *(getattr(WorkerLoadRow, f) for f in LOAD_FIELDS))
+
+
+def load_sample(row: sa.Row | tuple) -> LoadSample:
+    """A `LoadSample` from the columns ``at, *LOAD_FIELDS`` (in that order)."""
+    return LoadSample(*row[1:], at=row[0])
+
+
+def add_load(session: Session, worker_id: int, sample: LoadSample | None, *,
+             keep: int = KEEP_LOAD, now: dt.datetime | None = None) -> None:
+    """Store ``sample`` (None: nothing) for the worker and delete its samples older than the
+    last ``keep`` (in the caller's write transaction: `queue.heartbeat`'s)."""
+    if sample is None:
+        return
+    session.execute(sa.insert(WorkerLoadRow).values(
+        worker_id=worker_id, at=stamp(now), **{f: getattr(sample, f) for f in LOAD_FIELDS}))
+    oldest_kept = (sa.select(WorkerLoadRow.id).where(WorkerLoadRow.worker_id == worker_id)
+                   .order_by(WorkerLoadRow.id.desc()).offset(keep - 1).limit(1)
+                   .scalar_subquery())
+    session.execute(sa.delete(WorkerLoadRow).where(WorkerLoadRow.worker_id == worker_id,
+                                                   WorkerLoadRow.id < oldest_kept))
+
+
+def load_history(db: Database) -> dict[int, tuple[LoadSample, ...]]:
+    """Every worker's kept samples, oldest first, by worker id (workers without: absent)."""
+    out: dict[int, list[LoadSample]] = {}
+    with db.session() as session:
+        for row in session.execute(sa.select(WorkerLoadRow.worker_id, *LOAD_COLUMNS)
+                                   .order_by(WorkerLoadRow.id)):
+            out.setdefault(row[0], []).append(load_sample(row[1:]))
+    return {worker_id: tuple(samples) for worker_id, samples in out.items()}
 
 
 def register_worker(db: Database, *, host: str, pid: int, device: str,

@@ -64,7 +64,7 @@ def test_populated_0003_database_upgrades_to_slurm_jobs(url):
     db = open_database(url, upgrade=True)
     try:
         with db.engine.connect() as connection:
-            assert migrations.current(connection) == migrations.head() == "0004"
+            assert migrations.current(connection) == migrations.head() == "0005"
         (before,) = workers.list_workers(db)
         assert (before.host, before.pid, before.device, before.slurm_job) == (
             "old-host", 7, "cuda:0", None)

@@ -31,7 +31,7 @@ def url(request, tmp_path):
 def test_fresh_database_is_migrated_to_head(url):
     db = open_database(url)
     with db.engine.connect() as connection:
-        assert migrations.current(connection) == migrations.head() == "0004"
+        assert migrations.current(connection) == migrations.head() == "0005"
         assert set(sa.inspect(connection).get_table_names()) >= TABLES
     db.dispose()
     again = open_database(url)  # at head: no-op
@@ -132,6 +132,69 @@ def test_populated_0002_database_upgrades_to_per_bin_losses(url):
         assert epoch.fixed_valid_bins == (0.2, 0.9, 3.5)
         epochs = records.metrics_since(db, run_id).epochs
         assert [e.fixed_valid_bins for e in epochs] == [None, None]
+    finally:
+        db.dispose()
+
+
+def test_populated_0004_database_upgrades_to_worker_load_and_calibrations(url):
+    """A database at revision 0004 with workers (one in a Slurm job), a finished run and its
+    metrics is refused until upgraded; then every old row reads as before, the old workers
+    have no load (not a zero load), and heartbeats store loads and calibrations are kept."""
+    from alembic import command
+
+    from diffbench.storage import calibration, queue, records, workers
+    from diffbench.storage.workers import LoadSample
+
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        command.upgrade(migrations._config(connection), "0004")
+    old = Database(engine)  # what the older diffbench wrote, through the API of its tables
+    gpu = workers.register_worker(old, host="gpu-7", pid=7, device="cuda:0",
+                                  slurm_job="123_4")
+    gone = workers.register_worker(old, host="cpu-1", pid=8, device="cpu")
+    workers.stop_worker(old, gone.id)
+    (run_id,) = queue.enqueue(old, [queue.RunSpec("tiny", "adamw", "linear", 1e-3, 0.01,
+                                                  0)]).ids
+    queue.claim_next(old, gpu.id)
+    queue.record_start(old, run_id, gpu.id, provenance={"device": "cuda:0",
+                                                        "device_name": "H100", "host": "gpu-7"})
+    records.add_step_metrics(old, run_id, [
+        {"step": 1, "epoch": 0, "loss": 0.5, "lr": 1e-3, "grad_norm": 1.0, "data_ms": 1.0,
+         "compute_ms": 20.0, "optimizer_ms": 5.0}], worker_id=gpu.id)
+    queue.finish(old, run_id, gpu.id, "done", summary={"ms_per_step": 26.0})
+    with engine.connect() as connection:
+        tables = set(sa.inspect(connection).get_table_names())
+        before = {name: connection.execute(sa.text(f"SELECT * FROM {name} ORDER BY id")).all()
+                  for name in ("workers", "runs", "step_metrics")}
+    assert not {"worker_load", "calibrations", "calibration_times"} & tables
+    engine.dispose()
+
+    with pytest.raises(SchemaOutdated, match=r"0004.*diffbench db upgrade"):
+        open_database(url)
+    db = open_database(url, upgrade=True)
+    try:
+        with db.engine.connect() as connection:
+            assert migrations.current(connection) == migrations.head() == "0005"
+            for name, rows in before.items():  # every old row as it was
+                assert connection.execute(
+                    sa.text(f"SELECT * FROM {name} ORDER BY id")).all() == rows
+            for name in ("worker_load", "calibrations", "calibration_times"):
+                assert connection.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar() == 0
+        assert [(w.host, w.slurm_job) for w in workers.list_workers(db)] == [
+            ("gpu-7", "123_4"), ("cpu-1", None)]
+        assert workers.load_history(db) == {}  # old workers: no load, not zeros
+        assert queue.get_run(db, run_id).summary == {"ms_per_step": 26.0}
+        queue.heartbeat(db, gpu.id, load=LoadSample(gpu_util=75.0, gpu_memory_used=2**33,
+                                                    gpu_memory_total=2**36, cpu_percent=12.5))
+        (sample,) = workers.load_history(db)[gpu.id]
+        assert (sample.gpu_util, sample.gpu_memory_total, sample.gpu_temp) == (
+            75.0, 2**36, None)
+        stored = calibration.save_calibration(
+            db, device="cuda · H100", preset="tiny", host="gpu-7", steps=20,
+            rounds_ms={"adamw": [25.0, 27.0], "muon": [30.0, 31.0]})
+        assert calibration.latest(calibration.calibrations(db)) == {
+            ("cuda · H100", "tiny"): stored}
+        assert stored.ratio("muon", "adamw").value == pytest.approx(61 / 52)
     finally:
         db.dispose()
 
