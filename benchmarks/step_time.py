@@ -1,4 +1,5 @@
-"""Step time of each optimizer as a ratio to AdamW, measured by the trainer itself.
+"""Step time of each optimizer as a ratio to AdamW, measured by the trainer itself
+(`diffbench.engine.step_timing`, which `diffbench calibrate` shares).
 
 Each optimizer trains the preset's U-Net on random windows of the preset's shape (the data's
 values do not change the time of a step) through `Trainer`, whose step records split every
@@ -28,19 +29,14 @@ from __future__ import annotations
 
 import argparse
 import ast
-import statistics
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from diffbench.engine.config import Preset, load_preset, override
-from diffbench.engine.metrics import EpochRecord, StartRecord, StepRecord, Steps
+from diffbench.engine.config import Preset, load_preset
 from diffbench.engine.optimizers import OPTIMIZERS
-from diffbench.engine.run import TrainingData
-from diffbench.engine.run_config import RunConfig
-from diffbench.engine.training import Trainer
+from diffbench.engine.step_timing import interleaved
 from diffbench.engine.unet import build_model
 
 # Dense peak TFLOP/s (no sparsity) by (GPU name fragment, precision); first match wins.
@@ -48,14 +44,6 @@ PEAKS = [("H100 PCIe", {"fp32": 378.0, "bf16": 756.0}),
          ("H100", {"fp32": 494.7, "bf16": 989.4}),
          ("H200", {"fp32": 494.7, "bf16": 989.4}),
          ("A100", {"fp32": 156.0, "bf16": 312.0})]
-
-
-def synthetic(preset: Preset, steps_per_epoch: int) -> TrainingData:
-    """Random trajectories: as many as fill ``steps_per_epoch`` full batches, window long."""
-    b, window, n = preset.train.batch_size, preset.model.window, preset.data.resolution
-    generator = torch.Generator().manual_seed(0)
-    train = torch.randn(b * steps_per_epoch, window, 2, n, n, generator=generator)
-    return TrainingData(train=train, valid=train[:2].clone())
 
 
 def step_flops(preset: Preset, device: torch.device) -> float:
@@ -99,55 +87,6 @@ def parse_row(spec: str) -> tuple[str, str, dict[str, Any]]:
     return spec, name, options
 
 
-@dataclass
-class Timing:
-    """What one optimizer's trainer reported over its timed epochs."""
-
-    implementation: str = ""
-    steps: list[StepRecord] = field(default_factory=list)
-    epoch_s: list[float] = field(default_factory=list)
-
-    def median(self, phase: str) -> float:
-        return statistics.median(getattr(s, f"{phase}_ms") for s in self.steps)
-
-    def mean_step(self) -> float:
-        """Mean forward+backward + optimizer ms over every timed step (refreshes included)."""
-        return statistics.fmean(s.compute_ms + s.optimizer_ms for s in self.steps)
-
-    def wall(self) -> float:
-        return 1e3 * sum(self.epoch_s) / len(self.steps)
-
-
-def measure(preset: Preset, rows: list[tuple[str, str, dict[str, Any]]], device: str,
-            precision: str, epochs: int, steps_per_epoch: int) -> list[Timing]:
-    """Every row's trainer, one epoch each in turn; epochs 2… timed."""
-    preset = override(preset, {"train.epochs": epochs, "train.warmup_epochs": 1,
-                               "train.valid_every": epochs, "train.samples_every": 0})
-    data = synthetic(preset, steps_per_epoch)
-    runs = []
-    for _, name, options in rows:
-        defaults = preset.optimizers[name]
-        config = RunConfig(preset=preset, optimizer=name, lr=defaults.lr,
-                           weight_decay=defaults.weight_decay, device=device,
-                           precision=precision, options=options)
-        runs.append(iter(Trainer(config, data, flush_every=10**9)))
-    timings = [Timing() for _ in rows]
-    for _ in range(epochs):
-        for (label, _, _), records, timing in zip(rows, runs, timings, strict=True):
-            for record in records:
-                if isinstance(record, StartRecord):
-                    timing.implementation = record.provenance["optimizer_implementation"]
-                elif isinstance(record, Steps):
-                    timing.steps += [s for s in record.records if s.epoch > 0]
-                elif isinstance(record, EpochRecord):
-                    if record.epoch > 0:
-                        timing.epoch_s.append(record.epoch_s)
-                    break
-                elif getattr(record, "state", "done") != "done":
-                    raise RuntimeError(f"{label}: {record}")
-    return timings
-
-
 def run(preset_name: str, device: str, precision: str, epochs: int, steps_per_epoch: int,
         rows: list[tuple[str, str, dict[str, Any]]]) -> None:
     preset = load_preset(preset_name)
@@ -164,7 +103,7 @@ def run(preset_name: str, device: str, precision: str, epochs: int, steps_per_ep
           f"{'×AdamW':>6} {'mean×':>6} {'wall×':>6}" + ("   MFU" if top else "")
           + "   (ms per step; medians, then means)")
     started = time.perf_counter()
-    timings = measure(preset, rows, device, precision, epochs, steps_per_epoch)
+    timings = interleaved(preset, rows, device, precision, epochs, steps_per_epoch)
     base = timings[0]
     for (label, _, _), m in zip(rows, timings, strict=True):
         ratio = (m.median("compute") + m.median("optimizer")) / (

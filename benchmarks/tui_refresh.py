@@ -1,14 +1,16 @@
 """How long one refresh of `diffbench tui` takes on a large job database.
 
 Builds a synthetic SQLite database of 1,000 runs (100 running, 700 done, 100 queued, 50
-failed, 50 diverged), 100 workers and 1,000,000 step rows plus 10 epoch rows per started
-run, written through the storage API the workers use (`storage.queue`, `storage.records`,
+failed, 50 diverged), 100 workers with their kept load samples (`workers.KEEP_LOAD` each,
+GPU and host readings) and 1,000,000 step rows plus 10 epoch rows per started run, written
+through the storage API the workers use (`storage.queue`, `storage.records`,
 `storage.workers`), so that a schema change cannot leave the benchmark behind. Then it
 drives the real app (headless, 160×48, every pane visible, the first run selected: a
 running one, so its curves change every tick) through Textual's pilot. Before each tick
-"workers" append 10 steps to each running run (1,000 new rows); a tick is what the app
-does on its timer, timed in three parts, each as wall time and as CPU time of its thread
-(the CPU time does not count waiting for a busy machine's cores):
+"workers" append 10 steps to each running run (1,000 new rows) and 5 workers heartbeat with
+their load (100 workers at one beat per 20 s); a tick is what the app does on its timer,
+timed in three parts, each as wall time and as CPU time of its thread (the CPU time does
+not count waiting for a busy machine's cores):
 
 * read: `DashboardReader.refresh()` + `SeriesCache.update()` on the read thread;
 * apply: `DashboardApp._apply`, pushing the snapshot into the widgets (UI thread);
@@ -64,6 +66,11 @@ def build(path: Path, runs: int, steps: int) -> None:
         hosts = [workers.register_worker(db, host=f"node{w}", pid=1000 + w,
                                          device=f"cuda:{w % 8}", now=T0).id
                  for w in range(1, 101)]
+        for k in range(workers.KEEP_LOAD):  # one transaction per round of heartbeats
+            with db.session(write=True) as session:
+                for worker in hosts:
+                    workers.add_load(session, worker, load_sample(worker + k),
+                                     now=T0 + dt.timedelta(seconds=20 * k))
         ids = queue.enqueue(db, [
             queue.RunSpec(preset="paper", optimizer=OPTIMIZERS[i % len(OPTIMIZERS)],
                           schedule="linear", lr=1e-3, weight_decay=0.0, seed=i, epochs=10)
@@ -92,11 +99,25 @@ def build(path: Path, runs: int, steps: int) -> None:
         db.dispose()
 
 
-def append_steps(db: Database, count: int) -> None:
-    """What the workers write between two refreshes: ``count`` steps per running run."""
-    from diffbench.engine.metrics import StepRecord
-    from diffbench.storage import queue, records
+def load_sample(k: int):
+    """A GPU worker's load, varying with ``k``."""
+    from diffbench.storage.workers import LoadSample
 
+    return LoadSample(gpu_util=float(k * 37 % 101), gpu_memory_used=(40 + k % 30) * 2**30,
+                      gpu_memory_total=80 * 2**30, gpu_temp=50.0 + k % 30,
+                      cpu_percent=float(k * 13 % 101), ram_used=100 * 2**30,
+                      ram_total=512 * 2**30)
+
+
+def append_steps(db: Database, count: int) -> None:
+    """What the workers write between two refreshes: ``count`` steps per running run, and
+    5 of the 100 workers' heartbeats with their load."""
+    from diffbench.engine.metrics import StepRecord
+    from diffbench.storage import queue, records, workers
+
+    beating = [w.id for w in workers.list_workers(db)[:100]]
+    for worker in random.sample(beating, min(5, len(beating))):
+        queue.heartbeat(db, worker, load=load_sample(worker))
     for run in queue.list_runs(db, status="running"):
         records.add_step_metrics(db, run.id, [
             StepRecord(step=run.steps_done + k, epoch=9, loss=0.01, lr=1e-3, grad_norm=1.0,

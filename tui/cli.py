@@ -21,7 +21,20 @@ import typer
 
 from diffbench.storage.workspace import ENV_VAR, Workspace
 
-from .commands import dashboard, data, db, demo, queue, report, runs, slurm, train, worker, workers
+from .commands import (
+    calibrate,
+    dashboard,
+    data,
+    db,
+    demo,
+    queue,
+    report,
+    runs,
+    slurm,
+    train,
+    worker,
+    workers,
+)
 from .output import DB_KEY
 
 app = typer.Typer(
@@ -48,6 +61,7 @@ app.add_typer(workers.app, name="workers")
 app.add_typer(slurm.app, name="slurm")
 app.command(name="tui")(dashboard.tui)
 app.command(name="report")(report.report)
+app.command(name="calibrate")(calibrate.calibrate)
 app.command(name="demo")(demo.demo)
 
 

@@ -38,6 +38,7 @@ from .actions import perform
 from .chart_keys import CHART_BINDINGS, ChartKeys
 from .charts import AUTO, ChartOptions
 from .content import set_content
+from .costs import step_costs
 from .curves_pane import CurvesPane
 from .dialogs import ConfirmDialog, ExportDialog, HelpScreen, QueueDialog
 from .forms import QueueFields
@@ -48,7 +49,7 @@ from .runs_pane import RunsPane
 from .runtime_pane import RuntimePane
 from .series import RunCurves, SeriesCache
 from .sorting import COLUMNS, sort_runs
-from .state import Clock, DashboardReader, RunView, Snapshot, group_runs, step_costs
+from .state import Clock, DashboardReader, RunView, Snapshot, group_runs
 from .vorticity_pane import VorticityPane
 from .workers_pane import WorkersPane
 
@@ -269,7 +270,7 @@ class DashboardApp(ChartKeys, App[None]):
         items, reference = self._plotted(views)
         self.query_one(CurvesPane).show(items, reference, self.curves, self.chart,
                                         grouped=self.grouped, ascii=self.ascii, selected=run)
-        costs = step_costs(views.values(), run.device) if run and run.device else []
+        costs = step_costs(views.values(), run, self.snapshot.calibrations if self.snapshot else {})
         self.query_one(RuntimePane).show(run, self.curves.get(self.selected), costs)
         pictures = self.pictures if run and self.pictures and \
             self.pictures.run_id == run.id else None

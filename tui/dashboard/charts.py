@@ -22,11 +22,30 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from diffbench.storage.step_ratios import SHARED
+
 from .series import Curve, RunCurves
 from .state import GroupView, RunView
 
 XAXES = ("step", "time", "epoch")  # `t` cycles through them in this order
 X_TITLES = {"step": "step", "epoch": "epoch", "time": "training time (s)"}
+CALIBRATED = "calibrated training time (s)"  # steps × each run's calibrated ms/step
+
+
+def time_title(runs: Iterable[RunView]) -> tuple[str, str | None]:
+    """The time axis' title for the plotted runs, calibrated (every run has a calibration
+    of its device, preset and optimizer), measured or mixed, and the caveat to show when a
+    run timed by itself shared its machine (the title then ends in †)."""
+    runs = list(runs)
+    calibrated = [r.step_ms is not None for r in runs]
+    if runs and all(calibrated):
+        return CALIBRATED, None
+    title = X_TITLES["time"] if not any(calibrated) else "training time (s, part calibrated)"
+    if any(r.shared for r, c in zip(runs, calibrated, strict=True) if not c):
+        return f"{title} †", f"† {SHARED} (no calibration: diffbench calibrate)"
+    return title, None
+
+
 SMOOTHING = (0.6, 0.8, 0.9, 0.95, 0.99)  # the EMA factors `M` cycles through
 REFERENCE = ("adamw", "linear")  # the paper's baseline: AdamW with its linear schedule
 AUTO = "auto"  # the reference is chosen (`default_reference`) rather than pinned
@@ -114,18 +133,24 @@ def points_mean(curves: Sequence[Curve]) -> Curve:
     return Curve(tuple(x.tolist()), tuple(y.tolist()))
 
 
-def _scaled(curve: Curve, divisor: int | None) -> Curve | None:
+def _scaled(curve: Curve, divisor: float | None) -> Curve | None:
     if not divisor:
         return None
     return Curve(tuple(x / divisor for x in curve.x), curve.y)
 
 
-def run_curves(curves: RunCurves, x: str) -> tuple[Curve | None, Curve | None, bool]:
+def run_curves(curves: RunCurves, x: str, step_ms: float | None = None
+               ) -> tuple[Curve | None, Curve | None, bool]:
     """A run's train curve and validation points against ``x`` (None: not known yet, an
     epoch axis before the first epoch ended), and whether the points are the stochastic
-    validation loss (a run that never measured the fixed-noise one)."""
+    validation loss (a run that never measured the fixed-noise one). With ``step_ms`` (a
+    calibration's ms/step), training time is steps × it rather than the measured sum."""
     fixed = bool(curves.fixed_by_step.x)
     valid_step = curves.fixed_by_step if fixed else curves.valid_by_step
+    if x == "time" and step_ms:
+        per = 1000.0 / step_ms  # steps per second
+        return _scaled(curves.train_by_step, per), _scaled(valid_step, per), \
+            not fixed and bool(valid_step.x)
     if x == "time":
         return (curves.train_by_time, curves.fixed_by_time if fixed else curves.valid_by_time,
                 not fixed and bool(valid_step.x))
@@ -204,7 +229,7 @@ def loss_trace(runs: Sequence[RunView], curves: Mapping[int, RunCurves],
     for run in runs:
         if run.id not in curves:
             continue
-        train, valid, noisy = run_curves(curves[run.id], options.x)
+        train, valid, noisy = run_curves(curves[run.id], options.x, run.step_ms)
         if train is not None and train.x:
             trains.append(train)
         if valid is not None and valid.x:

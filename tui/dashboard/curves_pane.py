@@ -20,7 +20,7 @@ from textual.containers import Vertical
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
-from .charts import X_TITLES, ChartOptions, Trace, bin_ticks, traces
+from .charts import X_TITLES, ChartOptions, Trace, bin_ticks, time_title, traces
 from .content import set_content
 from .palette import optimizer_rgb
 from .series import Curve, RunCurves
@@ -91,7 +91,8 @@ def _positive(curve: Curve, floor: float) -> Curve:
 
 
 def draw(plt, trace_list: Sequence[Trace], options: ChartOptions, *, ascii: bool,
-         background: Rgb, columns: int, edges: Sequence[float] | None = None) -> None:
+         background: Rgb, columns: int, edges: Sequence[float] | None = None,
+         x_title: str | None = None) -> None:
     """Draw ``trace_list`` on the plotext figure ``plt``: bands, the reference, raw curves,
     lines, then points, so what matters most is on top."""
     plt.clear_figure()
@@ -103,7 +104,7 @@ def draw(plt, trace_list: Sequence[Trace], options: ChartOptions, *, ascii: bool
         plt.xticks(*bin_ticks(edges, n))
         plt.xlabel("noise level t (each bin's upper edge)")
     else:
-        plt.xlabel(X_TITLES[options.x])
+        plt.xlabel(x_title or X_TITLES[options.x])
     tints, chars = colours(trace_list), marks(trace_list)
     floor = min((y for t in trace_list for y in t.line.y if y > 0), default=1.0) / 2
     line = "braille"
@@ -192,7 +193,7 @@ class CurvesPane(Vertical):
         """Draw ``items`` (runs, or groups of seeds when ``grouped``) and the
         ``reference`` run or group."""
         bins = options.view == "bins"
-        key = (tuple(tuple((r.id, r.optimizer, curves.get(r.id),
+        key = (tuple(tuple((r.id, r.optimizer, curves.get(r.id), r.step_ms, r.shared,
                             r.fixed_valid_bins if bins else None) for r in runs)
                      for runs in (reference, *items)),
                options, grouped, ascii,
@@ -202,7 +203,9 @@ class CurvesPane(Vertical):
         self._shown = key
         drawn = traces(items, reference, curves, options, grouped=grouped)
         has_data = any(not t.reference for t in drawn)
-        set_content(self.query_one("#curves-title", Static), self._title(options))
+        x_title, caveat = (time_title(r for runs in (reference, *items) for r in runs)
+                           if options.x == "time" and not bins else (X_TITLES[options.x], None))
+        set_content(self.query_one("#curves-title", Static), self._title(options, x_title))
         plot = self.query_one("#loss-plot", PlotextPlot)
         empty = self.query_one("#curves-empty", Static)
         if not has_data:
@@ -216,6 +219,8 @@ class CurvesPane(Vertical):
                      else f"#{first.id}")
             key_text.append(f"\n{ASCII_REFERENCE if ascii else '━'} reference: {named}, "
                             "plotted above", "rgb({},{},{})".format(*REFERENCE_RGB))
+        if caveat:
+            key_text.append(f"\n{caveat}", "yellow")
         set_content(self.query_one("#loss-legend", Static),  # its lines wrap: lay out
                     key_text if has_data else "", layout=True)
         if not has_data:
@@ -224,15 +229,15 @@ class CurvesPane(Vertical):
                       if r.id in curves and curves[r.id].loss_bins), None)
         surface = Color.parse(self.app.theme_variables.get("surface", "#1e1e1e"))
         draw(plot.plt, drawn, options, ascii=ascii, background=surface.rgb,
-             columns=plot.size.width or 60, edges=edges)
+             columns=plot.size.width or 60, edges=edges, x_title=x_title)
         plot.refresh()
 
     @staticmethod
-    def _title(options: ChartOptions) -> str:
+    def _title(options: ChartOptions, x_title: str) -> str:
         scale = "log" if options.log_y else "linear"
         if options.view == "bins":
             return f"fixed-noise loss ({scale}) per t-bin, last validation"
-        parts = [f"loss ({scale}) vs {X_TITLES[options.x]}"]
+        parts = [f"loss ({scale}) vs {x_title}"]
         if options.smooth:
             parts.append(f"EMA {options.factor:g}")
         if options.log_x:

@@ -1,13 +1,13 @@
 """Runtime per step: the selected run's forward+backward and optimizer milliseconds over
-its steps, and each optimizer's mean ms/step as a ratio to AdamW's on the same device.
+its steps, and each optimizer's mean ms/step as a ratio to AdamW's where they compare: on
+the selected run's device and preset, from its calibration when there is one, else from the
+runs' own times, with the caveat when runs shared a machine (`costs.step_costs`).
 
 The plot keeps a minimum height (the stylesheet's): squeezed below it, plotext writes its
 y labels into the x axis' (`118.11.0`). On a full-size terminal the table stands beside
 the plot, elsewhere below it."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -16,10 +16,11 @@ from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
 from .content import set_content
+from .costs import CostTable
 from .palette import optimizer_style
 from .runs_pane import number
 from .series import RunCurves
-from .state import RunView, StepCost
+from .state import RunView
 
 COMPUTE_RGB = (86, 156, 214)
 OPTIMIZER_RGB = (240, 170, 60)
@@ -30,21 +31,31 @@ def _style(rgb: tuple[int, int, int]) -> str:
     return "rgb({},{},{})".format(*rgb)
 
 
-def cost_table(costs: Sequence[StepCost], device: str | None) -> Text:
-    """One line per optimizer: mean ms/step, ratio to AdamW and a bar of the ratio."""
-    if device is None:
+def cost_table(table: CostTable) -> Text:
+    """One line per optimizer: mean ms/step ± its spread, the ratio to AdamW with its range,
+    a bar of the ratio; where the numbers come from, and the caveats."""
+    if table.device is None:
         return Text("ratio to AdamW: select a run that has trained", style="dim")
-    out = Text(f"mean ms/step on {device}, ratio to AdamW (same device only)\n", style="bold")
-    top = max((c.ratio or 0.0 for c in costs), default=0.0) or 1.0
-    for cost in costs:
+    out = Text(f"ms/step, ratio to AdamW on {table.device} · {table.preset}\n", style="bold")
+    if table.calibration is not None:
+        c = table.calibration
+        out.append(f"calibration #{c.id}, {c.rounds} rounds × {c.steps} steps, "
+                   f"{c.created_at:%Y-%m-%d}\n", style="dim")
+    else:
+        out.append("the runs' own times: ratio of means (range over runs)\n", style="dim")
+    top = max((c.ratio.value for c in table.rows if c.ratio), default=0.0) or 1.0
+    for cost in table.rows:
         out.append(f"{cost.optimizer:>12} ", optimizer_style(cost.optimizer))
-        out.append(f"{number(cost.ms_per_step, 3):>7} ms  n={cost.runs:<3} ")
+        spread = "" if cost.spread is None else f"±{number(cost.spread, 2)}"
+        out.append(f"{number(cost.ms_per_step, 3):>6} {spread:<6} ")
         if cost.ratio is None:
-            out.append("no AdamW run on this device\n", "dim")
+            out.append("no AdamW to compare\n", "dim")
             continue
-        out.append(f"{cost.ratio:5.2f}× ")
-        out.append("█" * max(1, round(12 * cost.ratio / top)) + "\n",
+        out.append(f"{cost.ratio.text():<18} ")
+        out.append("█" * max(1, round(8 * cost.ratio.value / top)) + "\n",
                    optimizer_style(cost.optimizer))
+    for note in table.notes:
+        out.append(note + "\n", "bold yellow" if note.startswith("⚠") else "dim")
     out.rstrip()
     return out
 
@@ -64,10 +75,8 @@ class RuntimePane(Vertical):
             yield Static(NO_STEPS, id="runtime-empty", classes="empty")
             yield Static("", id="runtime-costs")
 
-    def show(self, run: RunView | None, curves: RunCurves | None,
-             costs: Sequence[StepCost]) -> None:
-        key = (None if run is None else (run.id, run.optimizer, run.device), curves,
-               tuple(costs))
+    def show(self, run: RunView | None, curves: RunCurves | None, costs: CostTable) -> None:
+        key = (None if run is None else (run.id, run.optimizer, run.device), curves, costs)
         if key == self._shown:
             return
         self._shown = key
@@ -81,8 +90,7 @@ class RuntimePane(Vertical):
         set_content(self.query_one("#runtime-title", Static), title)
         self.query_one("#runtime-empty", Static).display = not has_data
         plot.display = has_data
-        set_content(self.query_one("#runtime-costs", Static),
-                    cost_table(costs, None if run is None else run.device))
+        set_content(self.query_one("#runtime-costs", Static), cost_table(costs))
         if not has_data:
             return
         plt = plot.plt

@@ -1,11 +1,13 @@
 """What the dashboard shows, read from the job database incrementally (no Textual here).
 
 `DashboardReader.refresh()` returns a frozen `Snapshot`: one `RunView` per run, the
-workers and counts by status. Each tick it reads the runs' changing columns (status, steps
-done, worker; the other table columns once per run), only the step and epoch rows added
-since its last read (global row-id cursors), and provenance once per run, and rebuilds only
-the views of runs that changed, so a refresh over 1,000 runs and 1,000,000 step rows costs
-about what changed. One refresh is one short read transaction.
+workers with their recent load, counts by status and the newest calibration per device and
+preset. Each tick it reads the runs' changing columns (status, steps done, worker; the other
+table columns once per run), only the step, epoch and load rows added since its last read
+(global row-id cursors), a run's provenance and times when its status changes, and the
+calibrations when a new one appears, and rebuilds only the views of runs that changed, so a
+refresh over 1,000 runs and 1,000,000 step rows costs about what changed. One refresh is one
+short read transaction.
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ from __future__ import annotations
 import datetime as dt
 import math
 import statistics
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from sqlalchemy.orm import Session
 
-from diffbench.storage import reads, workers
+from diffbench.storage import calibration, reads, workers
 from diffbench.storage.db import Database
 from diffbench.storage.results import mean_std
 from diffbench.storage.states import Status
+from diffbench.storage.step_ratios import Placement, shared_machine
 
 Clock = Callable[[], dt.datetime]
 
@@ -55,6 +59,9 @@ class RunView:
     fixed_valid_bins: tuple[float, ...] | None = None
     # the last validation's fixed-noise loss (fixed t and ε: what the report ranks by)
     fixed_valid_loss: float | None = None
+    device_key: str | None = None  # kind · name: step times compare on the same one only
+    shared: bool = False  # trained while another run trained on its host
+    step_ms: float | None = None  # calibrated ms/step of its device, preset and optimizer
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,7 @@ class WorkerView:
     state: str  # alive, dead or stopped
     age_s: float  # since the last heartbeat
     run_id: int | None
+    load: tuple[workers.LoadSample, ...] = ()  # the kept samples, oldest first
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,7 @@ class Snapshot:
     workers: tuple[WorkerView, ...]
     counts: dict[str, int]
     now: dt.datetime
+    calibrations: dict[tuple[str, str], calibration.Calibration] = field(default_factory=dict)
 
 
 @dataclass
@@ -113,16 +122,23 @@ class DashboardReader:
     _order: list[int] = field(default_factory=list)
     _steps: dict[int, _Steps] = field(default_factory=dict)
     _epochs: dict[int, _Epochs] = field(default_factory=dict)
-    _devices: dict[int, str] = field(default_factory=dict)
+    _placed: dict[int, tuple[Status, Placement]] = field(default_factory=dict)
+    _shared: set[int] = field(default_factory=set)
+    _calibrations: dict = field(default_factory=dict)
+    _calibration_id: int = 0
+    _load: dict[int, deque] = field(default_factory=dict)
     _step_cursor: int | None = None
     _epoch_cursor: int = 0
+    _load_cursor: int = 0
 
     def refresh(self) -> Snapshot:
         with self.db.session() as session:  # one read transaction: a consistent view
             changed = (self._read_lines(session) | self._read_steps(session)
                        | self._read_epochs(session))
-            self._read_devices(session, changed)
+            changed |= self._read_placements(session, changed)
+            changed |= self._read_calibrations(session)
             workers = reads.workers(session)
+            self._read_load(session)
             now = self.clock() if self.clock is not None else reads.database_now(session)
         for run_id in changed & self._lines.keys():
             self._views[run_id] = self._view(self._lines[run_id])
@@ -134,7 +150,7 @@ class DashboardReader:
         return Snapshot(runs=tuple(self._views[i] for i in self._order),
                         workers=tuple(self._worker(w, running.get(w.id), now)
                                       for w in workers),
-                        counts=counts, now=now)
+                        counts=counts, now=now, calibrations=self._calibrations)
 
     # ------------------------------------------------------------------ reads
 
@@ -144,7 +160,7 @@ class DashboardReader:
         marks = reads.run_marks(session)
         gone = self._lines.keys() - marks.keys()
         for run_id in gone:
-            for table in (self._lines, self._views, self._steps, self._epochs, self._devices):
+            for table in (self._lines, self._views, self._steps, self._epochs, self._placed):
                 table.pop(run_id, None)
         new = [run_id for run_id in marks if run_id not in self._lines]
         if new:
@@ -203,20 +219,49 @@ class DashboardReader:
             self._epoch_cursor = rows[-1].id
         return {e.run_id for e in rows}
 
-    def _read_devices(self, session: Session, changed: set[int]) -> None:
-        """The device of each changed run that left the queue, until it is known (the
-        worker records it when the run starts, before its first step)."""
-        unknown = [run_id for run_id in changed & self._lines.keys()
-                   if run_id not in self._devices
-                   and self._lines[run_id].mark.status != Status.QUEUED]
-        if unknown:
-            self._devices.update(reads.run_devices(session, unknown))
+    def _read_placements(self, session: Session, changed: set[int]) -> set[int]:
+        """Device, host and times of each changed run whose status moved (or whose device
+        is not known yet) since they were read; when any moved, which runs shared a host
+        (`shared_machine`). Returns the runs whose view that changes."""
+        stale = [run_id for run_id in changed & self._lines.keys()
+                 if (status := self._lines[run_id].mark.status) != Status.QUEUED
+                 and (run_id not in self._placed or self._placed[run_id][0] != status
+                      or self._placed[run_id][1].device is None)]
+        if not stale:
+            return set()
+        found = reads.run_placements(session, stale)
+        for run_id in stale:
+            if run_id in found:
+                self._placed[run_id] = (self._lines[run_id].mark.status, found[run_id])
+        shared = shared_machine({i: p for i, (_, p) in self._placed.items()})
+        moved = shared ^ self._shared
+        self._shared = shared
+        return moved | set(found)
+
+    def _read_calibrations(self, session: Session) -> set[int]:
+        """The newest calibration per device and preset, read again only when a new one
+        was stored (one max(id) per tick); then every view (their time axes) changes."""
+        newest = calibration.newest_calibration_id(session)
+        if newest == self._calibration_id:
+            return set()
+        self._calibration_id = newest
+        self._calibrations = calibration.latest(calibration.read_calibrations(session))
+        return set(self._lines)
+
+    def _read_load(self, session: Session) -> None:
+        """The workers' load samples past the cursor, into a short history per worker."""
+        rows = reads.load_after(session, self._load_cursor)
+        for _, worker_id, sample in rows:
+            self._load.setdefault(worker_id, deque(maxlen=workers.KEEP_LOAD)).append(sample)
+        if rows:
+            self._load_cursor = rows[-1][0]
 
     # ------------------------------------------------------------------ views
 
     def _view(self, line: reads.RunLine) -> RunView:
         steps = self._steps.get(line.id, _Steps())
         epochs = self._epochs.get(line.id, _Epochs())
+        placement = self._placed.get(line.id, (None, _NOWHERE))[1]
         total = line.epochs
         status = line.mark.status.value
         progress = None
@@ -242,9 +287,12 @@ class DashboardReader:
             train_loss=steps.loss if steps.count else epochs.train_loss,
             valid_loss=epochs.valid_loss, final_loss=final,
             ms_per_step=steps.ms_sum / steps.count if steps.count else None,
-            eta_s=eta, device=self._devices.get(line.id), worker_id=line.mark.worker_id,
+            eta_s=eta, device=placement.name, worker_id=line.mark.worker_id,
             tags=line.tags, fixed_valid_bins=epochs.fixed_valid_bins,
-            fixed_valid_loss=epochs.fixed_valid_loss)
+            fixed_valid_loss=epochs.fixed_valid_loss, device_key=placement.device,
+            shared=line.id in self._shared,
+            step_ms=calibration.calibrated_ms(self._calibrations, placement.device,
+                                              line.preset, line.optimizer))
 
     def _worker(self, worker: workers.Worker, run_id: int | None,
                 now: dt.datetime) -> WorkerView:
@@ -255,7 +303,10 @@ class DashboardReader:
         return WorkerView(id=worker.id, host=worker.host, pid=worker.pid,
                           device=worker.device, state=state,
                           age_s=max(0.0, (now - worker.heartbeat_at).total_seconds()),
-                          run_id=run_id)
+                          run_id=run_id, load=tuple(self._load.get(worker.id, ())))
+
+
+_NOWHERE = Placement(None, None, None, None)
 
 
 def _finite(value: float | None) -> float | None:
@@ -305,23 +356,3 @@ def group_runs(runs: Iterable[RunView]) -> list[GroupView]:
             run_ids=tuple(r.id for r in members)))
     return sorted(out, key=lambda g: (g.preset, g.optimizer, g.mean is None, g.mean or 0.0,
                                       g.lr, g.epochs or 0))
-
-
-@dataclass(frozen=True)
-class StepCost:
-    optimizer: str
-    ms_per_step: float
-    runs: int
-    ratio: float | None  # to AdamW on the same device; None without an AdamW run there
-
-
-def step_costs(runs: Iterable[RunView], device: str) -> list[StepCost]:
-    """Mean ms/step per optimizer over the runs on ``device``, and its ratio to AdamW's."""
-    by_optimizer: dict[str, list[float]] = {}
-    for run in runs:
-        if run.device == device and run.ms_per_step is not None:
-            by_optimizer.setdefault(run.optimizer, []).append(run.ms_per_step)
-    means = {name: statistics.fmean(ms) for name, ms in by_optimizer.items()}
-    base = means.get("adamw")
-    return [StepCost(name, ms, len(by_optimizer[name]), ms / base if base else None)
-            for name, ms in sorted(means.items(), key=lambda item: item[1])]

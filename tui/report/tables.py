@@ -1,5 +1,6 @@
 """The report's numbers as table cells, shared by the terminal and the files: the main
-table, the loss by noise level, sample quality, the sampler line and the caveats."""
+table, the loss by noise level, sample quality, the sampler line, the caveats, and where
+step times and training times come from (calibrations or the runs' own)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import TYPE_CHECKING
 from diffbench.engine.vocabulary import QUALITY_SCORES
 
 if TYPE_CHECKING:
-    from diffbench.storage.results import Caveats, Row
+    from diffbench.storage.calibration import Calibration
+    from diffbench.storage.results import Caveats, Row, RunResult
 
 
 
@@ -28,7 +30,7 @@ def fmt_ratio(row: Row) -> str:
         return "—"
     if row.baseline == row.best:
         return "baseline"
-    return "other device" if row.step_ratio is None else f"{row.step_ratio:.2f}×"
+    return "—" if row.step is None else row.step.text()
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -153,7 +155,8 @@ def caveat_lines(caveats: Caveats, rows: Sequence[Row]) -> list[str]:
                      + (" (none for a single seed)." if low == 1 else "."))
     if len(caveats.devices) > 1:
         lines.append(f"Devices mixed ({', '.join(caveats.devices)}): step-time ratios compare "
-                     "runs on the same device only; training times are not comparable.")
+                     "runs on the same device and preset only; training times are not "
+                     "comparable.")
     elif caveats.devices:
         lines.append(f"All finished runs ran on one device: {caveats.devices[0]}.")
     if caveats.unknown_device:
@@ -176,6 +179,59 @@ def caveat_lines(caveats: Caveats, rows: Sequence[Row]) -> list[str]:
         lines.append("No finished AdamW run for some rows: no % against AdamW, step-time "
                      "ratio or time to AdamW's loss there.")
     return lines
+
+
+def step_lines(rows: Sequence[Row], runs: Sequence[RunResult],
+               calibrated: Sequence[Calibration]) -> list[str]:
+    """Where the step-time ratios and the training-time axis come from, as sentences."""
+    from diffbench.storage.step_ratios import CALIBRATION, SHARED
+
+    lines = []
+    used = {r.step.calibration for r in rows if r.step and r.step.calibration}
+    for c in calibrated:
+        if c.id in used:
+            lines.append(f"Step time marked cal.: calibration #{c.id} on {c.device}, preset "
+                         f"{c.preset} ({c.created_at:%Y-%m-%d}, host {c.host}): every "
+                         f"optimizer's full step timed side by side, {c.rounds} rounds × "
+                         f"{c.steps} steps; ratio of means, in brackets the rounds' range.")
+    if any(r.step and r.step.source == "runs" for r in rows):
+        lines.append("Step time without a calibration: the runs' own mean ms/step on the same "
+                     "device and preset, ratio of means, in brackets the range over runs; "
+                     "`diffbench calibrate -p PRESET` on that device times each optimizer "
+                     "side by side.")
+    shared = sorted({r.id for row in rows if row.step and row.step.caveat
+                     for s in (row.best, row.baseline) if s for r in s.runs if r.shared})
+    if shared:
+        lines.append(f"† {SHARED}: runs {', '.join(map(str, shared[:12]))}"
+                     + (" …" if len(shared) > 12 else "") + " overlapped in time with another "
+                     "run on one host, so their step times include that contention.")
+    if any(r.step and r.step.ratio is None for r in rows):
+        lines.append("Not comparable: the row and AdamW never trained on the same device and "
+                     "preset (and no calibration there times both).")
+    done = [r for r in runs if r.curve]
+    timed = sum(r.timed_by == CALIBRATION for r in done)
+    if timed:
+        lines.append(f"Training times (time to AdamW's loss, loss against time): steps × the "
+                     f"calibrated ms/step for {timed} of {len(done)} finished runs"
+                     + (", the others as measured." if timed < len(done) else "."))
+    elif any(r.shared for r in done):
+        lines.append(f"Training times are as measured, {SHARED} (no calibration).")
+    return lines
+
+
+def calibration_table(calibrated: Sequence[Calibration]
+                      ) -> tuple[tuple[str, ...], list[tuple[str, ...]], int]:
+    """Columns, cells and leading text columns of the calibrations' table: per calibration
+    and optimizer, the mean ms/step ± std over rounds and the ratio to AdamW."""
+    cells = []
+    for c in calibrated:
+        for t in sorted(c.times, key=lambda t: t.ms_per_step):
+            ratio = c.ratio(t.optimizer, "adamw")
+            cells.append((f"#{c.id}", c.device, c.preset, t.optimizer,
+                          fmt_loss(t.ms_per_step, t.ms_std), f"{c.rounds} × {c.steps}",
+                          "—" if ratio is None else ratio.text()))
+    return ("calibration", "device", "preset", "optimizer", "ms/step", "rounds × steps",
+            "× AdamW"), cells, 4
 
 
 def sampler_lines(rows: Sequence[Row]) -> list[str]:

@@ -15,18 +15,21 @@ from typing import TYPE_CHECKING
 from ..errors import require, require_writable
 from .tables import (
     bins_table,
+    calibration_table,
     caveat_lines,
     fmt_loss,
     fmt_pct,
     main_table,
     quality_table,
     sampler_lines,
+    step_lines,
 )
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table as RichTable
 
+    from diffbench.storage.calibration import Calibration
     from diffbench.storage.db import Database
     from diffbench.storage.filters import RunFilter
     from diffbench.storage.results import Caveats, Row, RunResult
@@ -73,7 +76,7 @@ def write_report(db: Database, out: Path, *, filters: Sequence[str] = (),
     Raises `UserError` for a bad filter or an unwritable ``out``, `NoRuns` when no run
     matches.
     """
-    from diffbench.storage import results
+    from diffbench.storage import calibration, results
 
     from ..output import console as stdout_console
     from ..output import run_filter as parse_filters
@@ -84,10 +87,12 @@ def write_report(db: Database, out: Path, *, filters: Sequence[str] = (),
     runs = results.load_runs(db, run_filter)
     if not runs:
         raise NoRuns(_next_steps(db, run_filter))
-    rows = results.summarize(runs)
+    calibrated = calibration.calibrations(db)
+    rows = results.summarize(runs, calibration.latest(calibrated))
     caveats = results.caveats(runs, rows)
     drawn = _figures(db, runs, rows)
-    blocks = _document(db, run_filter, runs, rows, caveats, drawn)
+    steps = step_lines(rows, runs, calibrated)
+    blocks = _document(db, run_filter, runs, rows, caveats, drawn, steps, calibrated)
     (out / FIGURES).mkdir(parents=True, exist_ok=True)
     for figure in drawn:  # a figure not drawn this time leaves no stale file behind
         path = out / FIGURES / f"{figure.name}.png"
@@ -99,7 +104,7 @@ def write_report(db: Database, out: Path, *, filters: Sequence[str] = (),
     markdown.write_text(document.to_markdown(blocks))
     (out / HTML).write_text(document.to_html(blocks, TITLE))
     console = console or stdout_console()
-    _print(console, rows, caveats)
+    _print(console, rows, caveats, steps)
     console.print(f"report: {markdown} and {out / HTML} ({sum(f.png is not None for f in drawn)}"
                   f" figures in {out / FIGURES})", markup=False, highlight=False)
     return markdown
@@ -134,12 +139,13 @@ def _rich_table(title: str, columns: Sequence[str], cells: Sequence[Sequence[str
     return table
 
 
-def _print(console: Console, rows: Sequence[Row], caveats: Caveats) -> None:
+def _print(console: Console, rows: Sequence[Row], caveats: Caveats,
+           steps: Sequence[str]) -> None:
     columns, cells, left = main_table(rows)
     console.print(_rich_table("Best setting per optimizer × schedule (final fixed-noise "
                               "validation loss)", columns, cells,
                               range(left, len(columns) - 1)))
-    for line in caveat_lines(caveats, rows):
+    for line in (*caveat_lines(caveats, rows), *steps):
         console.print(f"• {line}", markup=False, highlight=False)
     columns, cells, left = bins_table(rows)
     if cells:
@@ -191,7 +197,10 @@ def _figures(db: Database, runs: Sequence[RunResult], rows: Sequence[Row]) -> li
               "left).", figures.lr_sweep(rows, presets) if rows else None, none),
         Drawn("loss_vs_time", "Validation loss against training time",
               "Each optimizer's best setting, mean over seeds; training time counts steps "
-              "only (the paper's Fig. 2 right).", figures.loss_vs_time(rows, presets), none),
+              "only (the paper's Fig. 2 right)" + ("; steps × the calibrated ms/step where a "
+              "calibration of the run's device and preset exists (see the caveats)."
+              if any(r.timed_by == "calibration" for r in runs) else "."),
+              figures.loss_vs_time(rows, presets), none),
         Drawn("schedules", "Loss curves by schedule",
               "Each schedule's best setting, mean over seeds.",
               figures.schedules(rows, presets), none),
@@ -283,6 +292,21 @@ def _bins_blocks(rows: Sequence[Row]) -> list[Block]:
     return blocks
 
 
+def _step_blocks(calibrated: Sequence[Calibration]) -> list[Block]:
+    from .document import Paragraph, Table
+
+    if not calibrated:
+        return [Paragraph("No calibration stored: step-time ratios and training times are "
+                          "the runs' own, which other runs on the same machine may have slowed. "
+                          "`diffbench calibrate -p PRESET` times each optimizer side by side.")]
+    columns, cells, left = calibration_table(calibrated)
+    return [Paragraph("Every stored calibration (`diffbench calibrate`): each optimizer's full "
+                      "step (data + forward/backward + optimizer) timed side by side in "
+                      "interleaved rounds after a warm-up; ms/step: mean ± std over rounds; "
+                      "× AdamW: ratio of means, in brackets the rounds' range. The newest per "
+                      "device and preset is used."), Table(columns, tuple(cells), left=left)]
+
+
 def _paper_blocks(rows: Sequence[Row]) -> list[Block]:
     from diffbench.storage.published import PAPER_PRESET, compare_published, load_published
 
@@ -308,7 +332,8 @@ def _paper_blocks(rows: Sequence[Row]) -> list[Block]:
 
 
 def _document(db: Database, run_filter: RunFilter, runs: Sequence[RunResult],
-              rows: Sequence[Row], caveats: Caveats, drawn: Sequence[Drawn]) -> list[Block]:
+              rows: Sequence[Row], caveats: Caveats, drawn: Sequence[Drawn],
+              steps: Sequence[str], calibrated: Sequence[Calibration]) -> list[Block]:
     from .document import Bullets, Heading, Image, Paragraph, Table
 
     columns, cells, left = main_table(rows)
@@ -317,12 +342,13 @@ def _document(db: Database, run_filter: RunFilter, runs: Sequence[RunResult],
         Heading(TITLE, 1),
         Paragraph(f"{stamp} · database `{db.url}` · "
                   + (f"filter `{run_filter}`" if run_filter.terms else "all runs")),
-        Heading("Caveats"), Bullets(tuple(caveat_lines(caveats, rows))),
+        Heading("Caveats"), Bullets((*caveat_lines(caveats, rows), *steps)),
         Heading("Best setting per optimizer × schedule"),
         Paragraph("Final loss: the last fixed-noise validation loss (the same noise and "
                   "windows for every run), mean ± std over seeds of the setting with the "
                   "lowest mean. vs AdamW: against AdamW with linear decay of the same preset "
-                  "and epochs. Step time: ms per step over AdamW's, same device only. Time to "
+                  "and epochs. Step time: ms per step over AdamW's, same device and preset "
+                  "only (cal.: from a calibration; see the caveats and Step time). Time to "
                   "AdamW's loss: training time (steps only) at which the seed-mean curve first "
                   "reaches AdamW's mean final loss."),
         Table(columns, tuple(cells), left=left),
@@ -335,6 +361,7 @@ def _document(db: Database, run_filter: RunFilter, runs: Sequence[RunResult],
         else:
             blocks += [Image(f"{FIGURES}/{figure.name}.png", figure.title, figure.png),
                        Paragraph(figure.caption)]
+    blocks += [Heading("Step time"), *_step_blocks(calibrated)]
     blocks += [Heading("Loss by noise level"), *_bins_blocks(rows)]
     blocks += [Heading("Sample quality"), *_quality_blocks(rows),
                Heading("The paper beside diffbench"), *_paper_blocks(rows),

@@ -39,6 +39,7 @@ from diffbench.storage.workspace import Workspace
 
 from ..errors import EXIT_INTERRUPTED
 from .provision import ensure_dataset
+from .sensors import Sensors, load
 
 
 def log(message: str) -> None:
@@ -52,13 +53,14 @@ def log(message: str) -> None:
 class Heartbeat(threading.Thread):
     """Extends a run's lease every ``lease_s / 3`` (optuna's heartbeat thread: `Event.wait`,
     so it stops promptly; stamped by the database clock). Sets ``cancelled`` and calls
-    ``on_cancel`` when a cancel is requested, sets ``lost`` when the run is no longer ours."""
+    ``on_cancel`` when a cancel is requested, sets ``lost`` when the run is no longer ours.
+    Each beat carries the worker's load (``sensors``: read here, off the training loop)."""
 
     def __init__(self, db: Any, worker_id: int, run_id: int, lease_s: float,
-                 on_cancel: Any) -> None:
+                 on_cancel: Any, sensors: Sensors | None = None) -> None:
         super().__init__(name=f"heartbeat-run-{run_id}", daemon=True)
         self.db, self.worker_id, self.run_id, self.lease_s = db, worker_id, run_id, lease_s
-        self.on_cancel = on_cancel
+        self.on_cancel, self.sensors = on_cancel, sensors
         self.stopped = threading.Event()
         self.lost = False
         self.cancelled = False
@@ -69,7 +71,7 @@ class Heartbeat(threading.Thread):
         while not self.stopped.wait(self.lease_s / 3):
             try:
                 lease = queue.heartbeat(self.db, self.worker_id, self.run_id,
-                                        lease_s=self.lease_s)
+                                        lease_s=self.lease_s, load=load(self.sensors))
             except StorageError as error:  # a busy or unreachable database: try again
                 log(f"heartbeat of run {self.run_id} failed: {error}")
                 continue
@@ -108,6 +110,7 @@ class Worker:
         self.wake = threading.Event()
         self.trainer: Any = None
         self.id: int | None = None
+        self.sensors: Sensors | None = None  # the load each heartbeat carries
 
     # ------------------------------------------------------------------ signals
 
@@ -133,7 +136,7 @@ class Worker:
             me = workers.register_worker(self.db, host=socket.gethostname(), pid=os.getpid(),
                                          device=str(resolve_device(self.device)),
                                          slurm_job=slurm_job(), one_host=True)
-            self.id = me.id
+            self.id, self.sensors = me.id, Sensors(me.device, log)
             log(f"worker {me.id} ({me.host}, pid {me.pid}, {me.device}) on {self.db.url}")
             done, idle_since, beat = 0, time.monotonic(), 0.0
             while self.signal is None and (max_runs is None or done < max_runs):
@@ -145,7 +148,7 @@ class Worker:
                         log(f"worker {me.id}: queue empty for {idle_exit:g} s; exiting")
                         break
                     if now - beat >= self.lease_s / 3:
-                        queue.heartbeat(self.db, me.id)
+                        queue.heartbeat(self.db, me.id, load=load(self.sensors))
                         beat = now
                     self.wake.wait(self.poll_s if idle_exit is None
                                    else min(self.poll_s, max(idle_exit / 4, 0.05)))
@@ -158,6 +161,8 @@ class Worker:
         finally:
             if self.id is not None:
                 workers.stop_worker(self.db, self.id)
+            if self.sensors is not None:
+                self.sensors.close()
             for s, handler in previous.items():
                 signal.signal(s, handler)
         return EXIT_INTERRUPTED if self.signal == signal.SIGINT else 0
@@ -173,7 +178,7 @@ class Worker:
         log(f"worker {self.id}: run {run.id} (attempt {run.attempts}): {run.preset} "
              f"{run.optimizer} {run.schedule} lr {run.lr:g} wd {run.weight_decay:g} "
              f"seed {run.seed}")
-        beat = Heartbeat(self.db, self.id, run.id, self.lease_s, self._on_cancel)
+        beat = Heartbeat(self.db, self.id, run.id, self.lease_s, self._on_cancel, self.sensors)
         beat.start()
         sink = StorageSink(self.db, run.id, worker_id=self.id, active=lambda: not beat.lost)
         status, interrupted = None, False
