@@ -182,3 +182,22 @@ def test_the_storage_keeps_the_last_samples_per_worker(any_db):
     history = workers.load_history(db)
     assert [s.cpu_percent for s in history[a]] == [float(k) for k in range(3, KEEP_LOAD + 3)]
     assert len(history[b]) == 1 and history[b][0].cpu_percent is None
+
+
+def test_the_gpu_is_found_again_by_uuid_once_cuda_is_up(nvml, monkeypatch):
+    """An idle worker samples before CUDA is initialised (index through
+    CUDA_VISIBLE_DEVICES); once its run brings CUDA up, the UUID torch gives decides."""
+    fake = nvml()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")
+    up = {"cuda": False}
+    props = types.SimpleNamespace(uuid="1234-abcd")
+    cuda = types.SimpleNamespace(is_initialized=lambda: up["cuda"],
+                                 get_device_properties=lambda index: props)
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    sensors = Sensors("cuda:0")
+    sensors.sample()
+    assert ("index", 2) in fake.calls and not any(c[0] == "uuid" for c in fake.calls)
+    up["cuda"] = True
+    sensors.sample()
+    sensors.sample()
+    assert [c for c in fake.calls if c[0] == "uuid"] == [("uuid", "GPU-1234-abcd")]

@@ -9,7 +9,8 @@ the host's busy share since the previous sample, without waiting (the first call
 the sensors are built, only starts the clock; psutil keeps that clock per process, so one
 `Sensors` per worker process). Which NVML device: the torch device's UUID
 when CUDA is initialised in this process, else its index through ``CUDA_VISIBLE_DEVICES``
-(indices or UUIDs), else the index itself.
+(indices or UUIDs), else the index itself; a guess by index is replaced by the UUID once
+CUDA comes up (CUDA's and NVML's orders can differ on a machine with mixed GPUs).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Sensors:
         self._lock = threading.Lock()
         self._nvml: Any = None  # the pynvml module once initialised
         self._handle: Any = None
+        self._exact = False  # the handle was found by the UUID torch gave
         self._gpu = device.startswith("cuda")
         self._psutil: Any = None
         try:
@@ -49,7 +51,13 @@ class Sensors:
     # ------------------------------------------------------------------ GPU
 
     def _gpu_handle(self) -> Any:
-        """The NVML handle of this worker's GPU, found once; None without a GPU or NVML."""
+        """The NVML handle of this worker's GPU; None without a GPU or NVML. Found once, and
+        once more by the device's UUID when CUDA came up after a guess by index (an idle
+        worker samples before its first run initialises CUDA)."""
+        if (self._handle is not None and not self._exact and self._nvml is not None
+                and _torch_uuid(self._index()) is not None):
+            with contextlib.suppress(self._nvml.NVMLError):
+                self._handle = self._find(self._nvml)
         if not self._gpu or self._handle is not None:
             return self._handle
         try:
@@ -68,9 +76,13 @@ class Sensors:
             self.close()
         return self._handle
 
+    def _index(self) -> int:
+        return int(self.device.partition(":")[2] or 0)
+
     def _find(self, pynvml: Any) -> Any:
-        index = int(self.device.partition(":")[2] or 0)
+        index = self._index()
         uuid = _torch_uuid(index)
+        self._exact = uuid is not None
         if uuid is None:
             visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
                        if v.strip()]
