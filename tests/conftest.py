@@ -17,12 +17,16 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from collections.abc import Iterator
+from pathlib import Path
 
 os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported; subprocesses inherit it
 
 import pytest
 
 from diffbench.engine.config import Preset, load_preset, override
+from diffbench.storage.db import Database, open_database
+from tests.postgres_db import KINDS, database_url
 
 
 def _device_option(value: str) -> str:
@@ -57,3 +61,19 @@ def quick_preset() -> Preset:
         "data.size": 32, "data.trajectories": 10, "data.transitions": 8, "data.burn_in": 3,
         "data.chunk": 3,
     })
+
+
+@pytest.fixture(params=KINDS)
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty job database's URL, once per backend (`postgres_db.KINDS`: PostgreSQL cases
+    skip without a server). Modules whose tests need another database define their own."""
+    with database_url(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def db(url: str) -> Iterator[Database]:
+    """The database at `url`, opened (migrated) for the test and disposed after it."""
+    database = open_database(url)
+    yield database
+    database.dispose()

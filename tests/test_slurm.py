@@ -19,13 +19,7 @@ from typer.testing import CliRunner
 from diffbench.storage import hosts, migrations, workers
 from diffbench.storage.db import Database, create_engine, open_database
 from diffbench.tui.cli import app
-from tests.postgres_db import KINDS, database_url, fresh_postgres
-
-
-@pytest.fixture(params=KINDS)
-def url(request, tmp_path):
-    with database_url(request.param, tmp_path) as url:
-        yield url
+from tests.postgres_db import fresh_postgres
 
 
 @pytest.fixture

@@ -17,15 +17,8 @@ from diffbench.storage.db import (
     open_database,
     resolve_url,
 )
-from tests.postgres_db import KINDS, database_url
 
 TABLES = {"runs", "workers", "step_metrics", "epoch_metrics", "samples"}
-
-
-@pytest.fixture(params=KINDS)
-def url(request, tmp_path):
-    with database_url(request.param, tmp_path) as url:
-        yield url
 
 
 def test_fresh_database_is_migrated_to_head(url):

@@ -19,7 +19,6 @@ from diffbench.storage import records, workers
 from diffbench.storage.db import StorageError, open_database
 from diffbench.storage.queue import LeaseLost
 from diffbench.storage.states import IllegalTransition, Status
-from tests.postgres_db import KINDS, database_url
 
 T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -40,19 +39,6 @@ def step(n: int, loss: float = 0.5) -> dict:
 
 EPOCH = dict(epoch=0, step=2, train_loss=0.5, valid_loss=0.4, fixed_valid_loss=0.3,
              epoch_s=1.0, valid_s=0.1, sample_s=0.0, train_s=1.0)
-
-
-@pytest.fixture(params=KINDS)
-def url(request, tmp_path):
-    with database_url(request.param, tmp_path) as url:
-        yield url
-
-
-@pytest.fixture
-def db(url):
-    database = open_database(url)
-    yield database
-    database.dispose()
 
 
 def register(db, host: str):

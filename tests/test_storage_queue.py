@@ -17,7 +17,6 @@ from diffbench.storage import queue as q
 from diffbench.storage import records, workers
 from diffbench.storage.db import NotFound, open_database
 from diffbench.storage.states import IllegalTransition, Status
-from tests.postgres_db import KINDS, database_url
 
 T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -31,19 +30,6 @@ def spec(seed: int = 0, **changes) -> q.RunSpec:
                   weight_decay=0.01, seed=seed)
     values.update(changes)
     return q.RunSpec(**values)
-
-
-@pytest.fixture(params=KINDS)
-def url(request, tmp_path):
-    with database_url(request.param, tmp_path) as url:
-        yield url
-
-
-@pytest.fixture
-def db(url):
-    database = open_database(url)
-    yield database
-    database.dispose()
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ from diffbench.storage import queue as q
 from diffbench.storage.db import SchemaOutdated, create_engine, open_database
 from diffbench.storage.states import Status
 from diffbench.tui.cli import app
-from tests.postgres_db import KINDS, database_url
 
 TABLES = ("workers", "runs", "step_metrics", "epoch_metrics", "samples")
 T = dt.datetime(2026, 5, 10, 12, 0, 0, 123456)  # naive UTC, as 0001 stored times
@@ -122,12 +121,6 @@ ROWS = {
              data=np.array([0.5, math.pi, -1.0]).tobytes()),
     ],
 }
-
-
-@pytest.fixture(params=KINDS)
-def url(request, tmp_path):
-    with database_url(request.param, tmp_path) as url:
-        yield url
 
 
 def table_rows(connection: sa.Connection, columns: dict[str, list[str]] | None = None
